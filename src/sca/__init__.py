@@ -1,0 +1,3 @@
+"""SCA: Segment and Caption Anything."""
+
+__version__ = "0.1.0"

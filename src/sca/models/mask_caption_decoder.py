@@ -1,0 +1,119 @@
+"""SAM's mask decoder, opened up so the feature mixer can read what SAM's transformer computed.
+
+`SamMaskDecoder.forward` returns only masks and IoU scores. SCA also needs SAM's output tokens after its
+two-way transformer and the image features that transformer updated, so `segment` runs the decoder's own
+submodules step by step, and `mix` runs the feature mixer on what `segment` returned.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers.models.sam.modeling_sam import SamMaskDecoder, SamTwoWayTransformer
+
+from .configuration import ScaMaskCaptionDecoderConfig
+
+
+@dataclass
+class Segmentation:
+    """What SAM's decoder produced for B images × R regions.
+
+    iou_scores: `(B, R, M)` SAM's predicted IoU per candidate mask (M = 3 with multimask output, else 1).
+    pred_masks: `(B, R, M, h, w)` low-resolution mask logits (h, w = 4 × the image-embedding grid).
+    output_tokens: `(B, R, T, C)` SAM's tokens (IoU, mask tokens, prompt tokens) after its transformer.
+    image_features: `(B·R, C, H, W)` SAM's image embeddings after its transformer, one copy per region.
+    """
+
+    iou_scores: torch.Tensor
+    pred_masks: torch.Tensor
+    output_tokens: torch.Tensor
+    image_features: torch.Tensor
+
+
+class ScaMaskCaptionDecoder(SamMaskDecoder):
+    """SAM's mask decoder plus the feature mixer (`additional_transformer`) and its learned caption queries.
+
+    The submodule names are those of the original release (`mask_decoder.additional_transformer.*`,
+    `mask_decoder.caption_tokens`), so SAM checkpoints and SCA checkpoints both load by name.
+    """
+
+    def __init__(self, config: ScaMaskCaptionDecoderConfig):
+        super().__init__(config)
+        mixer_config = copy.deepcopy(config)
+        mixer_config.num_hidden_layers = config.additional_num_hidden_layers
+        self.additional_transformer = SamTwoWayTransformer(mixer_config)
+        self.num_caption_tokens = config.num_caption_tokens
+        self.caption_tokens = nn.Embedding(config.num_caption_heads * config.num_caption_tokens, config.hidden_size)
+
+    def segment(
+        self,
+        image_embeddings: torch.Tensor,
+        image_positional_embeddings: torch.Tensor,
+        sparse_prompt_embeddings: torch.Tensor,
+        dense_prompt_embeddings: torch.Tensor,
+        multimask_output: bool = True,
+    ) -> Segmentation:
+        """Run SAM's decoder.
+
+        Args:
+            image_embeddings: `(B, C, H, W)` from the image encoder.
+            image_positional_embeddings: `(1, C, H, W)` dense positional encoding of the embedding grid.
+            sparse_prompt_embeddings: `(B, R, n, C)` point and box tokens (n may be 0).
+            dense_prompt_embeddings: `(B·R, C, H, W)` mask-prompt embeddings, or `(1, C, 1, 1)` (no mask).
+        """
+        batch_size, channels, height, width = image_embeddings.shape
+        num_regions = sparse_prompt_embeddings.shape[1]
+
+        output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
+        output_tokens = output_tokens.expand(batch_size, num_regions, -1, -1)
+        tokens = torch.cat([output_tokens, sparse_prompt_embeddings.to(output_tokens.dtype)], dim=2)
+
+        # Every region attends to its own copy of the image: SAM's transformer updates the image side too.
+        region_images = image_embeddings.repeat_interleave(num_regions, dim=0) + dense_prompt_embeddings
+        tokens, keys = self.transformer(
+            point_embeddings=tokens,
+            image_embeddings=region_images,
+            image_positional_embeddings=image_positional_embeddings,
+            attention_similarity=None,
+        )
+        image_features = keys.transpose(2, 3).reshape(batch_size * num_regions, channels, height, width)
+
+        upscaled = self.upscale_conv1(image_features)
+        upscaled = self.activation(self.upscale_layer_norm(upscaled))
+        upscaled = self.activation(self.upscale_conv2(upscaled))
+        mask_tokens_out = tokens[:, :, 1 : 1 + self.num_mask_tokens]
+        hyper_in = torch.stack(
+            [mlp(mask_tokens_out[:, :, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=2
+        )
+        _, up_channels, up_height, up_width = upscaled.shape
+        upscaled = upscaled.reshape(batch_size, num_regions, up_channels, up_height * up_width)
+        masks = (hyper_in @ upscaled).reshape(batch_size, num_regions, -1, up_height, up_width)
+        iou_scores = self.iou_prediction_head(tokens[:, :, 0])
+
+        mask_slice = slice(1, None) if multimask_output else slice(0, 1)
+        return Segmentation(
+            iou_scores=iou_scores[:, :, mask_slice],
+            pred_masks=masks[:, :, mask_slice],
+            output_tokens=tokens,
+            image_features=image_features,
+        )
+
+    def mix(self, segmentation: Segmentation, image_positional_embeddings: torch.Tensor) -> torch.Tensor:
+        """Run the feature mixer: caption queries read SAM's output tokens and its updated image features.
+
+        Returns:
+            `(B, R, num_caption_tokens, C)`: the caption queries after the mixer.
+        """
+        batch_size, num_regions = segmentation.output_tokens.shape[:2]
+        queries = self.caption_tokens.weight.expand(batch_size, num_regions, -1, -1)
+        queries = torch.cat([queries, segmentation.output_tokens], dim=2)
+        queries, _ = self.additional_transformer(
+            point_embeddings=queries,
+            image_embeddings=segmentation.image_features,
+            image_positional_embeddings=image_positional_embeddings,
+            attention_similarity=None,
+        )
+        return queries[:, :, : self.num_caption_tokens]

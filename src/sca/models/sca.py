@@ -1,0 +1,407 @@
+"""The SCA model: SAM, a feature mixer with learned caption queries, and a frozen causal language model."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoModelForCausalLM, PreTrainedModel, SamModel
+from transformers.modeling_outputs import ModelOutput
+from transformers.models.sam.modeling_sam import (
+    SamPositionalEmbedding,
+    SamPromptEncoder,
+    SamVisionAttention,
+    SamVisionEncoder,
+)
+from transformers import initialization as init
+
+from .configuration import TASK_TYPES, ScaConfig, ScaMaskCaptionDecoderConfig
+from .mask_caption_decoder import ScaMaskCaptionDecoder, Segmentation
+
+DEFAULT_TRAINABLE_MODULES = (
+    "mask_decoder.additional_transformer",
+    "mask_decoder.caption_tokens",
+    "task_tokens",
+    "language_project",
+)
+"""What trains by default: the mixer, its queries, the task tokens and the projection (SAM and LM frozen)."""
+
+LABEL_SMOOTHING = 0.1
+
+
+@dataclass
+class ScaOutput(ModelOutput):
+    """Output of [`ScaModel.forward`].
+
+    loss: `()` token cross-entropy with label smoothing, when `labels` are given.
+    logits: `(B, R, L, V)` caption-aligned LM logits: `logits[b, r, j]` predicts `input_ids[b, r, j]`
+        (the last prefix position predicts the first caption token).
+    iou_scores: `(B, R, M)` SAM's predicted IoU per candidate mask.
+    pred_masks: `(B, R, M, h, w)` SAM's low-resolution mask logits.
+    caption_queries: `(B, R, N, C)` the mixer's caption queries (N = num_caption_tokens).
+    prefix_embeds: `(B, R, P, H)` the LM prefix: task tokens then projected caption queries.
+    """
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    iou_scores: torch.Tensor | None = None
+    pred_masks: torch.Tensor | None = None
+    caption_queries: torch.Tensor | None = None
+    prefix_embeds: torch.Tensor | None = None
+
+
+@dataclass
+class ScaGenerationOutput(ModelOutput):
+    """Output of [`ScaModel.generate`].
+
+    sequences: `(B, R, T)` generated token ids (no prompt, no seeded BOS), right-padded with the pad id.
+    iou_scores: `(B, R, M)` SAM's predicted IoU per candidate mask.
+    pred_masks: `(B, R, M, h, w)` SAM's low-resolution mask logits.
+    """
+
+    sequences: torch.Tensor | None = None
+    iou_scores: torch.Tensor | None = None
+    pred_masks: torch.Tensor | None = None
+
+
+class ScaPreTrainedModel(PreTrainedModel):
+    config_class = ScaConfig
+    config: ScaConfig
+    base_model_prefix = "sca"
+    main_input_name = "pixel_values"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _no_split_modules = ["SamVisionLayer"]
+
+    def _init_weights(self, module: nn.Module):
+        super()._init_weights(module)
+        if isinstance(module, SamPositionalEmbedding):
+            init.normal_(module.positional_embedding, std=module.scale)
+        elif isinstance(module, SamVisionAttention) and module.use_rel_pos:
+            init.zeros_(module.rel_pos_h)
+            init.zeros_(module.rel_pos_w)
+
+
+class ScaModel(ScaPreTrainedModel):
+    """Segment and Caption Anything (the original's `ScaMultitaskV2Model`).
+
+    SAM segments each prompted region; the feature mixer's caption queries read SAM's output tokens and
+    its updated image features; a linear projection maps them into the LM's embedding space behind the
+    task tokens; the causal LM decodes the caption from that prefix.
+    """
+
+    _tied_weights_keys = {
+        "prompt_encoder.shared_embedding.positional_embedding": "shared_image_embedding.positional_embedding"
+    }
+
+    def __init__(self, config: ScaConfig, language_model: PreTrainedModel | None = None):
+        super().__init__(config)
+        # SAM's modules read `_attn_implementation` from their own (non-PreTrainedModel) config.
+        config.mask_caption_decoder_config._attn_implementation = config._attn_implementation
+        self.shared_image_embedding = SamPositionalEmbedding(config.vision_config)
+        self.vision_encoder = SamVisionEncoder(config.vision_config)
+        self.prompt_encoder = SamPromptEncoder(config)
+        self.mask_decoder = ScaMaskCaptionDecoder(config.mask_caption_decoder_config)
+
+        if language_model is None:
+            language_model = AutoModelForCausalLM.from_config(config.text_config)
+        self.language_model = language_model
+        lm_hidden = language_model.get_input_embeddings().embedding_dim
+        decoder_hidden = config.mask_caption_decoder_config.hidden_size
+        self.language_project = nn.Linear(decoder_hidden, lm_hidden)
+        self.task_tokens = nn.Embedding(len(TASK_TYPES) * config.num_task_tokens, lm_hidden)
+        self.post_init()
+        self.set_trainable(DEFAULT_TRAINABLE_MODULES)
+
+    # ------------------------------------------------------------------ building and freezing
+
+    @classmethod
+    def from_sam_and_lm(
+        cls,
+        sam: str,
+        lm: str,
+        mixer_layers: int = 12,
+        caption_tokens: int = 8,
+        task_tokens: int = 6,
+        **from_pretrained_kwargs,
+    ) -> "ScaModel":
+        """Build a fresh SCA model from a SAM checkpoint and a causal LM (hub names or local folders).
+
+        SAM's and the LM's weights are loaded; the mixer, caption queries, task tokens and projection are
+        newly initialised.
+        """
+        sam_model = SamModel.from_pretrained(sam, **from_pretrained_kwargs)
+        language_model = AutoModelForCausalLM.from_pretrained(lm, **from_pretrained_kwargs)
+        sam_config = sam_model.config
+        decoder_config = ScaMaskCaptionDecoderConfig(
+            **sam_config.mask_decoder_config.to_dict(),
+            additional_num_hidden_layers=mixer_layers,
+            num_caption_tokens=caption_tokens,
+        )
+        config = ScaConfig(
+            vision_config=sam_config.vision_config.to_dict(),
+            prompt_encoder_config=sam_config.prompt_encoder_config.to_dict(),
+            mask_caption_decoder_config=decoder_config.to_dict(),
+            text_config=language_model.config.to_dict(),
+            num_task_tokens=task_tokens,
+        )
+        model = cls(config, language_model=language_model)
+        missing, unexpected = model.load_state_dict(sam_model.state_dict(), strict=False)
+        if unexpected:
+            raise ValueError(f"SAM checkpoint {sam} has weights SCA does not know: {unexpected[:5]}")
+        new_modules = ("mask_decoder.additional_transformer.", "mask_decoder.caption_tokens.",
+                       "language_project.", "task_tokens.", "language_model.")
+        not_loaded = [k for k in missing if not k.startswith(new_modules)]
+        if not_loaded:
+            raise ValueError(f"SAM checkpoint {sam} lacks weights SCA needs: {not_loaded[:5]}")
+        return model
+
+    def set_trainable(self, module_paths: Sequence[str]) -> None:
+        """Freeze everything, then unfreeze the modules at these dotted paths (e.g. `language_model`)."""
+        self.requires_grad_(False)
+        for path in module_paths:
+            try:
+                module = self.get_submodule(path)
+            except AttributeError as error:
+                raise ValueError(f"no module {path!r} in ScaModel to train") from error
+            module.requires_grad_(True)
+
+    # ------------------------------------------------------------------ the parts of the pass
+
+    def get_image_embeddings(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """`(B, 3, S, S)` preprocessed images → `(B, C, H, W)` image embeddings."""
+        return self.vision_encoder(pixel_values.to(self.dtype)).last_hidden_state
+
+    def get_image_wide_positional_embeddings(self) -> torch.Tensor:
+        """`(1, C, H, W)` positional encoding of the cell centres of the image-embedding grid."""
+        size = self.config.prompt_encoder_config.image_embedding_size
+        weight = self.shared_image_embedding.positional_embedding
+        cells = (torch.arange(size, device=weight.device, dtype=weight.dtype) + 0.5) / size
+        y, x = torch.meshgrid(cells, cells, indexing="ij")
+        embedding = self.shared_image_embedding(torch.stack([x, y], dim=-1))
+        return embedding.permute(2, 0, 1).unsqueeze(0)
+
+    def segment(
+        self,
+        image_embeddings: torch.Tensor,
+        input_points: torch.Tensor | None = None,
+        input_labels: torch.Tensor | None = None,
+        input_boxes: torch.Tensor | None = None,
+        input_masks: torch.Tensor | None = None,
+        multimask_output: bool = True,
+    ) -> Segmentation:
+        """Encode the prompts and run SAM's decoder.
+
+        Prompts are in the model's input frame (the resized, padded `S × S` image):
+            input_points: `(B, R, K, 2)` xy, with input_labels `(B, R, K)` (1 fg, 0 bg, -10 padding).
+            input_boxes: `(B, R, 4)` xyxy.
+            input_masks: `(B, R, 4H, 4W)` mask logits in the low-resolution frame.
+        All prompt kinds given describe the same R regions.
+        """
+        batch_size = image_embeddings.shape[0]
+        num_regions = _count_regions(input_points, input_boxes, input_masks)
+        if input_points is not None and input_labels is None:
+            input_labels = torch.ones(input_points.shape[:-1], dtype=torch.long, device=input_points.device)
+        sparse, _ = self.prompt_encoder(
+            input_points=input_points, input_labels=input_labels, input_boxes=input_boxes, input_masks=None
+        )
+        if sparse is None:
+            hidden = self.config.prompt_encoder_config.hidden_size
+            sparse = image_embeddings.new_zeros(batch_size, num_regions, 0, hidden)
+        if input_masks is not None:
+            masks = input_masks.to(image_embeddings.dtype).flatten(0, 1).unsqueeze(1)
+            dense = self.prompt_encoder.mask_embed(masks)
+        else:
+            dense = self.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
+        return self.mask_decoder.segment(
+            image_embeddings, self.get_image_wide_positional_embeddings(), sparse, dense, multimask_output
+        )
+
+    def caption_prefix(self, segmentation: Segmentation, task_type_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mixer, projection and task tokens → the LM prefix.
+
+        Args:
+            task_type_ids: `(B,)` row of `TASK_TYPES` per image.
+        Returns:
+            caption_queries `(B, R, N, C)` and prefix_embeds `(B, R, P, H)` with P = num_task_tokens + N.
+        """
+        caption_queries = self.mask_decoder.mix(segmentation, self.get_image_wide_positional_embeddings())
+        batch_size, num_regions = caption_queries.shape[:2]
+        projected = self.language_project(caption_queries)
+        task = self.task_tokens.weight.view(len(TASK_TYPES), self.config.num_task_tokens, -1)[task_type_ids]
+        task = task[:, None].expand(batch_size, num_regions, -1, -1)
+        return caption_queries, torch.cat([task, projected], dim=2)
+
+    def task_type_ids(self, task_types: Sequence[str] | str | None, batch_size: int) -> torch.Tensor:
+        """Names (`caption`, `recognition`) → `(B,)` ids; None means captioning for every image."""
+        if task_types is None:
+            task_types = "caption"
+        if isinstance(task_types, str):
+            task_types = [task_types] * batch_size
+        unknown = sorted(set(task_types) - set(TASK_TYPES))
+        if unknown:
+            raise ValueError(f"unknown task type {unknown[0]!r}: use one of {', '.join(TASK_TYPES)}")
+        return torch.tensor([TASK_TYPES.index(t) for t in task_types], device=self.device)
+
+    # ------------------------------------------------------------------ training forward
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        input_points: torch.Tensor | None = None,
+        input_labels: torch.Tensor | None = None,
+        input_boxes: torch.Tensor | None = None,
+        input_masks: torch.Tensor | None = None,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        task_type_ids: torch.Tensor | None = None,
+        image_embeddings: torch.Tensor | None = None,
+        multimask_output: bool = True,
+        **kwargs,
+    ) -> ScaOutput:
+        """Segment the regions and score their captions.
+
+        Args:
+            pixel_values: `(B, 3, S, S)` preprocessed images (or pass `image_embeddings` `(B, C, H, W)`).
+            input_points / input_labels / input_boxes / input_masks: the prompts, see `segment`.
+            input_ids: `(B, R, L)` caption tokens (EOS appended, right-padded); attention_mask `(B, R, L)`.
+            labels: `(B, R, L)` = input_ids with padding set to -100.
+            task_type_ids: `(B,)` rows of `TASK_TYPES`; captioning when omitted.
+        """
+        if image_embeddings is None:
+            image_embeddings = self.get_image_embeddings(pixel_values)
+        batch_size = image_embeddings.shape[0]
+        if task_type_ids is None:
+            task_type_ids = self.task_type_ids(None, batch_size)
+        segmentation = self.segment(
+            image_embeddings, input_points, input_labels, input_boxes, input_masks, multimask_output
+        )
+        caption_queries, prefix = self.caption_prefix(segmentation, task_type_ids)
+        output = ScaOutput(
+            iou_scores=segmentation.iou_scores,
+            pred_masks=segmentation.pred_masks,
+            caption_queries=caption_queries,
+            prefix_embeds=prefix,
+        )
+        if input_ids is None:
+            return output
+
+        num_regions, prefix_len = prefix.shape[1], prefix.shape[2]
+        caption_len = input_ids.shape[-1]
+        prefix = prefix.flatten(0, 1)
+        token_embeds = self.language_model.get_input_embeddings()(input_ids.flatten(0, 1))
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        lm_attention = torch.cat(
+            [attention_mask.new_ones(prefix.shape[:2]), attention_mask.flatten(0, 1)], dim=1
+        )
+        lm_output = self.language_model(
+            inputs_embeds=torch.cat([prefix, token_embeds.to(prefix.dtype)], dim=1),
+            attention_mask=lm_attention,
+            use_cache=False,
+        )
+        # The last prefix position predicts the first caption token.
+        logits = lm_output.logits[:, prefix_len - 1 : prefix_len - 1 + caption_len]
+        output.logits = logits.reshape(batch_size, num_regions, caption_len, -1)
+        if labels is not None:
+            output.loss = F.cross_entropy(
+                logits.float().flatten(0, 1),
+                labels.flatten().to(logits.device),
+                ignore_index=-100,
+                label_smoothing=LABEL_SMOOTHING,
+            )
+        return output
+
+    # ------------------------------------------------------------------ generation
+
+    @torch.no_grad()
+    def generate(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        input_points: torch.Tensor | None = None,
+        input_labels: torch.Tensor | None = None,
+        input_boxes: torch.Tensor | None = None,
+        input_masks: torch.Tensor | None = None,
+        task_type_ids: torch.Tensor | None = None,
+        image_embeddings: torch.Tensor | None = None,
+        multimask_output: bool = True,
+        chunk_size: int | None = None,
+        max_new_tokens: int = 20,
+        num_beams: int = 1,
+        pad_token_id: int | None = None,
+        eos_token_id: int | None = None,
+        **generate_kwargs,
+    ) -> ScaGenerationOutput:
+        """Segment and caption B images × R regions.
+
+        The image encoder runs once (or not at all, given `image_embeddings`); regions go through SAM, the
+        mixer and the LM in chunks of `chunk_size` regions per image (all at once when None), and the LM
+        decodes each chunk's regions of all images as one batch with its KV cache.
+        """
+        if image_embeddings is None:
+            image_embeddings = self.get_image_embeddings(pixel_values)
+        batch_size = image_embeddings.shape[0]
+        if task_type_ids is None:
+            task_type_ids = self.task_type_ids(None, batch_size)
+        num_regions = _count_regions(input_points, input_boxes, input_masks)
+        chunk_size = num_regions if not chunk_size else chunk_size
+        eos_token_id = self.language_model.generation_config.eos_token_id if eos_token_id is None else eos_token_id
+        if isinstance(eos_token_id, list):
+            eos_token_id = eos_token_id[0]
+        if pad_token_id is None:
+            pad_token_id = self.language_model.generation_config.pad_token_id
+        if pad_token_id is None:
+            pad_token_id = eos_token_id
+
+        sequences, iou_scores, pred_masks = [], [], []
+        for start in range(0, num_regions, chunk_size):
+            chunk = slice(start, start + chunk_size)
+            segmentation = self.segment(
+                image_embeddings,
+                _take(input_points, chunk),
+                _take(input_labels, chunk),
+                _take(input_boxes, chunk),
+                _take(input_masks, chunk),
+                multimask_output,
+            )
+            _, prefix = self.caption_prefix(segmentation, task_type_ids)
+            regions = prefix.shape[1]
+            prefix = prefix.flatten(0, 1)
+            tokens = self.language_model.generate(
+                inputs_embeds=prefix,
+                attention_mask=prefix.new_ones(prefix.shape[:2], dtype=torch.long),
+                max_new_tokens=max_new_tokens,
+                num_beams=num_beams,
+                do_sample=generate_kwargs.pop("do_sample", False),
+                pad_token_id=pad_token_id,
+                eos_token_id=eos_token_id,
+                **generate_kwargs,
+            )
+            sequences.append(tokens.reshape(batch_size, regions, -1))
+            iou_scores.append(segmentation.iou_scores)
+            pred_masks.append(segmentation.pred_masks)
+
+        length = max(s.shape[-1] for s in sequences)
+        sequences = [F.pad(s, (0, length - s.shape[-1]), value=pad_token_id) for s in sequences]
+        return ScaGenerationOutput(
+            sequences=torch.cat(sequences, dim=1),
+            iou_scores=torch.cat(iou_scores, dim=1),
+            pred_masks=torch.cat(pred_masks, dim=1),
+        )
+
+
+def _count_regions(*prompts: torch.Tensor | None) -> int:
+    counts = {p.shape[1] for p in prompts if p is not None}
+    if not counts:
+        raise ValueError("no prompt given: pass points, boxes or masks")
+    if len(counts) > 1:
+        raise ValueError(f"prompts disagree on the number of regions: {sorted(counts)}")
+    return counts.pop()
+
+
+def _take(prompt: torch.Tensor | None, regions: slice) -> torch.Tensor | None:
+    return None if prompt is None else prompt[:, regions]
