@@ -119,6 +119,14 @@ class ScaModel(ScaPreTrainedModel):
     # ------------------------------------------------------------------ building and freezing
 
     @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        # Loading replaces parameters (and their requires_grad); restore the default freezing.
+        loaded = super().from_pretrained(*args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        model.set_trainable(DEFAULT_TRAINABLE_MODULES)
+        return loaded
+
+    @classmethod
     def from_sam_and_lm(
         cls,
         sam: str,

@@ -1,0 +1,248 @@
+"""`RegionCaptioner`: set an image once, then segment and caption as many regions as you like."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from .data.sam_frame import FramedImage, SamFrame, load_image
+from .errors import InputError
+from .masks import encode_rle, mask_box
+from .models import ScaModel
+from .models.loading import load_sca_model, load_tokenizer
+
+
+@dataclass
+class RegionCaption:
+    """One region's result, in original image pixels.
+
+    caption: the generated caption.
+    masks: `(M, H, W)` boolean candidate masks (M = 3 with multimask output).
+    iou_scores: SAM's predicted IoU per candidate mask.
+    prompt: the prompt that made the region (`box`, `points`/`point_labels`, `mask`: True).
+    """
+
+    caption: str
+    masks: np.ndarray
+    iou_scores: list[float]
+    prompt: dict = field(default_factory=dict)
+
+    @property
+    def best_index(self) -> int:
+        return int(np.argmax(self.iou_scores))
+
+    @property
+    def best_mask(self) -> np.ndarray:
+        return self.masks[self.best_index]
+
+    @property
+    def best_iou(self) -> float:
+        return float(self.iou_scores[self.best_index])
+
+    @property
+    def box(self) -> list[float]:
+        """The region's box, xyxy: the prompt box if there was one, else the best mask's tight box."""
+        if "box" in self.prompt:
+            return list(self.prompt["box"])
+        return mask_box(self.best_mask) or [0.0, 0.0, 0.0, 0.0]
+
+    def to_dict(self) -> dict:
+        return {
+            "caption": self.caption,
+            "iou_scores": [round(s, 6) for s in self.iou_scores],
+            "best_iou": round(self.best_iou, 6),
+            "box": [round(v, 2) for v in self.box],
+            "mask_box": mask_box(self.best_mask),
+            "mask": encode_rle(self.best_mask),
+            "prompt": self.prompt,
+        }
+
+
+class RegionCaptioner:
+    """Promptable region captioning in the style of SAM's predictor.
+
+    >>> captioner = RegionCaptioner.from_pretrained("path/to/model")
+    >>> captioner.set_image("photo.jpg")            # the image encoder runs here, once
+    >>> regions = captioner.caption(boxes=[[10, 20, 200, 180]])
+    >>> regions[0].caption, regions[0].best_iou
+    """
+
+    def __init__(
+        self,
+        model: ScaModel,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        chunk_size: int = 32,
+        max_new_tokens: int = 20,
+        num_beams: int = 1,
+    ):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.frame = SamFrame.from_config(model.config)
+        self.chunk_size = chunk_size
+        self.max_new_tokens = max_new_tokens
+        self.num_beams = num_beams
+        self._image: FramedImage | None = None
+        self._image_embeddings: torch.Tensor | None = None
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        *,
+        tokenizer: str | Path | None = None,
+        device: str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        **options,
+    ) -> "RegionCaptioner":
+        model = load_sca_model(path, dtype=dtype, device=device)
+        tokenizer = load_tokenizer(tokenizer or path, model.config)
+        return cls(model, tokenizer, **options)
+
+    # ------------------------------------------------------------------ image
+
+    @torch.no_grad()
+    def set_image(self, image) -> None:
+        """Encode an image (path, PIL image or `(H, W, 3)` uint8 array); later calls reuse the embedding."""
+        framed = self.frame.frame(load_image(image))
+        pixel_values = framed.pixel_values[None].to(self.model.device, self.model.dtype)
+        self._image_embeddings = self.model.get_image_embeddings(pixel_values)
+        self._image = framed
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """`(H, W)` of the current image."""
+        return self._require_image().original_size
+
+    def _require_image(self) -> FramedImage:
+        if self._image is None:
+            raise InputError("no image set: call set_image(image) before caption()")
+        return self._image
+
+    # ------------------------------------------------------------------ regions
+
+    @torch.no_grad()
+    def caption(
+        self,
+        boxes: Sequence[Sequence[float]] | np.ndarray | None = None,
+        points: Sequence | np.ndarray | None = None,
+        point_labels: Sequence | np.ndarray | None = None,
+        masks: np.ndarray | None = None,
+        *,
+        task: str = "caption",
+        multimask_output: bool = True,
+    ) -> list[RegionCaption]:
+        """Segment and caption R regions of the current image. Coordinates are original pixels.
+
+        boxes: `(R, 4)` xyxy.
+        points: `(R, 2)` one foreground point per region, or `(R, K, 2)` with point_labels `(R, K)`
+            (1 foreground, 0 background).
+        masks: `(R, H, W)` binary masks.
+        Prompt kinds given together describe the same regions (a box plus points refine one region).
+        """
+        framed = self._require_image()
+        prompts = self._prompts(framed, boxes, points, point_labels, masks)
+        device, dtype = self.model.device, self.model.dtype
+        output = self.model.generate(
+            image_embeddings=self._image_embeddings,
+            input_points=_to(prompts.get("input_points"), device, dtype),
+            input_labels=_to(prompts.get("input_labels"), device),
+            input_boxes=_to(prompts.get("input_boxes"), device, dtype),
+            input_masks=_to(prompts.get("input_masks"), device, dtype),
+            task_type_ids=self.model.task_type_ids(task, 1),
+            multimask_output=multimask_output,
+            chunk_size=self.chunk_size,
+            max_new_tokens=self.max_new_tokens,
+            num_beams=self.num_beams,
+            pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=self.tokenizer.eos_token_id,
+        )
+        captions = self.tokenizer.batch_decode(output.sequences[0], skip_special_tokens=True)
+        full_masks = self.frame.masks_to_original(output.pred_masks[0], framed).cpu().numpy()
+        scores = output.iou_scores[0].float().cpu().tolist()
+        return [
+            RegionCaption(caption.strip(), full_masks[i], scores[i], prompts["records"][i])
+            for i, caption in enumerate(captions)
+        ]
+
+    def _prompts(self, framed, boxes, points, point_labels, masks) -> dict:
+        height, width = framed.original_size
+        prompts: dict = {}
+        counts = {}
+        records: list[dict] | None = None
+        if boxes is not None:
+            boxes = _as_array(boxes, "boxes", last_dim=4).reshape(-1, 4)
+            for box in boxes:
+                check_box(box, width, height)
+            counts["boxes"] = len(boxes)
+            prompts["input_boxes"] = framed.scale(torch.from_numpy(boxes))[None]
+            records = [{"box": [float(v) for v in box]} for box in boxes]
+        if points is not None:
+            points = _as_array(points, "points", last_dim=2)
+            if points.ndim == 2:
+                points = points[:, None]
+            if points.ndim != 3:
+                raise InputError(f"points must be (R, 2) or (R, K, 2), got shape {points.shape}")
+            labels = np.ones(points.shape[:2]) if point_labels is None else np.asarray(point_labels, dtype=float)
+            if labels.shape != points.shape[:2]:
+                raise InputError(f"point_labels must have shape {points.shape[:2]}, got {labels.shape}")
+            for x, y in points.reshape(-1, 2):
+                if not (0 <= x <= width and 0 <= y <= height):
+                    raise InputError(f"point ({x:g}, {y:g}) lies outside the {width}x{height} image")
+            counts["points"] = len(points)
+            prompts["input_points"] = framed.scale(torch.from_numpy(points))[None]
+            prompts["input_labels"] = torch.from_numpy(labels).long()[None]
+            point_records = [
+                {"points": pts.tolist(), "point_labels": lbl.astype(int).tolist()} for pts, lbl in zip(points, labels)
+            ]
+            records = point_records if records is None else [r | p for r, p in zip(records, point_records)]
+        if masks is not None:
+            masks = np.asarray(masks)
+            if masks.ndim == 2:
+                masks = masks[None]
+            if masks.ndim != 3 or masks.shape[1:] != (height, width):
+                raise InputError(f"masks must be (R, {height}, {width}) for this image, got shape {masks.shape}")
+            counts["masks"] = len(masks)
+            prompts["input_masks"] = self.frame.mask_prompts(masks.astype(bool), framed)[None]
+            records = [{"mask": True} for _ in masks] if records is None else [r | {"mask": True} for r in records]
+        if not counts:
+            raise InputError("no prompt given: pass boxes, points or masks")
+        if len(set(counts.values())) > 1:
+            raise InputError(f"prompt kinds given together must describe the same regions, got counts {counts}")
+        if next(iter(counts.values())) == 0:
+            raise InputError("no prompt given: the prompt lists are empty")
+        prompts["records"] = records
+        return prompts
+
+
+def check_box(box: Sequence[float], width: int, height: int) -> None:
+    """Reject boxes that are inverted or leave the image."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    text = f"box ({x1:g}, {y1:g}, {x2:g}, {y2:g})"
+    if x2 < x1 or y2 < y1:
+        raise InputError(f"{text} is inverted: boxes are x1,y1,x2,y2 with x2 >= x1 and y2 >= y1")
+    if x1 < 0 or y1 < 0 or x2 > width or y2 > height:
+        raise InputError(f"{text} lies outside the {width}x{height} image")
+
+
+def _as_array(values, name: str, last_dim: int) -> np.ndarray:
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise InputError(f"{name} must be numbers: {error}") from error
+    if array.size and array.shape[-1] != last_dim:
+        raise InputError(f"{name} must end in {last_dim} coordinates, got shape {array.shape}")
+    if not np.isfinite(array).all():
+        raise InputError(f"{name} contain NaN or infinite values")
+    return array
+
+
+def _to(tensor: torch.Tensor | None, device, dtype=None) -> torch.Tensor | None:
+    if tensor is None:
+        return None
+    return tensor.to(device=device, dtype=dtype) if dtype is not None else tensor.to(device)

@@ -1,0 +1,145 @@
+"""The `sca` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from .errors import InputError
+
+DEFAULT_MODEL_ENV = "SCA_MODEL"
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the problem and where to look), not a usage dump."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _coordinates(count: int, what: str):
+    def parse(text: str) -> list[float]:
+        try:
+            values = [float(v) for v in text.replace(" ", "").split(",")]
+        except ValueError:
+            values = []
+        if len(values) != count:
+            raise argparse.ArgumentTypeError(f"{what} must be {count} comma-separated numbers, got {text!r}")
+        return values
+
+    return parse
+
+
+class _AppendPrompt(argparse.Action):
+    """Collects --box and --point into one list, in command-line order, tagged with their kind."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        prompts = getattr(namespace, self.dest) or []
+        prompts.append((option_string.lstrip("-"), values))
+        setattr(namespace, self.dest, prompts)
+
+
+def default_model_path() -> Path:
+    if os.environ.get(DEFAULT_MODEL_ENV):
+        return Path(os.environ[DEFAULT_MODEL_ENV])
+    from . import assets
+
+    return assets.default_model_path()
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", type=Path, help=f"SCA model folder (default: ${DEFAULT_MODEL_ENV} or the shipped model)")
+    parser.add_argument("--tokenizer", type=Path, help="tokenizer folder, if the model folder has none")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    parser.add_argument("--dtype", default="float32", choices=DTYPES, help="model precision")
+    parser.add_argument("--chunk-size", type=int, default=32, help="regions decoded together (bounds memory)")
+    parser.add_argument("--max-new-tokens", type=int, default=20, help="longest caption in tokens")
+    parser.add_argument("--beams", type=int, default=1, help="beam width (1 = greedy; the paper used 3)")
+
+
+def _load_captioner(args):
+    import torch
+
+    from .api import RegionCaptioner
+
+    for name in ("chunk_size", "max_new_tokens", "beams"):
+        if getattr(args, name) < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be at least 1")
+    return RegionCaptioner.from_pretrained(
+        args.model or default_model_path(),
+        tokenizer=args.tokenizer,
+        device=args.device,
+        dtype=getattr(torch, args.dtype),
+        chunk_size=args.chunk_size,
+        max_new_tokens=args.max_new_tokens,
+        num_beams=args.beams,
+    )
+
+
+def cmd_caption(args) -> int:
+    from .data.sam_frame import load_image
+    from .visualize import draw_regions, save_atomically
+
+    if not args.prompts:
+        raise InputError("no prompt given: add --box x1,y1,x2,y2 or --point x,y (one per region)")
+    image = load_image(args.image)
+    captioner = _load_captioner(args)
+    captioner.set_image(image)
+    boxes = [v for kind, v in args.prompts if kind == "box"]
+    points = [v for kind, v in args.prompts if kind == "point"]
+    by_kind = {
+        "box": iter(captioner.caption(boxes=boxes) if boxes else []),
+        "point": iter(captioner.caption(points=points) if points else []),
+    }
+    regions = [next(by_kind[kind]) for kind, _ in args.prompts]
+
+    if args.out:
+        labels = [f"{r.caption} ({r.best_iou:.2f})" for r in regions]
+        picture = draw_regions(image, [r.best_mask for r in regions], labels, [r.box for r in regions])
+        save_atomically(picture, args.out)
+    if args.json:
+        print(json.dumps({"image": str(args.image), "regions": [r.to_dict() for r in regions]}, indent=2))
+    else:
+        for i, region in enumerate(regions, 1):
+            print(f"{i}\t{region.caption}\tiou={region.best_iou:.3f}\tbox={','.join(f'{v:g}' for v in region.box)}")
+    if args.out and not args.json:
+        print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="sca", description="Segment and Caption Anything")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    caption = commands.add_parser("caption", help="segment and caption prompted regions of an image")
+    caption.add_argument("image", type=Path, help="image file")
+    caption.add_argument("--box", dest="prompts", action=_AppendPrompt, type=_coordinates(4, "--box"),
+                         metavar="X1,Y1,X2,Y2", help="a box prompt in pixels (repeat for more regions)")
+    caption.add_argument("--point", dest="prompts", action=_AppendPrompt, type=_coordinates(2, "--point"),
+                         metavar="X,Y", help="a foreground point prompt in pixels (repeat for more regions)")
+    caption.add_argument("--json", action="store_true", help="print JSON (captions, IoU, boxes, RLE masks)")
+    caption.add_argument("--out", type=Path, help="write a PNG with the masks and captions drawn on the image")
+    _add_model_options(caption)
+    caption.set_defaults(run=cmd_caption)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except InputError as error:
+        print(f"sca {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"sca {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Data: images, prompts, SAM preprocessing."""

@@ -1,0 +1,103 @@
+"""SAM's input frame: images resized (longest side → S), normalised and padded to S × S; prompts and
+masks mapped into that frame and back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+from transformers import SamImageProcessorPil
+
+from ..errors import InputError
+
+MASK_PROMPT_LOGIT = 10.0
+"""Binary mask prompts become logits of ±this value, the range SAM's own low-res logits take."""
+
+
+def load_image(image: str | Path | Image.Image | np.ndarray) -> Image.Image:
+    """A path, a PIL image or an `(H, W, 3)` uint8 array → an RGB PIL image."""
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise InputError(f"an image array must be (H, W, 3), got shape {image.shape}")
+        return Image.fromarray(image.astype(np.uint8))
+    path = Path(image)
+    if not path.is_file():
+        raise InputError(f"image not found: {path}")
+    try:
+        with Image.open(path) as opened:
+            return opened.convert("RGB")
+    except (UnidentifiedImageError, OSError) as error:
+        raise InputError(f"cannot read {path} as an image: {error}") from error
+
+
+@dataclass
+class FramedImage:
+    """An image in SAM's frame.
+
+    pixel_values: `(3, S, S)` normalised and padded.
+    original_size: `(H, W)` of the image as given.
+    input_size: `(h, w)` after resizing, before padding (h, w ≤ S).
+    """
+
+    pixel_values: torch.Tensor
+    original_size: tuple[int, int]
+    input_size: tuple[int, int]
+
+    def scale(self, coords: torch.Tensor) -> torch.Tensor:
+        """Original-pixel xy coordinates `(..., 2k)` → the S × S frame (the same scale SAM's processor uses)."""
+        coords = torch.as_tensor(coords, dtype=torch.float32).clone()
+        (old_h, old_w), (new_h, new_w) = self.original_size, self.input_size
+        coords[..., 0::2] *= new_w / old_w
+        coords[..., 1::2] *= new_h / old_h
+        return coords
+
+
+class SamFrame:
+    """Maps images, prompts and masks between original pixels and a SAM model's input frame."""
+
+    def __init__(self, image_size: int, embedding_size: int):
+        self.image_size = image_size
+        self.mask_size = 4 * embedding_size
+        self.processor = SamImageProcessorPil(
+            size={"longest_edge": image_size},
+            pad_size={"height": image_size, "width": image_size},
+            mask_size={"longest_edge": self.mask_size},
+            mask_pad_size={"height": self.mask_size, "width": self.mask_size},
+        )
+
+    @classmethod
+    def from_config(cls, config) -> "SamFrame":
+        return cls(config.vision_config.image_size, config.prompt_encoder_config.image_embedding_size)
+
+    def frame(self, image: Image.Image) -> FramedImage:
+        batch = self.processor(images=image, return_tensors="pt")
+        return FramedImage(
+            pixel_values=batch["pixel_values"][0],
+            original_size=tuple(int(v) for v in batch["original_sizes"][0]),
+            input_size=tuple(int(v) for v in batch["reshaped_input_sizes"][0]),
+        )
+
+    def mask_prompts(self, masks: np.ndarray | torch.Tensor, framed: FramedImage) -> torch.Tensor:
+        """`(R, H, W)` binary masks in original pixels → `(R, 4h', 4w')` logits in the low-res frame."""
+        masks = torch.as_tensor(np.asarray(masks), dtype=torch.float32)
+        scale = self.mask_size / max(framed.original_size)
+        height, width = (int(side * scale + 0.5) for side in framed.original_size)
+        resized = F.interpolate(masks[:, None], (height, width), mode="bilinear", antialias=True)[:, 0]
+        padded = F.pad(resized, (0, self.mask_size - width, 0, self.mask_size - height))
+        return (padded > 0.5).float() * (2 * MASK_PROMPT_LOGIT) - MASK_PROMPT_LOGIT
+
+    def masks_to_original(self, low_res_masks: torch.Tensor, framed: FramedImage) -> torch.Tensor:
+        """`(R, M, h, w)` low-res logits → `(R, M, H, W)` boolean masks at the original size."""
+        return self.processor.post_process_masks(
+            [low_res_masks.float()],
+            [framed.original_size],
+            [framed.input_size],
+            pad_size={"height": self.image_size, "width": self.image_size},
+        )[0]

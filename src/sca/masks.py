@@ -1,0 +1,30 @@
+"""Binary masks: tight boxes and COCO run-length encoding (pycocotools)."""
+
+from __future__ import annotations
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+
+def mask_box(mask: np.ndarray) -> list[float] | None:
+    """Tight xyxy box of an `(H, W)` boolean mask in pixel edges (a lone pixel at x spans x..x+1); None if empty."""
+    ys, xs = np.nonzero(mask)
+    if len(xs) == 0:
+        return None
+    return [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
+
+
+def encode_rle(mask: np.ndarray) -> dict:
+    """`(H, W)` boolean mask → COCO RLE `{"size": [H, W], "counts": str}` (JSON-ready)."""
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
+def decode_rle(rle: dict) -> np.ndarray:
+    """COCO RLE (compressed or uncompressed counts) → `(H, W)` boolean mask."""
+    height, width = rle["size"]
+    if isinstance(rle["counts"], list):
+        rle = mask_utils.frPyObjects(rle, height, width)
+    elif isinstance(rle["counts"], str):
+        rle = {"size": [height, width], "counts": rle["counts"].encode("ascii")}
+    return mask_utils.decode(rle).astype(bool)

@@ -1,0 +1,158 @@
+"""Tiny models and tokenizers built locally from configs: for tests, examples and the offline default.
+
+Nothing here downloads: tokenizers are trained in milliseconds on the phrases given, and models are
+built from configs with random weights.
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import sentencepiece
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (
+    GPT2Config,
+    LlamaConfig,
+    LlamaTokenizer,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+)
+
+from .configuration import ScaConfig
+
+END_OF_TEXT = "<|endoftext|>"
+
+
+def build_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 512) -> PreTrainedTokenizerFast:
+    """A GPT-2-style byte-level BPE tokenizer; `<|endoftext|>` is BOS, EOS, UNK and PAD; no BOS is added."""
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[END_OF_TEXT],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(list(texts), trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token=END_OF_TEXT,
+        eos_token=END_OF_TEXT,
+        unk_token=END_OF_TEXT,
+        pad_token=END_OF_TEXT,
+    )
+
+
+def build_sentencepiece_tokenizer(texts: Iterable[str], vocab_size: int = 128) -> LlamaTokenizer:
+    """A LLaMA-style SentencePiece tokenizer that prepends `<s>` (BOS) to every encoded text."""
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(list(texts)),
+        model_writer=model,
+        vocab_size=vocab_size,
+        model_type="bpe",
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=-1,
+        hard_vocab_limit=False,
+        minloglevel=2,
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / "tokenizer.model").write_bytes(model.getvalue())
+        tokenizer = LlamaTokenizer.from_pretrained(folder, add_bos_token=True, add_eos_token=False)
+    tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def tiny_text_config(tokenizer: PreTrainedTokenizerBase, kind: str = "gpt2", hidden_size: int = 32):
+    """A 2-layer causal LM config whose vocabulary and special ids match the tokenizer."""
+    common = dict(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    if kind == "gpt2":
+        return GPT2Config(n_embd=hidden_size, n_layer=2, n_head=2, n_positions=128, **common)
+    if kind == "llama":
+        return LlamaConfig(
+            hidden_size=hidden_size,
+            intermediate_size=2 * hidden_size,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            max_position_embeddings=128,
+            tie_word_embeddings=False,
+            **common,
+        )
+    raise ValueError(f"unknown tiny LM kind {kind!r}: use gpt2 or llama")
+
+
+def tiny_sca_config(
+    text_config,
+    image_size: int = 128,
+    hidden_size: int = 32,
+    vision_layers: int = 2,
+    mixer_layers: int = 2,
+    caption_tokens: int = 4,
+    task_tokens: int = 2,
+) -> ScaConfig:
+    """A small SCA configuration with SAM's structure (windowed + global ViT layers, two-way decoder)."""
+    patch_size = 16
+    return ScaConfig(
+        vision_config=dict(
+            hidden_size=hidden_size,
+            output_channels=hidden_size,
+            num_hidden_layers=vision_layers,
+            num_attention_heads=2,
+            mlp_dim=2 * hidden_size,
+            image_size=image_size,
+            patch_size=patch_size,
+            window_size=4,
+            global_attn_indexes=[vision_layers - 1],
+            num_pos_feats=hidden_size // 2,
+        ),
+        prompt_encoder_config=dict(
+            hidden_size=hidden_size, image_size=image_size, patch_size=patch_size, mask_input_channels=8
+        ),
+        mask_caption_decoder_config=dict(
+            hidden_size=hidden_size,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            mlp_dim=2 * hidden_size,
+            iou_head_hidden_dim=hidden_size,
+            additional_num_hidden_layers=mixer_layers,
+            num_caption_tokens=caption_tokens,
+        ),
+        text_config=text_config.to_dict(),
+        num_task_tokens=task_tokens,
+    )
+
+
+SHAPE_PHRASES = [
+    f"a {size} {colour} {kind}"
+    for size in ("small", "large")
+    for colour in ("red", "green", "blue", "yellow", "purple", "orange")
+    for kind in ("circle", "square", "triangle", "star")
+]
+
+
+def save_random_tiny_sca(out_dir: str | Path, seed: int = 0) -> Path:
+    """Save an untrained tiny SCA with a tokenizer, so the whole pipeline runs with nothing downloaded."""
+    import torch
+
+    from .sca import ScaModel
+
+    torch.manual_seed(seed)
+    tokenizer = build_bpe_tokenizer(SHAPE_PHRASES, vocab_size=300)
+    model = ScaModel(tiny_sca_config(tiny_text_config(tokenizer)))
+    out_dir = Path(out_dir)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(save_random_tiny_sca(sys.argv[1] if len(sys.argv) > 1 else "build/tiny-sca"))

@@ -1,0 +1,64 @@
+"""Pictures of results: masks, boxes and captions drawn on the image."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from .masks import mask_box
+
+PALETTE = [
+    (230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+    (70, 240, 240), (240, 50, 230), (210, 245, 60), (0, 128, 128), (170, 110, 40),
+]
+MASK_ALPHA = 0.45
+
+
+def draw_regions(
+    image: Image.Image,
+    masks: Sequence[np.ndarray],
+    labels: Sequence[str],
+    boxes: Sequence[Sequence[float]] | None = None,
+) -> Image.Image:
+    """Overlay each `(H, W)` boolean mask in its own colour, outline its box, and write its label."""
+    canvas = np.asarray(image.convert("RGB"), dtype=np.float32).copy()
+    colours = [PALETTE[i % len(PALETTE)] for i in range(len(masks))]
+    for mask, colour in zip(masks, colours):
+        canvas[mask] = (1 - MASK_ALPHA) * canvas[mask] + MASK_ALPHA * np.asarray(colour, dtype=np.float32)
+    picture = Image.fromarray(canvas.clip(0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(picture)
+    font = ImageFont.load_default(size=max(12, min(picture.size) // 40))
+    for i, (label, colour) in enumerate(zip(labels, colours)):
+        box = boxes[i] if boxes is not None else mask_box(masks[i])
+        if box is None:
+            continue
+        x1, y1, x2, y2 = box
+        draw.rectangle([x1, y1, x2, y2], outline=colour, width=2)
+        text_box = draw.textbbox((0, 0), label, font=font)
+        text_w, text_h = text_box[2] - text_box[0], text_box[3] - text_box[1]
+        tx = min(max(0, x1), max(0, picture.width - text_w - 4))
+        ty = y1 - text_h - 6 if y1 - text_h - 6 >= 0 else min(y2 + 2, picture.height - text_h - 6)
+        draw.rectangle([tx, ty, tx + text_w + 4, ty + text_h + 6], fill=colour)
+        draw.text((tx + 2, ty + 1 - text_box[1]), label, fill=(255, 255, 255), font=font)
+    return picture
+
+
+def save_atomically(picture: Image.Image, path: str | Path) -> None:
+    """Write the image next to its destination, then rename, so no half-written file is ever seen."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = path.suffix or ".png"
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=suffix)
+    os.close(handle)
+    try:
+        picture.save(temporary, format=Image.registered_extensions().get(suffix.lower(), "PNG"))
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
