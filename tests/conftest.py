@@ -39,9 +39,11 @@ def sentencepiece_tokenizer():
     return build_sentencepiece_tokenizer(SHAPE_PHRASES, vocab_size=64)
 
 
-def make_tiny_model(tokenizer, kind: str = "gpt2", seed: int = 0, **config) -> ScaModel:
+def make_tiny_model(tokenizer, kind: str = "gpt2", seed: int = 0, spread: bool = True, **config) -> ScaModel:
     torch.manual_seed(seed)
     model = ScaModel(tiny_sca_config(tiny_text_config(tokenizer, kind), **config))
+    if not spread:
+        return model.eval()
     # Random init makes SAM's IoU head and the LM nearly constant; spread weights so outputs differ by input.
     with torch.no_grad():
         for name, parameter in model.named_parameters():
