@@ -1,0 +1,117 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sca.api import RegionCaptioner
+from sca.errors import InputError
+
+
+@pytest.fixture()
+def captioner(tiny_model_dir):
+    return RegionCaptioner.from_pretrained(tiny_model_dir, max_new_tokens=6)
+
+
+@pytest.fixture(scope="module")
+def image():
+    rng = np.random.default_rng(0)
+    return Image.fromarray(rng.integers(0, 255, (90, 160, 3), dtype=np.uint8))
+
+
+def _count_encoder_calls(captioner):
+    calls = []
+    captioner.model.vision_encoder.register_forward_hook(lambda *_: calls.append(1))
+    return calls
+
+
+def test_image_is_encoded_once_for_many_calls(captioner, image):
+    calls = _count_encoder_calls(captioner)
+    captioner.set_image(image)
+    captioner.caption(boxes=[[0, 0, 50, 40]])
+    captioner.caption(points=[[80, 45]])
+    captioner.chunk_size = 1
+    captioner.caption(boxes=[[0, 0, 50, 40], [60, 10, 150, 80], [5, 5, 20, 20]])
+    assert len(calls) == 1
+
+
+def test_results_are_in_original_pixels(captioner, image):
+    captioner.set_image(image)
+    regions = captioner.caption(boxes=[[0, 0, 50, 40], [60, 10, 150, 80]])
+    assert len(regions) == 2
+    for region in regions:
+        assert region.masks.shape == (3, image.height, image.width) and region.masks.dtype == bool
+        assert len(region.iou_scores) == 3
+        assert isinstance(region.caption, str)
+    assert regions[1].box == [60.0, 10.0, 150.0, 80.0]
+    record = regions[0].to_dict()
+    assert record["mask"]["size"] == [image.height, image.width]
+
+
+def test_many_regions_at_once_equal_one_at_a_time(captioner, image):
+    boxes = [[0, 0, 50, 40], [60, 10, 150, 80], [20, 30, 100, 89]]
+    captioner.set_image(image)
+    captioner.chunk_size = 2
+    together = captioner.caption(boxes=boxes)
+    for box, region in zip(boxes, together):
+        alone = captioner.caption(boxes=[box])[0]
+        assert alone.caption == region.caption
+        np.testing.assert_allclose(alone.iou_scores, region.iou_scores, atol=1e-5)
+        assert (alone.masks != region.masks).mean() < 1e-3
+
+
+def test_prompts_map_into_the_model_frame(captioner, image):
+    """A box given in original pixels equals the same box scaled by hand into SAM's frame."""
+    captioner.set_image(image)
+    region = captioner.caption(boxes=[[60, 10, 150, 80]])[0]
+    size = captioner.model.config.vision_config.image_size
+    scale = size / max(image.size)
+    pixel_values = captioner.frame.frame(image).pixel_values[None]
+    boxes = torch.tensor([[[60, 10, 150, 80]]], dtype=torch.float) * scale
+    direct = captioner.model.generate(pixel_values=pixel_values, input_boxes=boxes, max_new_tokens=6)
+    np.testing.assert_allclose(direct.iou_scores[0, 0].numpy(), region.iou_scores, atol=1e-5)
+
+
+def test_point_and_mask_prompts(captioner, image):
+    captioner.set_image(image)
+    assert len(captioner.caption(points=[[10, 10], [100, 50]])) == 2
+    several = captioner.caption(points=[[[10, 10], [100, 50]]], point_labels=[[1, 0]])
+    assert len(several) == 1 and several[0].prompt["point_labels"] == [1, 0]
+    mask = np.zeros((image.height, image.width), dtype=bool)
+    mask[10:50, 20:90] = True
+    assert len(captioner.caption(masks=mask[None])) == 1
+    refined = captioner.caption(boxes=[[20, 10, 90, 50]], masks=mask[None])
+    assert refined[0].prompt == {"box": [20.0, 10.0, 90.0, 50.0], "mask": True}
+
+
+@pytest.mark.parametrize(
+    "prompts, message",
+    [
+        ({}, "no prompt"),
+        ({"boxes": []}, "no prompt"),
+        ({"boxes": [[50, 10, 20, 40]]}, "inverted"),
+        ({"boxes": [[0, 0, 500, 40]]}, "outside"),
+        ({"boxes": [[0, 0, 5]]}, "4 coordinates"),
+        ({"points": [[-3, 4]]}, "outside"),
+        ({"boxes": [[0, 0, 5, 5]], "points": [[1, 1], [2, 2]]}, "same regions"),
+        ({"masks": np.zeros((1, 5, 5), dtype=bool)}, "masks must be"),
+    ],
+)
+def test_bad_prompts_are_input_errors(captioner, image, prompts, message):
+    captioner.set_image(image)
+    with pytest.raises(InputError, match=message):
+        captioner.caption(**prompts)
+
+
+def test_caption_before_set_image(captioner):
+    with pytest.raises(InputError, match="set_image"):
+        captioner.caption(boxes=[[0, 0, 1, 1]])
+
+
+def test_bad_model_folders(tmp_path):
+    with pytest.raises(InputError, match="not found"):
+        RegionCaptioner.from_pretrained(tmp_path / "missing")
+    with pytest.raises(InputError, match="not a model folder"):
+        RegionCaptioner.from_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text('{"model_type": "bert"}')
+    with pytest.raises(InputError, match="not an SCA model"):
+        RegionCaptioner.from_pretrained(tmp_path)
