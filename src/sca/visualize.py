@@ -57,6 +57,9 @@ def save_atomically(picture: Image.Image, path: str | Path) -> None:
     os.close(handle)
     try:
         picture.save(temporary, format=Image.registered_extensions().get(suffix.lower(), "PNG"))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes files private; give the usual permissions
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

@@ -269,7 +269,7 @@ class ScaModel(ScaPreTrainedModel):
         task_type_ids: torch.Tensor | None = None,
         image_embeddings: torch.Tensor | None = None,
         multimask_output: bool = True,
-        **kwargs,
+        region_mask: torch.Tensor | None = None,
     ) -> ScaOutput:
         """Segment the regions and score their captions.
 
@@ -279,6 +279,8 @@ class ScaModel(ScaPreTrainedModel):
             input_ids: `(B, R, L)` caption tokens (EOS appended, right-padded); attention_mask `(B, R, L)`.
             labels: `(B, R, L)` = input_ids with padding set to -100.
             task_type_ids: `(B,)` rows of `TASK_TYPES`; captioning when omitted.
+            region_mask: `(B, R)` 1 for real regions, 0 for batch padding; padding is already out of the
+                loss through its -100 labels, so this only documents which outputs mean nothing.
         """
         if image_embeddings is None:
             image_embeddings = self.get_image_embeddings(pixel_values)

@@ -1,0 +1,59 @@
+"""Batching images with different numbers of regions, without dropping any."""
+
+from __future__ import annotations
+
+import torch
+
+from .captions import IGNORE_INDEX, pad_captions
+
+PADDING_BOX = (0.0, 0.0, 1.0, 1.0)
+
+
+class RegionCollator:
+    """Stack images; pad every image's regions to the batch's largest count.
+
+    Padded regions get a dummy box, ignored labels (-100) and `region_mask` 0, so the loss never sees
+    them and results are never read from them. (The original cut every image to the smallest count.)
+    """
+
+    def __init__(self, pad_token_id: int | None = None, with_metadata: bool = False):
+        self.pad_token_id = pad_token_id
+        self.with_metadata = with_metadata
+
+    def __call__(self, samples: list[dict | None]) -> dict | None:
+        samples = [s for s in samples if s is not None]
+        if not samples:
+            return None
+        counts = [len(s["input_boxes"]) for s in samples]
+        batch, regions = len(samples), max(counts)
+        boxes = torch.tensor(PADDING_BOX).repeat(batch, regions, 1)
+        region_mask = torch.zeros(batch, regions, dtype=torch.long)
+        for b, sample in enumerate(samples):
+            boxes[b, : counts[b]] = sample["input_boxes"]
+            region_mask[b, : counts[b]] = 1
+        out = {
+            "pixel_values": torch.stack([s["pixel_values"] for s in samples]),
+            "input_boxes": boxes,
+            "task_type_ids": torch.tensor([s["task_type_id"] for s in samples]),
+            "region_mask": region_mask,
+        }
+        if "caption_ids" in samples[0] and self.pad_token_id is not None:
+            flat = [ids for s in samples for ids in s["caption_ids"]]
+            padded = pad_captions(flat, self.pad_token_id)
+            length = padded["input_ids"].shape[1]
+            input_ids = torch.full((batch, regions, length), self.pad_token_id, dtype=torch.long)
+            attention_mask = torch.zeros((batch, regions, length), dtype=torch.long)
+            labels = torch.full((batch, regions, length), IGNORE_INDEX, dtype=torch.long)
+            start = 0
+            for b, count in enumerate(counts):
+                input_ids[b, :count] = padded["input_ids"][start : start + count]
+                attention_mask[b, :count] = padded["attention_mask"][start : start + count]
+                labels[b, :count] = padded["labels"][start : start + count]
+                start += count
+            out.update(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+        if self.with_metadata:
+            out["metadata"] = [
+                {k: s[k] for k in ("image_id", "region_ids", "boxes", "references", "original_size", "input_size")}
+                for s in samples
+            ]
+        return out

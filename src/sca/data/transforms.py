@@ -1,0 +1,128 @@
+"""Per-image transforms: large-scale jitter, SAM's frame, region sampling and caption tokens."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers import PreTrainedTokenizerBase
+
+from ..models.configuration import TASK_TYPES
+from .captions import tokenize_captions
+from .records import ImageRecord, Region
+from .sam_frame import SamFrame
+
+IMAGENET_MEAN_RGB = (124, 116, 104)  # LSJ pads with the mean colour: zero after SAM's normalisation
+MIN_BOX_SIDE = 1e-5
+
+
+@dataclass
+class LargeScaleJitter:
+    """Horizontal flip, random rescale by [min_scale, max_scale] of an S × S canvas, random crop or pad to S × S."""
+
+    output_size: int
+    min_scale: float = 0.1
+    max_scale: float = 2.0
+
+    def __call__(self, image: Image.Image, boxes: np.ndarray, masks: list[np.ndarray | None], rng: random.Random):
+        width, height = image.size
+        if rng.random() < 0.5:
+            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+            boxes = boxes.copy()
+            boxes[:, [0, 2]] = width - boxes[:, [2, 0]]
+            masks = [None if m is None else m[:, ::-1] for m in masks]
+        scale = rng.uniform(self.min_scale, self.max_scale) * self.output_size / max(width, height)
+        new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+        image = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
+        boxes = boxes * np.array([new_w / width, new_h / height] * 2)
+        masks = [None if m is None else _resize_mask(m, new_w, new_h) for m in masks]
+
+        left = rng.randint(0, max(0, new_w - self.output_size))
+        top = rng.randint(0, max(0, new_h - self.output_size))
+        canvas = Image.new("RGB", (self.output_size, self.output_size), IMAGENET_MEAN_RGB)
+        canvas.paste(image.crop((left, top, left + self.output_size, top + self.output_size)), (0, 0))
+        boxes = boxes - np.array([left, top, left, top])
+        masks = [None if m is None else _crop_pad(m, left, top, self.output_size) for m in masks]
+        return canvas, boxes, masks
+
+
+class RegionTransform:
+    """An `ImageRecord` → the tensors the model trains or infers on.
+
+    In training, regions are shuffled, one of each region's captions is drawn, boxes that jitter or
+    clamping made empty are dropped, and at most `num_masks_per_sample` regions are kept. In inference,
+    every region is kept in dataset order with its first caption, so no region is ever dropped.
+    """
+
+    def __init__(
+        self,
+        frame: SamFrame,
+        tokenizer: PreTrainedTokenizerBase | None,
+        train: bool,
+        num_masks_per_sample: int | None = 16,
+        max_caption_length: int = 20,
+        jitter: LargeScaleJitter | None = None,
+        seed: int = 0,
+    ):
+        self.frame = frame
+        self.tokenizer = tokenizer
+        self.train = train
+        self.num_masks_per_sample = num_masks_per_sample
+        self.max_caption_length = max_caption_length
+        self.jitter = jitter if train else None
+        self.seed = seed
+
+    def __call__(self, record: ImageRecord, epoch_seed: int | None = None) -> dict | None:
+        rng = random.Random(epoch_seed) if epoch_seed is not None else random.Random()
+        image = record.load()
+        regions = list(record.regions)
+        boxes = np.array([r.box for r in regions], dtype=np.float64).reshape(-1, 4)
+        if self.jitter is not None:
+            image, boxes, _ = self.jitter(image, boxes, [None] * len(regions), rng)
+        width, height = image.size
+        boxes = np.clip(boxes, 0, [width, height, width, height])
+
+        order = list(range(len(regions)))
+        if self.train:
+            rng.shuffle(order)
+            order = [i for i in order if boxes[i, 2] - boxes[i, 0] > MIN_BOX_SIDE and boxes[i, 3] - boxes[i, 1] > MIN_BOX_SIDE]
+            order = [i for i in order if regions[i].captions]
+            if self.num_masks_per_sample:
+                order = order[: self.num_masks_per_sample]
+        if not order:
+            return None
+
+        framed = self.frame.frame(image)
+        captions = [rng.choice(regions[i].captions) if self.train else _first(regions[i]) for i in order]
+        sample = {
+            "pixel_values": framed.pixel_values,
+            "input_boxes": framed.scale(torch.from_numpy(boxes[order])),
+            "task_type_id": TASK_TYPES.index(record.task_type),
+            "original_size": framed.original_size,
+            "input_size": framed.input_size,
+            "image_id": record.image_id,
+            "region_ids": [regions[i].region_id for i in order],
+            "boxes": [list(map(float, regions[i].box)) for i in order],
+            "references": [list(regions[i].captions) for i in order],
+        }
+        if self.tokenizer is not None:
+            sample["caption_ids"] = tokenize_captions(self.tokenizer, captions, self.max_caption_length)
+        return sample
+
+
+def _first(region: Region) -> str:
+    return region.captions[0] if region.captions else ""
+
+
+def _resize_mask(mask: np.ndarray, width: int, height: int) -> np.ndarray:
+    return np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((width, height), Image.Resampling.NEAREST)) > 0
+
+
+def _crop_pad(mask: np.ndarray, left: int, top: int, size: int) -> np.ndarray:
+    out = np.zeros((size, size), dtype=bool)
+    crop = mask[top : top + size, left : left + size]
+    out[: crop.shape[0], : crop.shape[1]] = crop
+    return out
