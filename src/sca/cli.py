@@ -111,6 +111,39 @@ def cmd_caption(args) -> int:
     return 0
 
 
+CONFIG_DIR = Path(__file__).parent / "conf"
+
+
+def compose_config(config_name: str, overrides: list[str]):
+    """Hydra's composition (config groups, `key=value` overrides) with errors turned into one line."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+            cfg = compose(config_name=config_name, overrides=overrides)
+        OmegaConf.resolve(cfg)
+        missing = sorted(OmegaConf.missing_keys(cfg))
+    except (HydraException, OmegaConfBaseException) as error:
+        raise InputError(str(error).strip().splitlines()[0]) from error
+    if missing:
+        raise InputError(f"{missing[0]} must be set, e.g. sca {config_name} {missing[0]}=...")
+    return cfg
+
+
+def cmd_train(args) -> int:
+    import logging
+
+    from .train.run import run_training
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    cfg = compose_config("train", args.overrides)
+    run_training(cfg)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="sca", description="Segment and Caption Anything")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -125,6 +158,15 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument("--out", type=Path, help="write a PNG with the masks and captions drawn on the image")
     _add_model_options(caption)
     caption.set_defaults(run=cmd_caption)
+
+    train = commands.add_parser(
+        "train", help="train SCA (Hydra config: model=..., data=..., train=..., key=value)",
+        description="Train SCA. Config groups: model (sca-tiny, sca-gpt2-large, sca-open-llama-3b, sca-vit-b-gpt2, "
+        "pretrained), data (shapes, vg-densecap, refcoco-unc, refcoco+-unc, refcocog-umd, refcocog-google, "
+        "coco-instances, objects365, v3det, lvis, jsonl), train (paper, shapes).",
+    )
+    train.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data=vg-densecap train.args.max_steps=1000")
+    train.set_defaults(run=cmd_train)
     return parser
 
 

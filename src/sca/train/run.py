@@ -1,0 +1,119 @@
+"""`sca train`: datasets, model and Trainer from a resolved Hydra config."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from transformers import TrainingArguments
+
+from ..data.collate import RegionCollator
+from ..data.dataset import MixedDataset, RegionDataset
+from ..data.sam_frame import SamFrame
+from ..data.sources import load_records
+from ..data.transforms import LargeScaleJitter, RegionTransform
+from ..errors import InputError
+from ..models.factory import build_model
+from .trainer import ScaTrainer
+
+log = logging.getLogger("sca.train")
+
+
+def training_arguments(cfg: DictConfig) -> TrainingArguments:
+    options = OmegaConf.to_container(cfg.train.args, resolve=True)
+    options.update(output_dir=str(cfg.output_dir), remove_unused_columns=False, label_names=["labels"],
+                   prediction_loss_only=True)
+    if not torch.cuda.is_available():
+        options.setdefault("use_cpu", True)
+    try:
+        return TrainingArguments(**options)
+    except TypeError as error:
+        raise InputError(f"train.args: {error}") from error
+
+
+def build_datasets(cfg: DictConfig, model, tokenizer, train_records):
+    frame = SamFrame.from_config(model.config)
+    jitter = None
+    if cfg.train.lsj.enabled:
+        jitter = LargeScaleJitter(frame.image_size, cfg.train.lsj.min_scale, cfg.train.lsj.max_scale)
+    common = dict(frame=frame, tokenizer=tokenizer, max_caption_length=cfg.train.max_caption_length)
+    train_transform = RegionTransform(train=True, num_masks_per_sample=cfg.train.num_masks_per_sample,
+                                      jitter=jitter, **common)
+    parts = [RegionDataset(records, train_transform) for records in train_records]
+    probabilities = [spec.get("probability", 1.0) for spec in cfg.data.train]
+    train = parts[0] if len(parts) == 1 else MixedDataset(parts, probabilities, seed=cfg.train.args.seed)
+    evaluation = None
+    if cfg.data.get("eval") and cfg.train.max_eval_samples:
+        records = load_records(OmegaConf.to_container(cfg.data.eval, resolve=True))[: cfg.train.max_eval_samples]
+        # Evaluation loss uses the training recipe for regions and captions, without jitter.
+        evaluation = RegionDataset(records, RegionTransform(train=True, num_masks_per_sample=cfg.train.num_masks_per_sample,
+                                                            jitter=None, seed=0, **common))
+    return train, evaluation
+
+
+def run_training(cfg: DictConfig) -> Path:
+    """Train as the config says; returns the folder of the final model."""
+    args = training_arguments(cfg)
+    train_specs = OmegaConf.to_container(cfg.data.train, resolve=True)
+    if not train_specs:
+        raise InputError("data.train lists no training set")
+    train_records = [load_records(spec) for spec in train_specs]
+    captions = [c for records in train_records for r in records for g in r.regions for c in g.captions]
+    model, tokenizer = build_model(OmegaConf.to_container(cfg.model, resolve=True), captions)
+    try:
+        model.set_trainable(list(cfg.train.trainable_modules))
+    except ValueError as error:
+        raise InputError(f"train.trainable_modules: {error}") from error
+    train_dataset, eval_dataset = build_datasets(cfg, model, tokenizer, train_records)
+    if eval_dataset is None and args.eval_strategy != "no":
+        args.eval_strategy = "no"
+
+    output_dir = Path(cfg.output_dir)
+    if args.process_index == 0:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
+    _log_setup(args, model, train_dataset)
+
+    trainer = ScaTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        data_collator=RegionCollator(pad_token_id=tokenizer.pad_token_id),
+        processing_class=tokenizer,
+        custom_param_lrs=OmegaConf.to_container(cfg.train.custom_param_lrs, resolve=True),
+    )
+    trainer.train(resume_from_checkpoint=_resume_point(cfg.train.resume, output_dir))
+    final = output_dir / "final"
+    trainer.save_model(str(final))
+    if args.process_index == 0:
+        log.info("saved the trained model to %s", final)
+    return final
+
+
+def _resume_point(resume, output_dir: Path):
+    if resume in (None, False, "false"):
+        return None
+    if resume in (True, "true", "latest"):
+        checkpoints = sorted(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+        return str(checkpoints[-1]) if checkpoints else None
+    if not Path(resume).is_dir():
+        raise InputError(f"train.resume: checkpoint folder not found: {resume}")
+    return str(resume)
+
+
+def _log_setup(args: TrainingArguments, model, train_dataset) -> None:
+    if args.process_index != 0:
+        return
+    precision = "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32"
+    effective = args.per_device_train_batch_size * args.world_size * args.gradient_accumulation_steps
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    log.info(
+        "world size %d (device %s, %s), precision %s, effective batch %d images "
+        "(%d per device x %d processes x %d accumulation), %d training images, %.2fM trainable parameters",
+        args.world_size, args.device, args.parallel_mode.value, precision, effective,
+        args.per_device_train_batch_size, args.world_size, args.gradient_accumulation_steps,
+        len(train_dataset), trainable / 1e6,
+    )
