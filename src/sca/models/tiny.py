@@ -71,7 +71,12 @@ def build_sentencepiece_tokenizer(texts: Iterable[str], vocab_size: int = 128) -
 
 def tiny_text_config(tokenizer: PreTrainedTokenizerBase, kind: str = "gpt2", hidden_size: int = 32):
     """A 2-layer causal LM config whose vocabulary and special ids match the tokenizer."""
-    common = dict(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    common = dict(
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     if kind == "gpt2":
         return GPT2Config(n_embd=hidden_size, n_layer=2, n_head=2, n_positions=128, **common)
     if kind == "llama":
