@@ -108,3 +108,14 @@ def test_missing_dataset_is_named(tmp_path):
     cfg = compose_config("train", ["data=vg-densecap", f"data.root={tmp_path / 'vg'}", f"output_dir={tmp_path}"])
     with pytest.raises(InputError, match="densecap_splits.json"):
         run_training(cfg)
+
+
+def test_evaluation_can_generate_and_score_meteor(tmp_path):
+    out = tmp_path / "meteor"
+    cfg = compose_config("train", SMALL + [f"output_dir={out}", "train.args.max_steps=4", "train.args.save_steps=4",
+                                           "train.args.eval_steps=4", "train.eval_generation.enabled=true",
+                                           "train.eval_generation.max_images=2", "train.eval_generation.max_new_tokens=6"])
+    run_training(cfg)
+    state, _ = _losses(out, "checkpoint-4")
+    scores = [entry["eval_meteor"] for entry in state["log_history"] if "eval_meteor" in entry]
+    assert len(scores) == 1 and 0.0 <= scores[0] <= 1.0

@@ -44,13 +44,16 @@ def build_datasets(cfg: DictConfig, model, tokenizer, train_records):
     parts = [RegionDataset(records, train_transform) for records in train_records]
     probabilities = [spec.get("probability", 1.0) for spec in cfg.data.train]
     train = parts[0] if len(parts) == 1 else MixedDataset(parts, probabilities, seed=cfg.train.args.seed)
-    evaluation = None
+    evaluation = caption_eval = None
     if cfg.data.get("eval") and cfg.train.max_eval_samples:
         records = load_records(OmegaConf.to_container(cfg.data.eval, resolve=True))[: cfg.train.max_eval_samples]
         # Evaluation loss uses the training recipe for regions and captions, without jitter.
         evaluation = RegionDataset(records, RegionTransform(train=True, num_masks_per_sample=cfg.train.num_masks_per_sample,
                                                             jitter=None, seed=0, **common))
-    return train, evaluation
+        if cfg.train.eval_generation.enabled:
+            caption_eval = OmegaConf.to_container(cfg.train.eval_generation, resolve=True)
+            caption_eval["dataset"] = RegionDataset(records, RegionTransform(train=False, **common))
+    return train, evaluation, caption_eval
 
 
 def run_training(cfg: DictConfig) -> Path:
@@ -66,7 +69,7 @@ def run_training(cfg: DictConfig) -> Path:
         model.set_trainable(list(cfg.train.trainable_modules))
     except ValueError as error:
         raise InputError(f"train.trainable_modules: {error}") from error
-    train_dataset, eval_dataset = build_datasets(cfg, model, tokenizer, train_records)
+    train_dataset, eval_dataset, caption_eval = build_datasets(cfg, model, tokenizer, train_records)
     if eval_dataset is None and args.eval_strategy != "no":
         args.eval_strategy = "no"
 
@@ -84,6 +87,7 @@ def run_training(cfg: DictConfig) -> Path:
         data_collator=RegionCollator(pad_token_id=tokenizer.pad_token_id),
         processing_class=tokenizer,
         custom_param_lrs=OmegaConf.to_container(cfg.train.custom_param_lrs, resolve=True),
+        caption_eval=caption_eval,
     )
     trainer.train(resume_from_checkpoint=_resume_point(cfg.train.resume, output_dir))
     final = output_dir / "final"

@@ -1,0 +1,1 @@
+"""Evaluation: caption metrics (pycocoevalcap)."""
