@@ -84,3 +84,24 @@ def test_param_groups_custom_lrs_and_decay():
     assert by_param[id(model[1].weight)]["lr"] == 5e-4
     with pytest.raises(ValueError, match="not a module"):
         param_groups(model, 1e-3, 0.1, decay, {"nope": 1.0})
+
+
+def test_mixed_dataset_draws_by_probability_and_repeatably():
+    from sca.data.dataset import MixedDataset
+
+    class Constant(torch.utils.data.Dataset):
+        def __init__(self, value, size):
+            self.value, self.size = value, size
+
+        def __len__(self):
+            return self.size
+
+        def __getitem__(self, index):
+            return self.value
+
+    mixed = MixedDataset([Constant("a", 10), Constant("b", 30)], probabilities=[3, 1], length=4000, seed=7)
+    draws = [mixed[i] for i in range(len(mixed))]
+    assert abs(draws.count("a") / len(draws) - 0.75) < 0.03
+    assert draws == [MixedDataset([Constant("a", 10), Constant("b", 30)], [3, 1], 4000, seed=7)[i] for i in range(4000)]
+    with pytest.raises(ValueError, match="one probability per"):
+        MixedDataset([Constant("a", 1)], [0.5, 0.5])
