@@ -65,7 +65,6 @@ class RegionTransform:
         num_masks_per_sample: int | None = 16,
         max_caption_length: int = 20,
         jitter: LargeScaleJitter | None = None,
-        seed: int = 0,
     ):
         self.frame = frame
         self.tokenizer = tokenizer
@@ -73,7 +72,6 @@ class RegionTransform:
         self.num_masks_per_sample = num_masks_per_sample
         self.max_caption_length = max_caption_length
         self.jitter = jitter if train else None
-        self.seed = seed
 
     def __call__(self, record: ImageRecord, epoch_seed: int | None = None) -> dict | None:
         rng = random.Random(epoch_seed) if epoch_seed is not None else random.Random()

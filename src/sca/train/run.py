@@ -49,7 +49,7 @@ def build_datasets(cfg: DictConfig, model, tokenizer, train_records):
         records = load_records(OmegaConf.to_container(cfg.data.eval, resolve=True))[: cfg.train.max_eval_samples]
         # Evaluation loss uses the training recipe for regions and captions, without jitter.
         evaluation = RegionDataset(records, RegionTransform(train=True, num_masks_per_sample=cfg.train.num_masks_per_sample,
-                                                            jitter=None, seed=0, **common))
+                                                            jitter=None, **common))
         if cfg.train.eval_generation.enabled:
             caption_eval = OmegaConf.to_container(cfg.train.eval_generation, resolve=True)
             caption_eval["dataset"] = RegionDataset(records, RegionTransform(train=False, **common))
