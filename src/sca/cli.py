@@ -8,9 +8,9 @@ import os
 import sys
 from pathlib import Path
 
+from .assets import DEFAULT_MODEL_ENV, default_model_path
 from .errors import InputError
 
-DEFAULT_MODEL_ENV = "SCA_MODEL"
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -41,14 +41,6 @@ class _AppendPrompt(argparse.Action):
         prompts = getattr(namespace, self.dest) or []
         prompts.append((option_string.lstrip("-"), values))
         setattr(namespace, self.dest, prompts)
-
-
-def default_model_path() -> Path:
-    if os.environ.get(DEFAULT_MODEL_ENV):
-        return Path(os.environ[DEFAULT_MODEL_ENV])
-    from . import assets
-
-    return assets.default_model_path()
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -118,12 +110,17 @@ def compose_config(config_name: str, overrides: list[str]):
     """Hydra's composition (config groups, `key=value` overrides) with errors turned into one line."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
-    from omegaconf import OmegaConf
+    from omegaconf import OmegaConf, open_dict
     from omegaconf.errors import OmegaConfBaseException
 
     try:
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
-            cfg = compose(config_name=config_name, overrides=overrides)
+            cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
+        with open_dict(cfg):
+            choices = cfg.hydra.runtime.choices
+            del cfg["hydra"]
+            if "data" in cfg and not cfg.data.get("name"):
+                cfg.data.name = choices.data  # names output files, e.g. infer-vg-densecap-test.json
         OmegaConf.resolve(cfg)
         missing = sorted(OmegaConf.missing_keys(cfg))
     except (HydraException, OmegaConfBaseException) as error:
@@ -141,6 +138,45 @@ def cmd_train(args) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     cfg = compose_config("train", args.overrides)
     run_training(cfg)
+    return 0
+
+
+def cmd_infer(args) -> int:
+    import logging
+
+    from .infer.run import run_dataset_inference
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    cfg = compose_config("infer", args.overrides)
+    path = run_dataset_inference(cfg)
+    print(path)
+    return 0
+
+
+def cmd_eval(args) -> int:
+    import warnings
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from .eval.run import comparison_rows, evaluate_files
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", UserWarning)
+        warnings.showwarning = lambda message, *_: print(f"sca eval: warning: {message}", file=sys.stderr)
+        results = evaluate_files(args.files, args.out, spice=args.spice, content_recall=args.content_recall,
+                                 strip_logits=args.strip_logits)
+    header, rows = comparison_rows(results)
+    table = Table(title="caption metrics (x100)")
+    for name in header:
+        table.add_column(name, justify="left" if name == "file" else "right")
+    for row in rows:
+        table.add_row(*row)
+    console = Console()
+    console.width = max(console.width, 40 + 12 * len(header))  # a full table beats one squeezed into 80 columns
+    console.print(table)
+    out = args.out or args.files[0].parent / "metrics"
+    print(f"wrote {out / 'metrics.md'}, {out / 'metrics.csv'} and metrics/<file>/metrics.json", file=sys.stderr)
     return 0
 
 
@@ -167,6 +203,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data=vg-densecap train.args.max_steps=1000")
     train.set_defaults(run=cmd_train)
+
+    infer = commands.add_parser(
+        "infer", help="caption every region of a dataset split into infer.json (Hydra config, like train)",
+        description="Run a model over a dataset split and write {output_dir}/infer/infer-{dataset}-{split}.json. "
+        "Keys: model.path (default: the shipped model), data=..., infer.split, infer.max_images, infer.batch_size, "
+        "infer.chunk_size, infer.max_new_tokens, infer.num_beams, infer.dtype, infer.device, infer.overwrite. "
+        "An interrupted run resumes; under torchrun each process takes a share.",
+    )
+    infer.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model.path=runs/vg/final data=vg-densecap")
+    infer.set_defaults(run=cmd_infer)
+
+    evaluate = commands.add_parser(
+        "eval", help="score infer.json files: BLEU, METEOR, ROUGE-L, CIDEr-D (pycocoevalcap), or dense mAP",
+        description="Score one or more infer.json files with pycocoevalcap (PTB tokenizer, BLEU-1..4, METEOR, "
+        "ROUGE-L, CIDEr-D). Where an entry has one candidate per SAM mask, the highest-IoU one is scored. "
+        "Dense-captioning files (one entry per image with 'predictions') get the DenseCap mAP. Writes "
+        "metrics/<file>/metrics.json next to each file and one comparison table (metrics.md, metrics.csv).",
+    )
+    evaluate.add_argument("files", nargs="+", type=Path, help="infer.json files")
+    evaluate.add_argument("--out", type=Path, help="folder for the comparison table (default: the first file's metrics/)")
+    evaluate.add_argument("--spice", action="store_true", help="also SPICE (needs Stanford CoreNLP 3.6.0 jars)")
+    evaluate.add_argument("--content-recall", action="store_true",
+                          help="also noun/verb recall, exact and fuzzy (needs spaCy and en_core_web_lg)")
+    evaluate.add_argument("--strip-logits", action="store_true",
+                          help="also write <file>.no-logits.json, a copy without the IoU scores")
+    evaluate.set_defaults(run=cmd_eval)
     return parser
 
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from .files import write_atomically
 from .masks import mask_box
 
 PALETTE = [
@@ -49,19 +48,8 @@ def draw_regions(
 
 
 def save_atomically(picture: Image.Image, path: str | Path) -> None:
-    """Write the image next to its destination, then rename, so no half-written file is ever seen."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = path.suffix or ".png"
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=suffix)
-    os.close(handle)
-    try:
-        picture.save(temporary, format=Image.registered_extensions().get(suffix.lower(), "PNG"))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes files private; give the usual permissions
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    """Save the picture (format from the suffix, PNG if none) so that no half-written file is ever seen."""
+    suffix = Path(path).suffix or ".png"
+    image_format = Image.registered_extensions().get(suffix.lower(), "PNG")
+    write_atomically(path, lambda temporary: picture.save(temporary, format=image_format))
 

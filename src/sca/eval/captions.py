@@ -1,19 +1,142 @@
-"""Caption metrics from pycocoevalcap (its Java METEOR 1.5)."""
+"""Caption metrics from pycocoevalcap: PTB tokenization, BLEU-1..4, METEOR 1.5, ROUGE-L, CIDEr-D, SPICE.
+
+Scores are pycocoevalcap's own, on its 0-1 scale (papers print them x100).
+"""
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from ..errors import InputError
+from .java import ensure_java
 
 EMPTY_CAPTION = "<empty>"
 """METEOR's Java process cannot score an empty string; an empty caption is scored as this placeholder."""
 
+METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D")
 
-def meteor(references: Mapping[str, Sequence[str]], candidates: Mapping[str, str]) -> float:
-    """Corpus METEOR of one candidate per key against that key's references."""
-    from pycocoevalcap.meteor.meteor import Meteor
+
+def ptb_tokenize(texts: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+    """pycocoevalcap's PTB tokenizer (Stanford CoreNLP, lower-cased, punctuation removed)."""
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    ensure_java()
+    # One sentence per line: a caption holding a newline would shift every later caption.
+    flat = {k: [{"caption": " ".join(t.split())} for t in v] for k, v in texts.items()}
+    with _java_stderr_silenced():
+        tokenized = PTBTokenizer().tokenize(flat)
+    missing = [k for k in texts if len(tokenized.get(k, [])) != len(texts[k])]
+    if missing:
+        raise RuntimeError(f"the PTB tokenizer lost captions of {len(missing)} entries (first: {missing[0]})")
+    return tokenized
+
+
+@contextmanager
+def _java_stderr_silenced():
+    """The PTB tokenizer's JVM prints token counts and warnings to our stderr; a user should see our output."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def score_captions(
+    references: Mapping[str, Sequence[str]],
+    candidates: Mapping[str, str],
+    spice: bool = False,
+) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """Corpus scores and per-entry scores of one candidate per key against that key's references.
+
+    Both are PTB-tokenized first, as in the COCO caption evaluation. Returns `(corpus, per_entry)`, each keyed
+    by metric name (`METRICS`, plus `SPICE` if asked); per-entry lists follow `sorted(candidates)`.
+    """
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.rouge.rouge import Rouge
 
     keys = sorted(candidates)
-    gts = {k: [r.strip() or EMPTY_CAPTION for r in references[k]] for k in keys}
-    res = {k: [candidates[k].strip() or EMPTY_CAPTION] for k in keys}
-    score, _ = Meteor().compute_score(gts, res)  # the Java process ends when the scorer is collected
-    return float(score)
+    if not keys:
+        raise InputError("no captions to score")
+    gts = ptb_tokenize({k: references[k] for k in keys})
+    res = ptb_tokenize({k: [candidates[k]] for k in keys})
+    # pycocoevalcap iterates dict keys; give every scorer the same order.
+    gts = {k: gts[k] for k in keys}
+    res = {k: res[k] for k in keys}
+
+    corpus, per_entry = {}, {}
+    bleu, bleu_entries = Bleu(4).compute_score(gts, res, verbose=0)
+    for n in range(4):
+        corpus[f"BLEU-{n + 1}"] = float(bleu[n])
+        per_entry[f"BLEU-{n + 1}"] = [float(s) for s in bleu_entries[n]]
+    corpus["METEOR"], scores = _run_meteor(gts, res)
+    per_entry["METEOR"] = [float(s) for s in scores]
+    corpus["ROUGE-L"], scores = Rouge().compute_score(gts, res)
+    per_entry["ROUGE-L"] = [float(s) for s in scores]
+    corpus["CIDEr-D"], scores = Cider().compute_score(gts, res)
+    per_entry["CIDEr-D"] = [float(s) for s in scores]
+    if spice:
+        corpus["SPICE"], per_entry["SPICE"] = _spice(gts, res)
+    return {k: float(v) for k, v in corpus.items()}, per_entry
+
+
+def meteor_per_entry(references: Mapping[str, Sequence[str]], candidates: Mapping[str, str]) -> dict[str, float]:
+    """METEOR of each candidate against its references, untokenized (as DenseCap scored its matches)."""
+    keys, gts, res = _untokenized(references, candidates)
+    return dict(zip(keys, _run_meteor(gts, res)[1])) if keys else {}
+
+
+def meteor(references: Mapping[str, Sequence[str]], candidates: Mapping[str, str]) -> float:
+    """Corpus METEOR of one candidate per key against its references, untokenized (the training log's metric)."""
+    _, gts, res = _untokenized(references, candidates)
+    return _run_meteor(gts, res)[0]
+
+
+def _untokenized(references, candidates) -> tuple[list[str], dict, dict]:
+    keys = sorted(candidates)
+    gts = {k: [" ".join(r.split()) for r in references[k]] for k in keys}
+    res = {k: [" ".join(candidates[k].split())] for k in keys}
+    return keys, gts, res
+
+
+def _run_meteor(gts: Mapping[str, list[str]], res: Mapping[str, list[str]]) -> tuple[float, list[float]]:
+    from pycocoevalcap.meteor.meteor import Meteor
+
+    ensure_java()
+    def non_empty(texts):
+        return [t if t.strip() else EMPTY_CAPTION for t in texts]
+
+    scorer = Meteor()
+    try:
+        score, scores = scorer.compute_score({k: non_empty(v) for k, v in gts.items()},
+                                             {k: non_empty(v) for k, v in res.items()})
+    finally:
+        # pycocoevalcap leaves its JVM running until garbage collection; end it now.
+        if scorer.meteor_p.poll() is None:
+            scorer.meteor_p.stdin.close()
+            scorer.meteor_p.kill()
+            scorer.meteor_p.wait()
+    return float(score), [float(s) for s in scores]
+
+
+def _spice(gts, res) -> tuple[float, list[float]]:
+    import pycocoevalcap.spice as spice_package
+    from pycocoevalcap.spice.spice import Spice
+
+    lib = Path(spice_package.__file__).parent / "lib"
+    if not list(lib.glob("stanford-corenlp-3.6.0*.jar")):
+        raise InputError(
+            f"SPICE needs the Stanford CoreNLP 3.6.0 jars in {lib}, which pycocoevalcap downloads on first use: "
+            "run `python -c 'from pycocoevalcap.spice.get_stanford_models import get_stanford_models; "
+            "get_stanford_models()'` once with network, or leave out --spice"
+        )
+    score, entries = Spice().compute_score(gts, res)
+    return float(score), [float(e["All"]["f"]) for e in entries]

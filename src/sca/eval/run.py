@@ -1,0 +1,103 @@
+"""`sca eval`: score infer.json files, write metrics.json per file and one comparison table for all."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+from ..errors import InputError
+from ..files import write_text_atomically
+from .captions import METRICS, score_captions
+from .dense import DensePrediction, DenseReference, dense_captioning_map
+from .infer_file import is_dense, read_infer_file, select_candidates, without_logits
+
+DENSE_METRICS = ("mAP", "detection_mAP")
+
+
+def evaluate_file(path: str | Path, spice: bool = False, content_recall: bool = False) -> dict:
+    """Metrics of one infer.json on pycocoevalcap's 0-1 scale, plus per-entry scores under `per_entry`."""
+    entries = read_infer_file(path)
+    if is_dense(entries):
+        images = [
+            ([DensePrediction(p["box"], p["caption"], float(p["score"])) for p in e["predictions"]],
+             [DenseReference(r["box"], r["captions"]) for r in e["references"]])
+            for e in entries
+        ]
+        try:
+            result = dense_captioning_map(images)
+        except ValueError as error:
+            raise InputError(f"{path}: {error}") from error
+        return {"kind": "dense", "images": len(entries), **result}
+    candidates = select_candidates(entries)
+    keys = [str(i) for i in range(len(entries))]
+    corpus, per_entry = score_captions(
+        {k: e["references"] for k, e in zip(keys, entries)}, dict(zip(keys, candidates)), spice=spice
+    )
+    result = {"kind": "regions", "regions": len(entries), **corpus}
+    if content_recall:
+        from .content_recall import content_recall as recall
+
+        result.update({f"{k}_recall": v for k, v in recall([e["references"] for e in entries], candidates).items()})
+    order = sorted(keys)  # score_captions' per-entry order
+    result["per_entry"] = {name: {int(k): s for k, s in zip(order, scores)} for name, scores in per_entry.items()}
+    return result
+
+
+def evaluate_files(paths: list[Path], out_dir: Path | None = None, spice: bool = False,
+                   content_recall: bool = False, strip_logits: bool = False) -> dict[str, dict]:
+    """Evaluate each file; writes `{file's folder}/metrics/{stem}/metrics.json` (+ `scores.json` per entry) and
+    `metrics.md` / `metrics.csv` comparing all files in `out_dir` (default: the first file's `metrics/`)."""
+    if not paths:
+        raise InputError("no infer.json given")
+    results = {}
+    for path in paths:
+        result = evaluate_file(path, spice=spice, content_recall=content_recall)
+        folder = path.parent / "metrics" / path.stem
+        folder.mkdir(parents=True, exist_ok=True)
+        per_entry = result.pop("per_entry", None)
+        write_text_atomically(folder / "metrics.json", json.dumps({"file": str(path), **result}, indent=2))
+        if per_entry is not None:
+            write_text_atomically(folder / "scores.json", json.dumps(per_entry))
+        if strip_logits:
+            entries = read_infer_file(path)
+            write_text_atomically(path.with_name(f"{path.stem}.no-logits.json"), json.dumps(without_logits(entries), indent=4))
+        results[str(path)] = result
+    out_dir = out_dir or paths[0].parent / "metrics"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    header, rows = comparison_rows(results)
+    write_text_atomically(out_dir / "metrics.md", markdown_table(header, rows))
+    write_text_atomically(out_dir / "metrics.csv", csv_table(header, rows))
+    return results
+
+
+def _label(path: str) -> str:
+    name = Path(path).stem
+    return name[len("infer-"):] if name.startswith("infer-") else name
+
+
+def comparison_rows(results: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
+    """A table with one row per file; metrics x100 as papers print them, two decimals."""
+    names = [m for m in (*METRICS, "SPICE", "noun_recall", "verb_recall", "noun_fuzzy_recall", "verb_fuzzy_recall",
+                         *DENSE_METRICS) if any(m in r for r in results.values())]
+    header = ["file", "count", *names]
+    rows = []
+    for path, result in results.items():
+        count = result.get("regions", result.get("images"))
+        rows.append([_label(path), str(count), *(f"{100 * result[m]:.2f}" if m in result else "" for m in names)])
+    return header, rows
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n\nScores x100 (pycocoevalcap, PTB-tokenized; count = regions, or images for mAP).\n"
+
+
+def csv_table(header: list[str], rows: list[list[str]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue()

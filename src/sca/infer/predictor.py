@@ -1,0 +1,70 @@
+"""Models as region predictors: a collated batch in, each region's candidate captions and IoU scores out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from ..data.sam_frame import SamFrame
+from ..models import ScaModel
+
+
+@dataclass
+class RegionPrediction:
+    """candidates: one caption per text head (SCA: 1). iou_scores: SAM's score for each of its masks."""
+
+    candidates: list[str]
+    iou_scores: list[float]
+
+
+class ScaPredictor:
+    """SCA's `generate` over a batch from `RegionCollator`: one caption per region, SAM's 3 IoU scores."""
+
+    def __init__(
+        self,
+        model: ScaModel,
+        tokenizer: PreTrainedTokenizerBase,
+        chunk_size: int = 32,
+        max_new_tokens: int = 20,
+        num_beams: int = 1,
+    ):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.frame = SamFrame.from_config(model.config)
+        self.chunk_size = chunk_size
+        self.max_new_tokens = max_new_tokens
+        self.num_beams = num_beams
+
+    def settings(self) -> dict:
+        """What decides the output; a resumed run must use the same."""
+        return {
+            "model": type(self.model).__name__,
+            "dtype": str(self.model.dtype),
+            "max_new_tokens": self.max_new_tokens,
+            "num_beams": self.num_beams,
+        }
+
+    @torch.no_grad()
+    def __call__(self, batch: dict) -> list[list[RegionPrediction]]:
+        """batch: `pixel_values (B, 3, S, S)`, `input_boxes (B, R, 4)`, `task_type_ids (B,)`, `region_mask (B, R)`.
+        Returns, per image, one prediction per real (unpadded) region."""
+        device, dtype = self.model.device, self.model.dtype
+        output = self.model.generate(
+            pixel_values=batch["pixel_values"].to(device, dtype),
+            input_boxes=batch["input_boxes"].to(device, dtype),
+            task_type_ids=batch["task_type_ids"].to(device),
+            multimask_output=True,
+            chunk_size=self.chunk_size,
+            max_new_tokens=self.max_new_tokens,
+            num_beams=self.num_beams,
+            pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=self.tokenizer.eos_token_id,
+        )
+        iou_scores = output.iou_scores.float().cpu().tolist()
+        results = []
+        for b, count in enumerate(batch["region_mask"].sum(1).tolist()):
+            captions = self.tokenizer.batch_decode(output.sequences[b, :count], skip_special_tokens=True)
+            results.append([RegionPrediction([c.strip()], iou_scores[b][r]) for r, c in enumerate(captions)])
+        return results

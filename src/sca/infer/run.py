@@ -1,0 +1,57 @@
+"""`sca infer`: predictor, dataset and output file from a resolved Hydra config."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from ..assets import default_model_path
+from ..data.sources import load_records
+from ..errors import InputError
+from ..models.loading import load_sca_model, load_tokenizer
+from .predictor import ScaPredictor
+from .runner import infer_file_name, resolve_device, run_inference
+
+log = logging.getLogger("sca.infer")
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def build_predictor(model_cfg: DictConfig, options: DictConfig):
+    if options.dtype not in DTYPES:
+        raise InputError(f"infer.dtype must be one of {', '.join(DTYPES)}, got {options.dtype!r}")
+    for name in ("batch_size", "chunk_size", "max_new_tokens", "num_beams"):
+        if options[name] < 1:
+            raise InputError(f"infer.{name} must be at least 1, got {options[name]}")
+    device, dtype = resolve_device(options.device), DTYPES[options.dtype]
+    if model_cfg.init != "pretrained":
+        raise InputError(f"sca infer needs a trained model (model=pretrained model.path=...), not model.init={model_cfg.init}")
+    path = Path(model_cfg.path) if model_cfg.get("path") else default_model_path()
+    model = load_sca_model(path, dtype=dtype, device=device)
+    tokenizer = load_tokenizer(model_cfg.get("tokenizer") or path, model.config)
+    predictor = ScaPredictor(model, tokenizer, options.chunk_size, options.max_new_tokens, options.num_beams)
+    return predictor, {"model_path": str(path.resolve()), **predictor.settings()}
+
+
+def run_dataset_inference(cfg: DictConfig) -> Path:
+    """Caption every region of the configured split; returns the infer.json path."""
+    options = cfg.infer
+    if not cfg.data.get("eval"):
+        raise InputError(f"data={cfg.data.name} has no eval split to run on")
+    spec = OmegaConf.to_container(cfg.data.eval, resolve=True)
+    if options.split:
+        spec["split"] = options.split
+    records = load_records(spec)
+    if options.max_images:
+        records = records[: options.max_images]
+    if not records:
+        raise InputError(f"the {cfg.data.name} {spec.get('split')} split has no images")
+    predictor, settings = build_predictor(cfg.model, options)
+    name = infer_file_name(cfg.data.name, spec.get("split", "eval"))
+    output_file = Path(cfg.output_dir) / "infer" / name
+    log.info("%d images, %d regions -> %s", len(records), sum(len(r.regions) for r in records), output_file)
+    return run_inference(predictor, records, output_file, settings=settings, batch_size=options.batch_size,
+                         num_workers=options.num_workers, overwrite=options.overwrite)
