@@ -127,9 +127,9 @@ def _run_meteor(gts: Mapping[str, list[str]], res: Mapping[str, list[str]]) -> t
     return float(score), [float(s) for s in scores]
 
 
-def _spice(gts, res) -> tuple[float, list[float]]:
+def check_spice() -> None:
+    """SPICE's parser jars are fetched by pycocoevalcap on first use, which needs network: say so up front."""
     import pycocoevalcap.spice as spice_package
-    from pycocoevalcap.spice.spice import Spice
 
     lib = Path(spice_package.__file__).parent / "lib"
     if not list(lib.glob("stanford-corenlp-3.6.0*.jar")):
@@ -138,5 +138,11 @@ def _spice(gts, res) -> tuple[float, list[float]]:
             "run `python -c 'from pycocoevalcap.spice.get_stanford_models import get_stanford_models; "
             "get_stanford_models()'` once with network, or leave out --spice"
         )
+
+
+def _spice(gts, res) -> tuple[float, list[float]]:
+    from pycocoevalcap.spice.spice import Spice
+
+    check_spice()
     score, entries = Spice().compute_score(gts, res)
     return float(score), [float(e["All"]["f"]) for e in entries]

@@ -9,15 +9,18 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..files import write_text_atomically
-from .captions import METRICS, score_captions
+from .captions import METRICS, check_spice, score_captions
+from .content_recall import load_spacy
 from .dense import DensePrediction, DenseReference, dense_captioning_map
+from .java import ensure_java
 from .infer_file import is_dense, read_infer_file, select_candidates, without_logits
 
 DENSE_METRICS = ("mAP", "detection_mAP")
 
 
-def evaluate_file(path: str | Path, spice: bool = False, content_recall: bool = False) -> dict:
-    """Metrics of one infer.json on pycocoevalcap's 0-1 scale, plus per-entry scores under `per_entry`."""
+def evaluate_file(path: str | Path, spice: bool = False, content_recall: bool = False, nlp=None) -> dict:
+    """Metrics of one infer.json on pycocoevalcap's 0-1 scale, plus per-entry scores under `per_entry`.
+    content_recall: also noun/verb recall, tagged by `nlp` (default: spaCy's en_core_web_lg)."""
     entries = read_infer_file(path)
     if is_dense(entries):
         images = [
@@ -39,7 +42,7 @@ def evaluate_file(path: str | Path, spice: bool = False, content_recall: bool = 
     if content_recall:
         from .content_recall import content_recall as recall
 
-        result.update({f"{k}_recall": v for k, v in recall([e["references"] for e in entries], candidates).items()})
+        result.update({f"{k}_recall": v for k, v in recall([e["references"] for e in entries], candidates, nlp).items()})
     order = sorted(keys)  # score_captions' per-entry order
     result["per_entry"] = {name: {int(k): s for k, s in zip(order, scores)} for name, scores in per_entry.items()}
     return result
@@ -51,9 +54,16 @@ def evaluate_files(paths: list[Path], out_dir: Path | None = None, spice: bool =
     `metrics.md` / `metrics.csv` comparing all files in `out_dir` (default: the first file's `metrics/`)."""
     if not paths:
         raise InputError("no infer.json given")
+    # Fail before minutes of scoring, not after.
+    for path in paths:
+        read_infer_file(path)
+    ensure_java()
+    if spice:
+        check_spice()
+    nlp = load_spacy() if content_recall else None
     results = {}
     for path in paths:
-        result = evaluate_file(path, spice=spice, content_recall=content_recall)
+        result = evaluate_file(path, spice=spice, content_recall=content_recall, nlp=nlp)
         folder = path.parent / "metrics" / path.stem
         folder.mkdir(parents=True, exist_ok=True)
         per_entry = result.pop("per_entry", None)
