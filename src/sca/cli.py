@@ -180,6 +180,26 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_bench_quality(args) -> int:
+    from .bench.quality import evaluate_quality, goals_met, held_out_records, quality_table
+    from .files import write_text_atomically
+
+    if args.images < 1:
+        raise InputError("--images must be at least 1")
+    captioner = _load_captioner(args)
+    records = held_out_records(args.images, image_size=captioner.frame.image_size)
+    report = evaluate_quality(captioner, records)
+    table = quality_table(report, len(records))
+    print(table)
+    if args.out:
+        write_text_atomically(args.out / "quality.md", table)
+        write_text_atomically(args.out / "quality.json", json.dumps({"images": len(records), **report}, indent=2))
+        print(f"wrote {args.out / 'quality.md'} and quality.json", file=sys.stderr)
+    if not goals_met(report):
+        print("sca bench quality: below the goals", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="sca", description="Segment and Caption Anything")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -229,6 +249,18 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--strip-logits", action="store_true",
                           help="also write <file>.no-logits.json, a copy without the IoU scores")
     evaluate.set_defaults(run=cmd_eval)
+
+    bench = commands.add_parser("bench", help="benchmarks: quality on the shapes world")
+    benches = bench.add_subparsers(dest="bench", required=True, parser_class=_Parser)
+    quality = benches.add_parser(
+        "quality", help="caption exact match, CIDEr-D, METEOR and mask mIoU on held-out shapes images",
+        description="Box and point prompts on held-out shapes images (the world's test split): caption exact "
+        "match, CIDEr-D and METEOR (pycocoevalcap), and the mIoU of the highest-IoU mask.",
+    )
+    quality.add_argument("--images", type=int, default=200, help="held-out images (default 200)")
+    quality.add_argument("--out", type=Path, help="folder for quality.md and quality.json")
+    _add_model_options(quality)
+    quality.set_defaults(run=cmd_bench_quality)
     return parser
 
 

@@ -28,3 +28,11 @@ def decode_rle(rle: dict) -> np.ndarray:
     elif isinstance(rle["counts"], str):
         rle = {"size": [height, width], "counts": rle["counts"].encode("ascii")}
     return mask_utils.decode(rle).astype(bool)
+
+
+def decode_mask(mask: dict | list, height: int, width: int) -> np.ndarray:
+    """A dataset's region mask, COCO RLE or COCO polygons `[[x1, y1, x2, y2, ...], ...]`, → `(H, W)` boolean."""
+    if isinstance(mask, dict):
+        return decode_rle(mask)
+    rles = mask_utils.frPyObjects([list(map(float, polygon)) for polygon in mask], height, width)
+    return mask_utils.decode(mask_utils.merge(rles)).astype(bool)

@@ -14,11 +14,17 @@ class RegionCollator:
 
     Padded regions get a dummy box, ignored labels (-100) and `region_mask` 0, so the loss never sees
     them and results are never read from them. (The original cut every image to the smallest count.)
+
+    With segmentation targets in the samples, a batch is prompted by points instead of boxes with
+    probability `point_prompt_probability` (SAM's recipe mixes both; one kind per batch, as the model
+    takes one set of prompts for all regions).
     """
 
-    def __init__(self, pad_token_id: int | None = None, with_metadata: bool = False):
+    def __init__(self, pad_token_id: int | None = None, with_metadata: bool = False,
+                 point_prompt_probability: float = 0.0):
         self.pad_token_id = pad_token_id
         self.with_metadata = with_metadata
+        self.point_prompt_probability = point_prompt_probability
 
     def __call__(self, samples: list[dict | None]) -> dict | None:
         samples = [s for s in samples if s is not None]
@@ -51,9 +57,27 @@ class RegionCollator:
                 labels[b, :count] = padded["labels"][start : start + count]
                 start += count
             out.update(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+        if "mask_labels" in samples[0]:
+            targets = self._segmentation_targets(samples, counts, regions)
+            points = targets.pop("input_points")
+            out.update(targets)
+            if self.point_prompt_probability and torch.rand(()) < self.point_prompt_probability:
+                del out["input_boxes"]
+                out.update(input_points=points, input_labels=torch.ones(points.shape[:-1], dtype=torch.long))
         if self.with_metadata:
             out["metadata"] = [
                 {k: s[k] for k in ("image_id", "region_ids", "boxes", "references", "original_size", "input_size")}
                 for s in samples
             ]
         return out
+
+    def _segmentation_targets(self, samples: list[dict], counts: list[int], regions: int) -> dict:
+        size = samples[0]["mask_labels"].shape[-1]
+        mask_labels = torch.zeros(len(samples), regions, size, size)
+        mask_valid = torch.zeros(len(samples), regions, dtype=torch.bool)
+        points = torch.zeros(len(samples), regions, 1, 2)
+        for b, sample in enumerate(samples):
+            mask_labels[b, : counts[b]] = sample["mask_labels"]
+            mask_valid[b, : counts[b]] = sample["mask_valid"]
+            points[b, : counts[b]] = sample["input_points"]
+        return {"mask_labels": mask_labels, "mask_valid": mask_valid, "input_points": points}

@@ -86,12 +86,19 @@ class SamFrame:
 
     def mask_prompts(self, masks: np.ndarray | torch.Tensor, framed: FramedImage) -> torch.Tensor:
         """`(R, H, W)` binary masks in original pixels → `(R, 4h', 4w')` logits in the low-res frame."""
+        return self.low_res_masks(masks, framed) * (2 * MASK_PROMPT_LOGIT) - MASK_PROMPT_LOGIT
+
+    def low_res_masks(self, masks: np.ndarray | torch.Tensor, framed: FramedImage) -> torch.Tensor:
+        """`(R, H, W)` binary masks in original pixels → `(R, 4h', 4w')` 0/1 floats in the low-res frame,
+        where SAM's decoder predicts its masks (mask prompts and segmentation targets)."""
         masks = torch.as_tensor(np.asarray(masks), dtype=torch.float32)
+        if masks.shape[0] == 0:
+            return masks.new_zeros(0, self.mask_size, self.mask_size)
         scale = self.mask_size / max(framed.original_size)
         height, width = (int(side * scale + 0.5) for side in framed.original_size)
         resized = F.interpolate(masks[:, None], (height, width), mode="bilinear", antialias=True)[:, 0]
         padded = F.pad(resized, (0, self.mask_size - width, 0, self.mask_size - height))
-        return (padded > 0.5).float() * (2 * MASK_PROMPT_LOGIT) - MASK_PROMPT_LOGIT
+        return (padded > 0.5).float()
 
     def masks_to_original(self, low_res_masks: torch.Tensor, framed: FramedImage) -> torch.Tensor:
         """`(R, M, h, w)` low-res logits → `(R, M, H, W)` boolean masks at the original size."""

@@ -11,6 +11,7 @@ from PIL import Image
 from transformers import PreTrainedTokenizerBase
 
 from ..models.configuration import TASK_TYPES
+from ..masks import decode_mask
 from .captions import tokenize_captions
 from .records import ImageRecord, Region
 from .sam_frame import SamFrame
@@ -55,6 +56,10 @@ class RegionTransform:
     In training, regions are shuffled, one of each region's captions is drawn, boxes that jitter or
     clamping made empty are dropped, and at most `num_masks_per_sample` regions are kept. In inference,
     every region is kept in dataset order with its first caption, so no region is ever dropped.
+
+    With `with_masks`, each sample also carries segmentation targets in SAM's low-res frame
+    (`mask_labels (R, m, m)`, `mask_valid (R,)`: regions without a mask are out of the mask loss) and a
+    point prompt per region (`input_points (R, 1, 2)`: a random pixel of its mask, else of its box).
     """
 
     def __init__(
@@ -65,6 +70,7 @@ class RegionTransform:
         num_masks_per_sample: int | None = 16,
         max_caption_length: int = 20,
         jitter: LargeScaleJitter | None = None,
+        with_masks: bool = False,
     ):
         self.frame = frame
         self.tokenizer = tokenizer
@@ -72,14 +78,18 @@ class RegionTransform:
         self.num_masks_per_sample = num_masks_per_sample
         self.max_caption_length = max_caption_length
         self.jitter = jitter if train else None
+        self.with_masks = with_masks
 
     def __call__(self, record: ImageRecord, epoch_seed: int | None = None) -> dict | None:
         rng = random.Random(epoch_seed) if epoch_seed is not None else random.Random()
         image = record.load()
         regions = list(record.regions)
         boxes = np.array([r.box for r in regions], dtype=np.float64).reshape(-1, 4)
+        masks = [None] * len(regions)
+        if self.with_masks:
+            masks = [None if r.mask is None else decode_mask(r.mask, image.height, image.width) for r in regions]
         if self.jitter is not None:
-            image, boxes, _ = self.jitter(image, boxes, [None] * len(regions), rng)
+            image, boxes, masks = self.jitter(image, boxes, masks, rng)
         width, height = image.size
         boxes = np.clip(boxes, 0, [width, height, width, height])
 
@@ -106,9 +116,30 @@ class RegionTransform:
             "boxes": [list(map(float, regions[i].box)) for i in order],
             "references": [list(regions[i].captions) for i in order],
         }
+        if self.with_masks:
+            sample.update(self._mask_targets([masks[i] for i in order], boxes[order], framed, rng))
         if self.tokenizer is not None:
             sample["caption_ids"] = tokenize_captions(self.tokenizer, captions, self.max_caption_length)
         return sample
+
+
+    def _mask_targets(self, masks: list[np.ndarray | None], boxes: np.ndarray, framed, rng: random.Random) -> dict:
+        height, width = framed.original_size
+        valid = [m is not None and bool(m.any()) for m in masks]
+        stacked = np.stack([m if ok else np.zeros((height, width), bool) for m, ok in zip(masks, valid)])
+        points = []
+        for mask, ok, box in zip(masks, valid, boxes):
+            if ok:
+                ys, xs = np.nonzero(mask)
+                pick = rng.randrange(len(xs))
+                points.append([xs[pick] + 0.5, ys[pick] + 0.5])
+            else:
+                points.append([rng.uniform(box[0], box[2]), rng.uniform(box[1], box[3])])
+        return {
+            "mask_labels": self.frame.low_res_masks(stacked, framed),
+            "mask_valid": torch.tensor(valid),
+            "input_points": framed.scale(torch.tensor(points, dtype=torch.float64)[:, None]),
+        }
 
 
 def _first(region: Region) -> str:

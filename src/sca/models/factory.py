@@ -52,6 +52,7 @@ def build_model(spec: Mapping, captions: Iterable[str] = ()):
             mixer_layers=spec.get("mixer_layers", 2),
             caption_tokens=spec.get("caption_tokens", 4),
             task_tokens=spec.get("task_tokens", 2),
+            patch_size=spec.get("patch_size", 16),
         )
         return ScaModel(config), tokenizer
     raise InputError(f"unknown model init {init!r}: use pretrained, sam_and_lm or tiny")

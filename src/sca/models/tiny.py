@@ -101,9 +101,12 @@ def tiny_sca_config(
     mixer_layers: int = 2,
     caption_tokens: int = 4,
     task_tokens: int = 2,
+    patch_size: int = 16,
 ) -> ScaConfig:
-    """A small SCA configuration with SAM's structure (windowed + global ViT layers, two-way decoder)."""
-    patch_size = 16
+    """A small SCA configuration with SAM's structure (windowed + global ViT layers, two-way decoder).
+
+    SAM's masks come out at 4x the embedding grid (`image_size / patch_size`): a smaller patch gives finer masks.
+    """
     return ScaConfig(
         vision_config=dict(
             hidden_size=hidden_size,
@@ -116,6 +119,7 @@ def tiny_sca_config(
             window_size=4,
             global_attn_indexes=[vision_layers - 1],
             num_pos_feats=hidden_size // 2,
+            initializer_range=0.02,  # SamVisionConfig's default (1e-10) suits loading weights, not training from scratch
         ),
         prompt_encoder_config=dict(
             hidden_size=hidden_size, image_size=image_size, patch_size=patch_size, mask_input_channels=8

@@ -39,8 +39,9 @@ def build_datasets(cfg: DictConfig, model, tokenizer, train_records):
     if cfg.train.lsj.enabled:
         jitter = LargeScaleJitter(frame.image_size, cfg.train.lsj.min_scale, cfg.train.lsj.max_scale)
     common = dict(frame=frame, tokenizer=tokenizer, max_caption_length=cfg.train.max_caption_length)
+    with_masks = bool(cfg.train.loss_weights.mask)
     train_transform = RegionTransform(train=True, num_masks_per_sample=cfg.train.num_masks_per_sample,
-                                      jitter=jitter, **common)
+                                      jitter=jitter, with_masks=with_masks, **common)
     parts = [RegionDataset(records, train_transform) for records in train_records]
     probabilities = [spec.get("probability", 1.0) for spec in cfg.data.train]
     train = parts[0] if len(parts) == 1 else MixedDataset(parts, probabilities, seed=cfg.train.args.seed)
@@ -49,7 +50,7 @@ def build_datasets(cfg: DictConfig, model, tokenizer, train_records):
         records = load_records(OmegaConf.to_container(cfg.data.eval, resolve=True))[: cfg.train.max_eval_samples]
         # Evaluation loss uses the training recipe for regions and captions, without jitter.
         evaluation = RegionDataset(records, RegionTransform(train=True, num_masks_per_sample=cfg.train.num_masks_per_sample,
-                                                            jitter=None, **common))
+                                                            jitter=None, with_masks=with_masks, **common))
         if cfg.train.eval_generation.enabled:
             caption_eval = OmegaConf.to_container(cfg.train.eval_generation, resolve=True)
             caption_eval["dataset"] = RegionDataset(records, RegionTransform(train=False, **common))
@@ -84,15 +85,18 @@ def run_training(cfg: DictConfig) -> Path:
         args=args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
-        data_collator=RegionCollator(pad_token_id=tokenizer.pad_token_id),
+        data_collator=RegionCollator(pad_token_id=tokenizer.pad_token_id,
+                                     point_prompt_probability=cfg.train.point_prompt_probability),
         processing_class=tokenizer,
         custom_param_lrs=OmegaConf.to_container(cfg.train.custom_param_lrs, resolve=True),
         caption_eval=caption_eval,
+        loss_weights=OmegaConf.to_container(cfg.train.loss_weights, resolve=True),
     )
     trainer.train(resume_from_checkpoint=_resume_point(cfg.train.resume, output_dir))
     final = output_dir / "final"
     trainer.save_model(str(final))
     if args.process_index == 0:
+        trainer.state.save_to_json(str(output_dir / "trainer_state.json"))  # the whole run's log history
         log.info("saved the trained model to %s", final)
     return final
 

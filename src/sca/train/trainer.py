@@ -8,11 +8,16 @@ import torch
 from transformers import Trainer
 
 from ..eval.captions import meteor
+from .losses import segmentation_loss
 from .optim import param_groups
 
 
 class ScaTrainer(Trainer):
-    """`caption_eval`: optional `{"dataset", "max_images", "max_new_tokens", "num_beams"}`; when given, every
+    """`loss_weights`: `{"caption": 1.0, "mask": 0.0}`. The caption loss is SCA's; the mask loss is SAM's
+    (focal + dice + IoU MSE, `losses.py`) on batches that carry `mask_labels`. Caption weight 0 trains
+    segmentation alone (the LM is not run).
+
+    `caption_eval`: optional `{"dataset", "max_images", "max_new_tokens", "num_beams"}`; when given, every
     evaluation also generates captions for that many images (inference transform: every region, first
     reference kept) and logs `eval_meteor` next to `eval_loss`.
     """
@@ -22,10 +27,13 @@ class ScaTrainer(Trainer):
         *args,
         custom_param_lrs: Mapping[str, float] | None = None,
         caption_eval: Mapping | None = None,
+        loss_weights: Mapping[str, float] | None = None,
         **kwargs,
     ):
         self.custom_param_lrs = dict(custom_param_lrs or {})
         self.caption_eval = dict(caption_eval) if caption_eval else None
+        self.loss_weights = {"caption": 1.0, "mask": 0.0, **(loss_weights or {})}
+        self._loss_parts: dict[str, list[float]] = {}
         super().__init__(*args, **kwargs)
 
     def evaluate(self, *args, **kwargs):
@@ -62,8 +70,34 @@ class ScaTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = {k: v for k, v in inputs.items() if k != "metadata"}
+        mask_labels, mask_valid = inputs.pop("mask_labels", None), inputs.pop("mask_valid", None)
+        caption_weight, mask_weight = self.loss_weights["caption"], self.loss_weights["mask"]
+        if not caption_weight:
+            for key in ("input_ids", "attention_mask", "labels"):
+                inputs.pop(key, None)
         outputs = model(**inputs)
-        return (outputs.loss, outputs) if return_outputs else outputs.loss
+        loss = outputs.pred_masks.new_zeros(())
+        if caption_weight and outputs.loss is not None:
+            loss = loss + caption_weight * outputs.loss
+            self._record("caption_loss", outputs.loss)
+        if mask_weight and mask_labels is not None:
+            segmentation = segmentation_loss(outputs.pred_masks, outputs.iou_scores, mask_labels, mask_valid)
+            loss = loss + mask_weight * segmentation.total
+            self._record("mask_loss", segmentation.mask)
+            self._record("iou_loss", segmentation.iou)
+        outputs.loss = loss
+        return (loss, outputs) if return_outputs else loss
+
+    def _record(self, name: str, value: torch.Tensor) -> None:
+        if self.model.training:
+            self._loss_parts.setdefault(name, []).append(float(value.detach()))
+
+    def log(self, logs: dict, *args, **kwargs) -> None:
+        """Adds the mean of each loss part since the last log (this process's batches) to training logs."""
+        if "loss" in logs:
+            logs.update({name: sum(v) / len(v) for name, v in self._loss_parts.items() if v})
+            self._loss_parts.clear()
+        super().log(logs, *args, **kwargs)
 
     def create_optimizer(self, model=None):
         if self.optimizer is None:

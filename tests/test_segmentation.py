@@ -1,0 +1,114 @@
+"""SAM's segmentation training: the loss, the mask targets and point prompts, and a run that learns."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from sca.cli import main
+from sca.data.collate import RegionCollator
+from sca.data.sam_frame import SamFrame
+from sca.data.sources import load_records
+from sca.data.transforms import LargeScaleJitter, RegionTransform
+from sca.masks import decode_mask
+from sca.train.losses import dice_loss, mask_iou, segmentation_loss, sigmoid_focal_loss
+
+
+def test_focal_and_dice_losses_by_hand():
+    targets = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    confident = torch.tensor([[20.0, -20.0], [20.0, -20.0]])
+    assert sigmoid_focal_loss(confident, targets) == pytest.approx(0.0, abs=1e-6)
+    assert dice_loss(confident, targets) == pytest.approx(0.0, abs=1e-6)
+    zero = torch.zeros(2, 2)
+    # p = 0.5 everywhere: CE = ln 2, (1 - p_t)^2 = 1/4, alpha 0.25 on the 2 positives and 0.75 on the 2 negatives.
+    assert sigmoid_focal_loss(zero, targets) == pytest.approx(np.log(2) / 4 * (0.25 + 0.75) / 2, rel=1e-5)
+    # soft Dice: (2 * 1 + 1) / (2 + 2 + 1) -> loss 1 - 3/5
+    assert dice_loss(zero, targets) == pytest.approx(0.4, rel=1e-5)
+    assert mask_iou(torch.tensor([[1.0, 1.0], [-1.0, -1.0]]), targets) == pytest.approx(1 / 3)
+
+
+def test_only_the_best_of_the_masks_learns_the_target_and_padding_is_left_out():
+    target = torch.zeros(1, 2, 4, 4)
+    target[0, 0, :2, :2] = 1
+    good = target[0, 0] * 40 - 20
+    bad = -good
+    pred = torch.stack([bad, good, bad])[None, None].repeat(1, 2, 1, 1, 1).requires_grad_(True)
+    iou_scores = torch.tensor([[[0.0, 1.0, 0.0], [0.5, 0.5, 0.5]]], requires_grad=True)
+    valid = torch.tensor([[True, False]])
+    loss = segmentation_loss(pred, iou_scores, target, valid)
+    assert loss.mask == pytest.approx(0.0, abs=1e-5)  # the good mask is the minimum
+    assert loss.iou == pytest.approx(0.0, abs=1e-6)  # actual IoUs 0, 1, 0 are what was predicted
+    loss.total.backward()
+    assert pred.grad[0, 1].abs().sum() == 0 and iou_scores.grad[0, 1].abs().sum() == 0  # padding: no gradient
+
+    nothing = segmentation_loss(pred, iou_scores, target, torch.zeros(1, 2, dtype=torch.bool))
+    assert nothing.total == 0 and nothing.total.requires_grad
+
+
+@pytest.fixture(scope="module")
+def shapes_records():
+    return load_records({"source": "shapes", "split": "val", "num_images": 8, "image_size": 96})
+
+
+@pytest.mark.parametrize("jitter", [False, True])
+def test_mask_targets_and_points_sit_on_the_regions(shapes_records, jitter):
+    frame = SamFrame(image_size=64, embedding_size=8)  # low-res frame 32 x 32
+    transform = RegionTransform(frame, tokenizer=None, train=True, num_masks_per_sample=None, with_masks=True,
+                                jitter=LargeScaleJitter(64, 0.8, 1.2) if jitter else None)
+    checked = 0
+    for index, record in enumerate(shapes_records):
+        sample = transform(record, epoch_seed=index)
+        if sample is None:
+            continue
+        labels, points, boxes = sample["mask_labels"], sample["input_points"], sample["input_boxes"]
+        assert labels.shape == (len(boxes), frame.mask_size, frame.mask_size)
+        scale = frame.mask_size / frame.image_size
+        for label, point, box in zip(labels, points[:, 0], boxes):
+            if not label.any():
+                continue  # a jittered-away shape
+            ys, xs = torch.nonzero(label, as_tuple=True)
+            low_res_box = torch.tensor([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]).float()
+            assert torch.allclose(low_res_box, box * scale, atol=1.5)
+            # The point is on the shape (within two low-res pixels: thin tips of stars round away at low res).
+            x, y = (point * scale).long().tolist()
+            assert label[max(y - 2, 0) : y + 3, max(x - 2, 0) : x + 3].any()
+            checked += 1
+    assert checked >= 8
+
+
+def test_collator_prompts_by_points_when_asked(shapes_records):
+    frame = SamFrame(image_size=64, embedding_size=8)
+    transform = RegionTransform(frame, tokenizer=None, train=True, with_masks=True)
+    samples = [transform(r, epoch_seed=i) for i, r in enumerate(shapes_records[:3])]
+    by_points = RegionCollator(point_prompt_probability=1.0)(samples)
+    by_boxes = RegionCollator(point_prompt_probability=0.0)(samples)
+    regions = max(len(s["input_boxes"]) for s in samples)
+    assert "input_boxes" not in by_points and by_points["input_points"].shape == (3, regions, 1, 2)
+    assert by_points["input_labels"].shape == (3, regions, 1)
+    assert "input_points" not in by_boxes and by_boxes["input_boxes"].shape == (3, regions, 4)
+    assert by_boxes["mask_labels"].shape == (3, regions, frame.mask_size, frame.mask_size)
+    assert by_boxes["mask_valid"].sum() == sum(len(s["input_boxes"]) for s in samples)
+
+
+def test_polygon_masks_decode():
+    mask = decode_mask([[1, 1, 5, 1, 5, 5, 1, 5]], 8, 8)
+    assert mask.shape == (8, 8) and mask[2:5, 2:5].all() and not mask[6:, 6:].any()
+
+
+def test_sam_alone_learns_masks(tmp_path):
+    """Segmentation-only fine-tuning (caption weight 0, decoder trainable): the mask loss falls."""
+    out = tmp_path / "sam"
+    code = main([
+        "train", f"output_dir={out}", "train=shapes", "model.patch_size=8", "model.hidden_size=32",
+        "data.train.0.num_images=64", "data.eval.num_images=8",
+        "train.loss_weights.caption=0", "train.loss_weights.mask=1", "train.point_prompt_probability=0.5",
+        "train.trainable_modules=[vision_encoder,prompt_encoder,mask_decoder]",
+        "train.args.max_steps=60", "train.args.logging_steps=10", "train.args.eval_steps=1000",
+        "train.args.save_steps=1000", "train.args.warmup_steps=5", "train.args.learning_rate=3e-3",
+    ])
+    assert code == 0
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    mask_losses = [h["mask_loss"] for h in history if "mask_loss" in h]
+    assert "caption_loss" not in {k for h in history for k in h}
+    assert len(mask_losses) >= 5 and mask_losses[-1] < 0.6 * mask_losses[0]
