@@ -119,7 +119,9 @@ def tiny_sca_config(
             window_size=4,
             global_attn_indexes=[vision_layers - 1],
             num_pos_feats=hidden_size // 2,
-            initializer_range=0.02,  # SamVisionConfig's default (1e-10) suits loading weights, not training from scratch
+            # Training from scratch needs SAM's own inits, not transformers' defaults (made for loading weights):
+            initializer_range=0.02,  # the default, 1e-10, leaves the image encoder's output constant
+            scale=1.0,  # random Fourier positional features of std 1, as in SAM; the default, hidden/2, is noise
         ),
         prompt_encoder_config=dict(
             hidden_size=hidden_size, image_size=image_size, patch_size=patch_size, mask_input_channels=8
