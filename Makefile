@@ -9,9 +9,9 @@ TORCH_SPEC ?= torch==2.13.0
 PIP_FLAGS ?= --quiet --disable-pip-version-check
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(subst /,_,$(subst =,_,$(TORCH_SPEC)))
-MODEL ?= build/tiny-sca
+SHAPES_RUN ?= build/shapes-model
 
-.PHONY: setup run test clean
+.PHONY: setup run test default-model clean
 
 setup: $(STAMP)
 
@@ -22,12 +22,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install $(PIP_FLAGS) -e ".[test]"
 	touch $@
 
-$(MODEL)/config.json: | $(STAMP)
-	$(BIN)/python -m sca.models.tiny $(MODEL)
+# The shipped shapes model captions the three shapes of the sample image (boxes: python -m sca.assets.build sample).
+run: $(STAMP)
+	$(BIN)/sca caption src/sca/assets/sample.png \
+		--box 35,97,73,135 --box 89,137,158,206 --box 156,26,238,98 --out annotated.png
 
-run: $(STAMP) $(MODEL)/config.json
-	$(BIN)/sca caption src/sca/assets/sample.png --model $(MODEL) \
-		--box 30,40,110,120 --box 140,110,220,190 --box 200,60,300,150 --out annotated.png
+# Retrain the shipped model from scratch (CPU, about 15 minutes), install it, and benchmark it.
+default-model: $(STAMP)
+	$(BIN)/sca train model=sca-shapes train=shapes-model output_dir=$(SHAPES_RUN)
+	$(BIN)/python -m sca.assets.build model $(SHAPES_RUN)/final
+	$(BIN)/sca bench quality --out $(SHAPES_RUN)/quality
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest

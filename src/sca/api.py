@@ -8,12 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from transformers import PreTrainedTokenizerBase
 
 from .data.sam_frame import FramedImage, SamFrame, load_image
 from .errors import InputError
 from .masks import encode_rle, mask_box
 from .models import ScaModel
+from .models.sam_captioner import SamCaptioner
 from .models.loading import load_sca_model, load_tokenizer
 
 
@@ -21,16 +23,18 @@ from .models.loading import load_sca_model, load_tokenizer
 class RegionCaption:
     """One region's result, in original image pixels.
 
-    caption: the generated caption.
+    caption: the generated caption (SAM-Captioner: the caption of the highest-IoU mask).
     masks: `(M, H, W)` boolean candidate masks (M = 3 with multimask output).
     iou_scores: SAM's predicted IoU per candidate mask.
     prompt: the prompt that made the region (`box`, `points`/`point_labels`, `mask`: True).
+    candidates: every caption made for the region (SCA: 1; SAM-Captioner: one per mask).
     """
 
     caption: str
     masks: np.ndarray
     iou_scores: list[float]
     prompt: dict = field(default_factory=dict)
+    candidates: list[str] = field(default_factory=list)
 
     @property
     def best_index(self) -> int:
@@ -54,6 +58,7 @@ class RegionCaption:
     def to_dict(self) -> dict:
         return {
             "caption": self.caption,
+            "candidates": self.candidates or [self.caption],
             "iou_scores": [round(s, 6) for s in self.iou_scores],
             "best_iou": round(self.best_iou, 6),
             "box": [round(v, 2) for v in self.box],
@@ -74,20 +79,21 @@ class RegionCaptioner:
 
     def __init__(
         self,
-        model: ScaModel,
-        tokenizer: PreTrainedTokenizerBase,
+        model: ScaModel | SamCaptioner,
+        tokenizer: PreTrainedTokenizerBase | None = None,
         *,
         chunk_size: int = 32,
         max_new_tokens: int = 20,
         num_beams: int = 1,
     ):
-        self.model = model.eval()
+        self.model = model if isinstance(model, SamCaptioner) else model.eval()
         self.tokenizer = tokenizer
-        self.frame = SamFrame.from_config(model.config)
+        self.frame = SamFrame.from_config(model.sam.config if isinstance(model, SamCaptioner) else model.config)
         self.chunk_size = chunk_size
         self.max_new_tokens = max_new_tokens
         self.num_beams = num_beams
         self._image: FramedImage | None = None
+        self._picture: Image.Image | None = None
         self._image_embeddings: torch.Tensor | None = None
 
     @classmethod
@@ -109,10 +115,11 @@ class RegionCaptioner:
     @torch.no_grad()
     def set_image(self, image) -> None:
         """Encode an image (path, PIL image or `(H, W, 3)` uint8 array); later calls reuse the embedding."""
-        framed = self.frame.frame(load_image(image))
+        picture = load_image(image)
+        framed = self.frame.frame(picture)
         pixel_values = framed.pixel_values[None].to(self.model.device, self.model.dtype)
         self._image_embeddings = self.model.get_image_embeddings(pixel_values)
-        self._image = framed
+        self._image, self._picture = framed, picture
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -147,6 +154,8 @@ class RegionCaptioner:
         """
         framed = self._require_image()
         prompts = self._prompts(framed, boxes, points, point_labels, masks)
+        if isinstance(self.model, SamCaptioner):
+            return self._caption_crops(framed, prompts, multimask_output)
         device, dtype = self.model.device, self.model.dtype
         output = self.model.generate(
             image_embeddings=self._image_embeddings,
@@ -166,8 +175,27 @@ class RegionCaptioner:
         full_masks = self.frame.masks_to_original(output.pred_masks[0], framed).cpu().numpy()
         scores = output.iou_scores[0].float().cpu().tolist()
         return [
-            RegionCaption(caption.strip(), full_masks[i], scores[i], prompts["records"][i])
+            RegionCaption(caption.strip(), full_masks[i], scores[i], prompts["records"][i], [caption.strip()])
             for i, caption in enumerate(captions)
+        ]
+
+    def _caption_crops(self, framed: FramedImage, prompts: dict, multimask_output: bool) -> list[RegionCaption]:
+        if "input_masks" in prompts:
+            raise InputError("SAM-Captioner takes box and point prompts, not mask prompts")
+        device, dtype = self.model.device, self.model.dtype
+        scores, low_res = self.model.segment(
+            self._image_embeddings,
+            input_points=_to(prompts.get("input_points"), device, dtype),
+            input_labels=_to(prompts.get("input_labels"), device),
+            input_boxes=_to(prompts.get("input_boxes"), device, dtype),
+            multimask_output=multimask_output,
+        )
+        full_masks = self.frame.masks_to_original(low_res[0], framed).cpu().numpy()
+        candidates = self.model.caption_masks(self._picture, full_masks)
+        scores = scores[0].float().cpu().tolist()
+        return [
+            RegionCaption(texts[int(np.argmax(scores[i]))], full_masks[i], scores[i], prompts["records"][i], list(texts))
+            for i, texts in enumerate(candidates)
         ]
 
     def _prompts(self, framed, boxes, points, point_labels, masks) -> dict:

@@ -10,7 +10,7 @@ from pathlib import Path
 from ..data.sources.shapes import ShapesWorld
 from . import DEFAULT_MODEL, SAMPLE_IMAGE
 
-SAMPLE_SPLIT, SAMPLE_INDEX, SAMPLE_SIZE = "test", 7, 256
+SAMPLE_SPLIT, SAMPLE_INDEX, SAMPLE_SIZE = "test", 12, 256
 MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
                "special_tokens_map.json", "vocab.json", "merges.txt")
 

@@ -167,3 +167,16 @@ if __name__ == "__main__":
     import sys
 
     print(save_random_tiny_sca(sys.argv[1] if len(sys.argv) > 1 else "build/tiny-sca"))
+
+
+def tiny_sam(image_size: int = 64, hidden_size: int = 32, patch_size: int = 16):
+    """A small random transformers `SamModel` with the same structure as `tiny_sca_config`'s SAM."""
+    from transformers import SamConfig, SamModel
+
+    sca = tiny_sca_config(GPT2Config(n_embd=8, n_layer=1, n_head=1, vocab_size=8), image_size=image_size,
+                          hidden_size=hidden_size, patch_size=patch_size)
+    decoder = {k: v for k, v in sca.mask_caption_decoder_config.to_dict().items()
+               if k not in ("additional_num_hidden_layers", "num_caption_tokens", "num_caption_heads")}
+    config = SamConfig(vision_config=sca.vision_config.to_dict(), prompt_encoder_config=sca.prompt_encoder_config.to_dict(),
+                       mask_decoder_config=decoder)
+    return SamModel(config).eval()

@@ -1,0 +1,153 @@
+"""The SAM-Captioner baseline: SAM segments each prompt into up to 3 masks; each mask's box is cropped from the
+image and captioned by an off-the-shelf Hugging Face captioner (BLIP, BLIP-2, GIT, InstructBLIP, ...).
+
+Unlike SCA, the captioner re-encodes every crop: the cost grows with regions x masks, which is what the
+benchmark compares.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers import AutoModelForImageTextToText, AutoProcessor, PreTrainedModel, SamModel
+
+from ..masks import mask_box
+
+PROMPTABLE = {"blip-2", "instructblip", "git", "blip"}
+"""Captioner families that take a text prompt (BLIP and GIT continue it; BLIP-2 and InstructBLIP answer it)."""
+
+CHAIN_OF_THOUGHT = ("Question: What is this? Answer:", "Question: Describe the {answer} in detail. Answer:")
+"""The visual chain-of-thought prompts: first name the region, then describe it by that name."""
+
+
+@dataclass
+class CropCaptioner:
+    """An image-to-text model and its processor, captioning PIL crops in batches.
+
+    prompt: text the model is given with every crop (InstructBLIP needs one; BLIP-2 answers it; BLIP and
+        GIT continue it). chain_of_thought: ask what the crop shows, then describe it by that name.
+    """
+
+    model: PreTrainedModel
+    processor: object
+    prompt: str | None = None
+    chain_of_thought: bool = False
+    max_new_tokens: int = 20
+    num_beams: int = 1
+    batch_size: int = 16
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str, dtype: torch.dtype = torch.float32, device="cpu", **options):
+        processor = AutoProcessor.from_pretrained(name_or_path)
+        model = AutoModelForImageTextToText.from_pretrained(name_or_path, dtype=dtype).to(device).eval()
+        return cls(model, processor, **options)
+
+    @property
+    def family(self) -> str:
+        return self.model.config.model_type
+
+    @torch.no_grad()
+    def __call__(self, crops: Sequence[Image.Image]) -> list[str]:
+        if not crops:
+            return []
+        if not self.chain_of_thought:
+            return self._generate(crops, self.prompt)
+        names = self._generate(crops, CHAIN_OF_THOUGHT[0])
+        return self._generate(crops, [CHAIN_OF_THOUGHT[1].format(answer=n or "object") for n in names])
+
+    def _generate(self, crops: Sequence[Image.Image], prompt: str | list[str] | None) -> list[str]:
+        captions = []
+        for start in range(0, len(crops), self.batch_size):
+            batch = list(crops[start : start + self.batch_size])
+            prompts = prompt[start : start + len(batch)] if isinstance(prompt, list) else prompt
+            captions += self._generate_batch(batch, prompts)
+        return captions
+
+    def _generate_batch(self, crops: list[Image.Image], prompt: str | list[str] | None) -> list[str]:
+        texts = None
+        if prompt is not None or self.family in ("blip-2", "instructblip"):
+            # BLIP-2 and InstructBLIP read the image only through the `<image>` ids the processor puts first.
+            texts = [prompt or ""] * len(crops) if not isinstance(prompt, list) else prompt
+        tokenizer = getattr(self.processor, "tokenizer", None)
+        if tokenizer is not None and texts is not None:
+            tokenizer.padding_side = "left"  # generation continues every row from its last real token
+        inputs = self.processor(images=crops, text=texts, return_tensors="pt", **({"padding": True} if texts else {}))
+        inputs = {k: v.to(self.model.device) for k, v in inputs.items() if k != "token_type_ids"}
+        if "pixel_values" in inputs:
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
+        output = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, num_beams=self.num_beams,
+                                     do_sample=False)
+        prompt_ids = inputs.get("input_ids")
+        if prompt_ids is not None and output.shape[1] >= prompt_ids.shape[1] and torch.equal(
+            output[:, : prompt_ids.shape[1]], prompt_ids
+        ):
+            output = output[:, prompt_ids.shape[1] :]  # decoder-only captioners echo their prompt
+        captions = [c.strip() for c in self.processor.batch_decode(output, skip_special_tokens=True)]
+        if texts is None:
+            return captions
+        # Some (BLIP) echo the prompt after re-tokenizing it: cut it off by its text.
+        echoed = [t.strip() for t in self.processor.batch_decode(self.processor.tokenizer(texts)["input_ids"],
+                                                                 skip_special_tokens=True)]
+        return [c[len(e):].strip() if e and c.startswith(e) else c for c, e in zip(captions, echoed)]
+
+def crop_box(image: Image.Image, mask: np.ndarray) -> Image.Image:
+    """The mask's tight box cut from the image (the whole image for an empty mask)."""
+    box = mask_box(mask)
+    if box is None:
+        return image
+    return image.crop(tuple(int(round(v)) for v in box))
+
+
+class SamCaptioner:
+    """SAM + a `CropCaptioner`: one caption per SAM mask, so 3 candidates per region with multimask output.
+
+    sam: transformers' `SamModel`. The image encoder runs once per image; prompts go through SAM's decoder in
+    chunks of `chunk_size` regions, and their crops through the captioner in its batches.
+    """
+
+    def __init__(self, sam: SamModel, captioner: CropCaptioner, chunk_size: int = 16):
+        self.sam = sam.eval()
+        self.captioner = captioner
+        self.chunk_size = chunk_size
+
+    @property
+    def device(self) -> torch.device:
+        return self.sam.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.sam.dtype
+
+    @torch.no_grad()
+    def get_image_embeddings(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.sam.get_image_embeddings(pixel_values.to(self.device, self.dtype))
+
+    @torch.no_grad()
+    def segment(self, image_embeddings, input_points=None, input_labels=None, input_boxes=None,
+                multimask_output: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(B, R, M)` IoU scores and `(B, R, M, h, w)` low-res mask logits, R regions in chunks."""
+        count = (input_boxes if input_boxes is not None else input_points).shape[1]
+        scores, masks = [], []
+        for start in range(0, count, self.chunk_size):
+            chunk = slice(start, start + self.chunk_size)
+            output = self.sam(
+                image_embeddings=image_embeddings,
+                input_points=None if input_points is None else input_points[:, chunk, None] if input_points.ndim == 3 else input_points[:, chunk],
+                input_labels=None if input_labels is None else input_labels[:, chunk],
+                input_boxes=None if input_boxes is None else input_boxes[:, chunk],
+                multimask_output=multimask_output,
+            )
+            scores.append(output.iou_scores)
+            masks.append(output.pred_masks)
+        return torch.cat(scores, 1), torch.cat(masks, 1)
+
+    def caption_masks(self, image: Image.Image, masks: np.ndarray) -> list[list[str]]:
+        """`(R, M, H, W)` boolean masks at the image's size → R lists of M captions, one per mask's crop."""
+        crops = [crop_box(image, mask) for region in masks for mask in region]
+        captions = self.captioner(crops)
+        per_region = masks.shape[1]
+        return [captions[i : i + per_region] for i in range(0, len(captions), per_region)]

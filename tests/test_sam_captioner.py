@@ -1,0 +1,75 @@
+"""The SAM-Captioner baseline with each captioner family, on tiny local models."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sca.api import RegionCaptioner
+from sca.models.sam_captioner import CropCaptioner, SamCaptioner, crop_box
+from sca.models.tiny import tiny_sam
+from sca.models.tiny_captioners import FAMILIES, build_tiny_captioner
+
+
+@pytest.fixture(scope="module")
+def image():
+    rng = np.random.default_rng(0)
+    return Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
+
+
+@pytest.fixture(scope="module")
+def sam():
+    torch.manual_seed(0)
+    return tiny_sam()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_family_gives_one_caption_per_mask_with_iou_scores(family, sam, image):
+    torch.manual_seed(0)
+    model, processor = build_tiny_captioner(family)
+    prompt = "describe the region" if family == "instructblip" else None
+    captioner = RegionCaptioner(SamCaptioner(sam, CropCaptioner(model, processor, prompt=prompt, max_new_tokens=4),
+                                             chunk_size=2))
+    captioner.set_image(image)
+    regions = captioner.caption(boxes=[[2, 3, 30, 40], [10, 10, 60, 45], [0, 0, 64, 48]])
+    assert len(regions) == 3
+    for region in regions:
+        assert len(region.candidates) == 3 and len(region.iou_scores) == 3
+        assert region.masks.shape == (3, 48, 64)
+        assert region.caption == region.candidates[region.best_index]
+        assert all(isinstance(c, str) for c in region.candidates)
+    points = captioner.caption(points=[[20, 20]])
+    assert len(points[0].candidates) == 3
+
+
+@pytest.mark.parametrize("family", ["blip-2", "instructblip"])
+def test_chain_of_thought_asks_then_describes(family, image):
+    torch.manual_seed(0)
+    model, processor = build_tiny_captioner(family)
+    asked = []
+    captioner = CropCaptioner(model, processor, chain_of_thought=True, max_new_tokens=3)
+    original = captioner._generate
+
+    def spy(crops, prompt):
+        asked.append(prompt)
+        return original(crops, prompt)
+
+    captioner._generate = spy
+    out = captioner([image, image.crop((0, 0, 20, 20))])
+    assert len(out) == 2 and asked[0].startswith("Question: What is this?")
+    assert all(p.startswith("Question: Describe the") for p in asked[1])
+
+
+def test_batched_crops_equal_one_at_a_time(image):
+    torch.manual_seed(0)
+    model, processor = build_tiny_captioner("git")
+    crops = [image, image.crop((0, 0, 20, 30)), image.crop((10, 5, 60, 40))]
+    batched = CropCaptioner(model, processor, max_new_tokens=4, batch_size=2)
+    assert batched(crops) == [batched([c])[0] for c in crops]
+
+
+def test_crop_box_cuts_the_mask_box(image):
+    mask = np.zeros((48, 64), bool)
+    mask[5:15, 10:30] = True
+    assert crop_box(image, mask).size == (20, 10)
+    assert crop_box(image, np.zeros((48, 64), bool)).size == image.size
