@@ -73,3 +73,31 @@ def test_crop_box_cuts_the_mask_box(image):
     mask[5:15, 10:30] = True
     assert crop_box(image, mask).size == (20, 10)
     assert crop_box(image, np.zeros((48, 64), bool)).size == image.size
+
+
+def test_sweep_over_captioners_writes_one_file_each_and_evaluates(tmp_path, sam, capsys):
+    import json
+
+    from sca.cli import main
+
+    sam.save_pretrained(tmp_path / "sam")
+    captioners = []
+    for family in ("blip", "git"):
+        torch.manual_seed(0)
+        model, processor = build_tiny_captioner(family)
+        model.save_pretrained(tmp_path / family)
+        processor.save_pretrained(tmp_path / family)
+        captioners.append(str(tmp_path / family))
+    out = tmp_path / "sweep"
+    code = main(["infer", "-m", "model=sam-captioner", f"model.sam={tmp_path / 'sam'}",
+                 f"model.captioner={','.join(captioners)}", f"output_dir={out}", "data.eval.num_images=3",
+                 "infer.max_new_tokens=3"])
+    assert code == 0
+    files = sorted(out.glob("*/infer/infer-shapes-val.json"))
+    assert len(files) == 2 and {f.parts[-3].rsplit("_", 1)[-1] for f in files} == {"blip", "git"}
+    entries = json.loads(files[0].read_text())
+    assert all(len(e["candidates"]) == 3 and len(e["logits"]["iou_scores"]) == 3 for e in entries)
+    capsys.readouterr()
+    assert main(["eval", *map(str, files), "--out", str(out)]) == 0
+    table = (out / "metrics.csv").read_text().splitlines()
+    assert len(table) == 3 and "CIDEr-D" in table[0]

@@ -141,15 +141,43 @@ def cmd_train(args) -> int:
     return 0
 
 
+def sweep_jobs(overrides: list[str]) -> list[tuple[str, list[str]]]:
+    """Hydra's multirun expansion: `a=1,2 b=x,y` → every combination, each named by its swept values."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+        swept = {o.key_or_group for o in parsed if o.is_sweep_override()}
+        jobs = BasicSweeper.split_arguments(parsed, None)[0]
+    except HydraException as error:
+        raise InputError(str(error).strip().splitlines()[0]) from error
+
+    def name(job: list[str]) -> str:
+        values = [o.split("=", 1)[1] for o in job if o.split("=", 1)[0].lstrip("+~") in swept]
+        return ",".join(v.replace("/", "_") for v in values)
+
+    return [(name(job), job) for job in jobs]
+
+
 def cmd_infer(args) -> int:
     import logging
 
     from .infer.run import run_dataset_inference
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    cfg = compose_config("infer", args.overrides)
-    path = run_dataset_inference(cfg)
-    print(path)
+    jobs = sweep_jobs(args.overrides) if args.multirun else [("", args.overrides)]
+    configs = [(name, compose_config("infer", job)) for name, job in jobs]  # every job's errors before any runs
+    paths = []
+    for name, cfg in configs:
+        if name:
+            cfg.output_dir = str(Path(cfg.output_dir) / name)
+        paths.append(run_dataset_inference(cfg))
+        print(paths[-1])
+    if len(paths) > 1:
+        print(f"compare them: sca eval {' '.join(str(p) for p in paths)} --out {Path(configs[0][1].output_dir).parent}",
+              file=sys.stderr)
     return 0
 
 
@@ -232,6 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
         "An interrupted run resumes; under torchrun each process takes a share.",
     )
     infer.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model.path=runs/vg/final data=vg-densecap")
+    infer.add_argument("-m", "--multirun", action="store_true",
+                       help="sweep comma-separated values (Hydra multirun), e.g. -m model.captioner=A,B: "
+                       "each combination writes into output_dir/<its values>/")
     infer.set_defaults(run=cmd_infer)
 
     evaluate = commands.add_parser(

@@ -65,10 +65,8 @@ class RegionCollator:
                 del out["input_boxes"]
                 out.update(input_points=points, input_labels=torch.ones(points.shape[:-1], dtype=torch.long))
         if self.with_metadata:
-            out["metadata"] = [
-                {k: s[k] for k in ("image_id", "region_ids", "boxes", "references", "original_size", "input_size")}
-                for s in samples
-            ]
+            keys = ("image_id", "region_ids", "boxes", "references", "original_size", "input_size", "image")
+            out["metadata"] = [{k: s[k] for k in keys if k in s} for s in samples]
         return out
 
     def _segmentation_targets(self, samples: list[dict], counts: list[int], regions: int) -> dict:

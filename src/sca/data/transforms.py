@@ -71,6 +71,7 @@ class RegionTransform:
         max_caption_length: int = 20,
         jitter: LargeScaleJitter | None = None,
         with_masks: bool = False,
+        keep_image: bool = False,
     ):
         self.frame = frame
         self.tokenizer = tokenizer
@@ -79,6 +80,7 @@ class RegionTransform:
         self.max_caption_length = max_caption_length
         self.jitter = jitter if train else None
         self.with_masks = with_masks
+        self.keep_image = keep_image  # the PIL image itself, for models that crop it (SAM-Captioner)
 
     def __call__(self, record: ImageRecord, epoch_seed: int | None = None) -> dict | None:
         rng = random.Random(epoch_seed) if epoch_seed is not None else random.Random()
@@ -116,6 +118,8 @@ class RegionTransform:
             "boxes": [list(map(float, regions[i].box)) for i in order],
             "references": [list(regions[i].captions) for i in order],
         }
+        if self.keep_image:
+            sample["image"] = image
         if self.with_masks:
             sample.update(self._mask_targets([masks[i] for i in order], boxes[order], framed, rng))
         if self.tokenizer is not None:

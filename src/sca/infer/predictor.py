@@ -7,8 +7,9 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from ..data.sam_frame import SamFrame
+from ..data.sam_frame import FramedImage, SamFrame
 from ..models import ScaModel
+from ..models.sam_captioner import SamCaptioner
 
 
 @dataclass
@@ -21,6 +22,8 @@ class RegionPrediction:
 
 class ScaPredictor:
     """SCA's `generate` over a batch from `RegionCollator`: one caption per region, SAM's 3 IoU scores."""
+
+    needs_images = False
 
     def __init__(
         self,
@@ -67,4 +70,34 @@ class ScaPredictor:
         for b, count in enumerate(batch["region_mask"].sum(1).tolist()):
             captions = self.tokenizer.batch_decode(output.sequences[b, :count], skip_special_tokens=True)
             results.append([RegionPrediction([c.strip()], iou_scores[b][r]) for r, c in enumerate(captions)])
+        return results
+
+
+class SamCaptionerPredictor:
+    """SAM-Captioner over a batch: per region, one caption per SAM mask (crop of its box) and the masks' IoU."""
+
+    needs_images = True
+
+    def __init__(self, model: SamCaptioner):
+        self.model = model
+        self.frame = SamFrame.from_config(model.sam.config)
+
+    def settings(self) -> dict:
+        captioner = self.model.captioner
+        return {"model": "SamCaptioner", "captioner": captioner.model.config.model_type, "prompt": captioner.prompt,
+                "chain_of_thought": captioner.chain_of_thought, "dtype": str(self.model.dtype),
+                "max_new_tokens": captioner.max_new_tokens, "num_beams": captioner.num_beams}
+
+    @torch.no_grad()
+    def __call__(self, batch: dict) -> list[list[RegionPrediction]]:
+        embeddings = self.model.get_image_embeddings(batch["pixel_values"])
+        results = []
+        for b, (metadata, count) in enumerate(zip(batch["metadata"], batch["region_mask"].sum(1).tolist())):
+            boxes = batch["input_boxes"][b : b + 1, :count].to(self.model.device, self.model.dtype)
+            scores, low_res = self.model.segment(embeddings[b : b + 1], input_boxes=boxes)
+            framed = FramedImage(batch["pixel_values"][b], tuple(metadata["original_size"]), tuple(metadata["input_size"]))
+            masks = self.frame.masks_to_original(low_res[0], framed).cpu().numpy()
+            captions = self.model.caption_masks(metadata["image"], masks)
+            scores = scores[0].float().cpu().tolist()
+            results.append([RegionPrediction(c, s) for c, s in zip(captions, scores)])
         return results

@@ -12,7 +12,8 @@ from ..assets import default_model_path
 from ..data.sources import load_records
 from ..errors import InputError
 from ..models.loading import load_sca_model, load_tokenizer
-from .predictor import ScaPredictor
+from ..models.sam_captioner import SamCaptioner
+from .predictor import SamCaptionerPredictor, ScaPredictor
 from .runner import infer_file_name, resolve_device, run_inference
 
 log = logging.getLogger("sca.infer")
@@ -27,6 +28,17 @@ def build_predictor(model_cfg: DictConfig, options: DictConfig):
         if options[name] < 1:
             raise InputError(f"infer.{name} must be at least 1, got {options[name]}")
     device, dtype = resolve_device(options.device), DTYPES[options.dtype]
+    if model_cfg.init == "sam_captioner":
+        try:
+            model = SamCaptioner.from_pretrained(
+                model_cfg.sam, model_cfg.captioner, dtype=dtype, device=device, chunk_size=model_cfg.chunk_size,
+                prompt=model_cfg.prompt, chain_of_thought=model_cfg.chain_of_thought,
+                max_new_tokens=options.max_new_tokens, num_beams=options.num_beams, batch_size=model_cfg.batch_size,
+            )
+        except OSError as error:
+            raise InputError(f"cannot load SAM-Captioner ({model_cfg.sam} + {model_cfg.captioner}): {error}") from error
+        predictor = SamCaptionerPredictor(model)
+        return predictor, {"sam": model_cfg.sam, "captioner_path": model_cfg.captioner, **predictor.settings()}
     if model_cfg.init != "pretrained":
         raise InputError(f"sca infer needs a trained model (model=pretrained model.path=...), not model.init={model_cfg.init}")
     path = Path(model_cfg.path) if model_cfg.get("path") else default_model_path()

@@ -135,7 +135,8 @@ def run_inference(
 
         remaining = [i for i in range(len(records)) if i not in done]
         mine = remaining[group.rank :: group.world_size]
-        transform = RegionTransform(predictor.frame, tokenizer=None, train=False)
+        transform = RegionTransform(predictor.frame, tokenizer=None, train=False,
+                                    keep_image=getattr(predictor, "needs_images", False))
         loader = DataLoader(_IndexedImages(records, mine, transform), batch_size=batch_size,
                             num_workers=num_workers, collate_fn=_IndexedCollator())
         with parts.writer(group.rank) as write:

@@ -114,6 +114,14 @@ class SamCaptioner:
         self.captioner = captioner
         self.chunk_size = chunk_size
 
+    @classmethod
+    def from_pretrained(cls, sam: str, captioner: str, dtype: torch.dtype = torch.float32, device="cpu",
+                        chunk_size: int = 16, **captioner_options) -> "SamCaptioner":
+        """SAM and captioner from folders or hub names (e.g. facebook/sam-vit-huge, Salesforce/blip2-opt-2.7b)."""
+        sam_model = SamModel.from_pretrained(sam, dtype=dtype).to(device)
+        return cls(sam_model, CropCaptioner.from_pretrained(captioner, dtype=dtype, device=device, **captioner_options),
+                   chunk_size)
+
     @property
     def device(self) -> torch.device:
         return self.sam.device
