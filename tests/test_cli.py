@@ -9,7 +9,7 @@ from PIL import Image
 from sca.assets import SAMPLE_IMAGE
 from sca.cli import main
 
-BOXES = ["--box", "30,40,110,120", "--box", "140,110,220,190", "--box", "200,60,300,150"]
+BOXES = ["--box", "35,97,73,135", "--box", "89,137,158,206", "--box", "156,26,238,98"]
 
 
 def test_caption_prints_a_line_per_region_and_writes_the_picture(tiny_model_dir, tmp_path):
@@ -22,12 +22,12 @@ def test_caption_prints_a_line_per_region_and_writes_the_picture(tiny_model_dir,
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     assert len(lines) == 4
-    assert lines[0].startswith("1\t") and "iou=" in lines[0] and lines[0].endswith("box=30,40,110,120")
+    assert lines[0].startswith("1\t") and "iou=" in lines[0] and lines[0].endswith("box=35,97,73,135")
     with Image.open(SAMPLE_IMAGE) as original, Image.open(out) as picture:
         assert picture.size == original.size
         changed = np.abs(np.asarray(picture, dtype=int) - np.asarray(original.convert("RGB"), dtype=int)).sum(-1) > 0
     # The first box's outline is drawn where the box is.
-    assert changed[40:121, 30].mean() > 0.9
+    assert changed[97:136, 35].mean() > 0.9
 
 
 def test_json_output(tiny_model_dir, capsys):
@@ -35,7 +35,7 @@ def test_json_output(tiny_model_dir, capsys):
     record = json.loads(capsys.readouterr().out)
     assert len(record["regions"]) == 3
     region = record["regions"][2]
-    assert region["box"] == [200, 60, 300, 150] and len(region["iou_scores"]) == 3
+    assert region["box"] == [156, 26, 238, 98] and len(region["iou_scores"]) == 3
     assert {"caption", "best_iou", "mask", "mask_box", "prompt"} <= region.keys()
 
 

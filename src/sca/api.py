@@ -13,7 +13,7 @@ from transformers import PreTrainedTokenizerBase
 
 from .data.sam_frame import FramedImage, SamFrame, load_image
 from .errors import InputError
-from .masks import encode_rle, mask_box
+from .masks import decode_rle, encode_rle, mask_box
 from .models import ScaModel
 from .models.sam_captioner import SamCaptioner
 from .models.loading import load_sca_model, load_tokenizer
@@ -24,17 +24,23 @@ class RegionCaption:
     """One region's result, in original image pixels.
 
     caption: the generated caption (SAM-Captioner: the caption of the highest-IoU mask).
-    masks: `(M, H, W)` boolean candidate masks (M = 3 with multimask output).
+    mask_rles: COCO RLE of each candidate mask (3 with multimask output); `masks` decodes them. Kept as RLE
+        so that hundreds of regions of a large image cost kilobytes, not gigabytes.
     iou_scores: SAM's predicted IoU per candidate mask.
     prompt: the prompt that made the region (`box`, `points`/`point_labels`, `mask`: True).
     candidates: every caption made for the region (SCA: 1; SAM-Captioner: one per mask).
     """
 
     caption: str
-    masks: np.ndarray
+    mask_rles: list[dict]
     iou_scores: list[float]
     prompt: dict = field(default_factory=dict)
     candidates: list[str] = field(default_factory=list)
+
+    @property
+    def masks(self) -> np.ndarray:
+        """`(M, H, W)` boolean candidate masks."""
+        return np.stack([decode_rle(rle) for rle in self.mask_rles])
 
     @property
     def best_index(self) -> int:
@@ -42,7 +48,7 @@ class RegionCaption:
 
     @property
     def best_mask(self) -> np.ndarray:
-        return self.masks[self.best_index]
+        return decode_rle(self.mask_rles[self.best_index])
 
     @property
     def best_iou(self) -> float:
@@ -63,7 +69,7 @@ class RegionCaption:
             "best_iou": round(self.best_iou, 6),
             "box": [round(v, 2) for v in self.box],
             "mask_box": mask_box(self.best_mask),
-            "mask": encode_rle(self.best_mask),
+            "mask": self.mask_rles[self.best_index],
             "prompt": self.prompt,
         }
 
@@ -85,6 +91,7 @@ class RegionCaptioner:
         chunk_size: int = 32,
         max_new_tokens: int = 20,
         num_beams: int = 1,
+        generate_options: dict | None = None,
     ):
         self.model = model if isinstance(model, SamCaptioner) else model.eval()
         self.tokenizer = tokenizer
@@ -92,6 +99,7 @@ class RegionCaptioner:
         self.chunk_size = chunk_size
         self.max_new_tokens = max_new_tokens
         self.num_beams = num_beams
+        self.generate_options = dict(generate_options or {})  # more LM `generate` arguments
         self._image: FramedImage | None = None
         self._picture: Image.Image | None = None
         self._image_embeddings: torch.Tensor | None = None
@@ -154,8 +162,19 @@ class RegionCaptioner:
         """
         framed = self._require_image()
         prompts = self._prompts(framed, boxes, points, point_labels, masks)
-        if isinstance(self.model, SamCaptioner):
-            return self._caption_crops(framed, prompts, multimask_output)
+        count = len(prompts["records"])
+        results = []
+        # Chunk by chunk, masks leave as RLE: memory follows the chunk size, not the number of regions.
+        for start in range(0, count, self.chunk_size):
+            chunk = {k: v[:, start : start + self.chunk_size] if isinstance(v, torch.Tensor) else v[start : start + self.chunk_size]
+                     for k, v in prompts.items()}
+            if isinstance(self.model, SamCaptioner):
+                results += self._caption_crops(framed, chunk, multimask_output)
+            else:
+                results += self._caption_chunk(framed, chunk, task, multimask_output)
+        return results
+
+    def _caption_chunk(self, framed: FramedImage, prompts: dict, task: str, multimask_output: bool) -> list[RegionCaption]:
         device, dtype = self.model.device, self.model.dtype
         output = self.model.generate(
             image_embeddings=self._image_embeddings,
@@ -165,19 +184,22 @@ class RegionCaptioner:
             input_masks=_to(prompts.get("input_masks"), device, dtype),
             task_type_ids=self.model.task_type_ids(task, 1),
             multimask_output=multimask_output,
-            chunk_size=self.chunk_size,
+            chunk_size=None,
             max_new_tokens=self.max_new_tokens,
             num_beams=self.num_beams,
             pad_token_id=self.tokenizer.pad_token_id,
             eos_token_id=self.tokenizer.eos_token_id,
+            **self.generate_options,
         )
-        captions = self.tokenizer.batch_decode(output.sequences[0], skip_special_tokens=True)
-        full_masks = self.frame.masks_to_original(output.pred_masks[0], framed).cpu().numpy()
+        captions = [c.strip() for c in self.tokenizer.batch_decode(output.sequences[0], skip_special_tokens=True)]
+        rles = self._mask_rles(output.pred_masks[0], framed)
         scores = output.iou_scores[0].float().cpu().tolist()
-        return [
-            RegionCaption(caption.strip(), full_masks[i], scores[i], prompts["records"][i], [caption.strip()])
-            for i, caption in enumerate(captions)
-        ]
+        return [RegionCaption(c, rles[i], scores[i], prompts["records"][i], [c]) for i, c in enumerate(captions)]
+
+    def _mask_rles(self, low_res: torch.Tensor, framed: FramedImage) -> list[list[dict]]:
+        """`(R, M, h, w)` low-res logits → R lists of M RLEs at the original size."""
+        full = self.frame.masks_to_original(low_res, framed).cpu().numpy()
+        return [[encode_rle(mask) for mask in region] for region in full]
 
     def _caption_crops(self, framed: FramedImage, prompts: dict, multimask_output: bool) -> list[RegionCaption]:
         if "input_masks" in prompts:
@@ -193,8 +215,9 @@ class RegionCaptioner:
         full_masks = self.frame.masks_to_original(low_res[0], framed).cpu().numpy()
         candidates = self.model.caption_masks(self._picture, full_masks)
         scores = scores[0].float().cpu().tolist()
+        rles = [[encode_rle(mask) for mask in region] for region in full_masks]
         return [
-            RegionCaption(texts[int(np.argmax(scores[i]))], full_masks[i], scores[i], prompts["records"][i], list(texts))
+            RegionCaption(texts[int(np.argmax(scores[i]))], rles[i], scores[i], prompts["records"][i], list(texts))
             for i, texts in enumerate(candidates)
         ]
 

@@ -228,6 +228,49 @@ def cmd_bench_quality(args) -> int:
     return 0
 
 
+def cmd_bench_speed(args) -> int:
+    import itertools
+    from dataclasses import asdict
+
+    from .bench.speed import SAM_SIZES, Case, markdown, run_in_subprocess
+    from .files import write_text_atomically
+
+    def split(text: str, cast=str) -> list:
+        try:
+            return [cast(v) for v in text.split(",") if v]
+        except ValueError as error:
+            raise InputError(f"cannot read {text!r}: {error}") from error
+
+    models, sams, dtypes = split(args.models), split(args.sam), split(args.dtypes)
+    chunks, regions = split(args.chunks, int), split(args.regions, int)
+    for name in sams:
+        if name not in SAM_SIZES:
+            raise InputError(f"--sam {name!r}: use one of {', '.join(SAM_SIZES)}")
+    if any(m not in ("sca", "sam-captioner") for m in models):
+        raise InputError("--models takes sca and/or sam-captioner")
+    if any(d not in DTYPES for d in dtypes):
+        raise InputError(f"--dtypes takes {', '.join(DTYPES)}")
+    if min(chunks + regions) < 1:
+        raise InputError("--chunks and --regions must be at least 1")
+    cases = [
+        Case(model=m, sam=sam, lm="gpt2" if m == "sca" else args.captioner, mixer_layers=args.mixer_layers, dtype=d,
+             chunk_size=c, regions=r, image_size=args.image_size, new_tokens=args.new_tokens, device=args.device)
+        for m, sam, d, c, r in itertools.product(models, sams, dtypes, chunks, regions)
+    ]
+    results = []
+    for i, case in enumerate(cases, 1):
+        print(f"[{i}/{len(cases)}] {case.model} {case.sam} {case.lm} {case.dtype} chunk {case.chunk_size}, "
+              f"{case.regions} regions ...", file=sys.stderr, flush=True)
+        results.append(run_in_subprocess(case))
+    table = markdown(results)
+    print(table)
+    if args.out:
+        write_text_atomically(args.out / "speed.md", table)
+        write_text_atomically(args.out / "speed.json", json.dumps([asdict(r) for r in results], indent=2))
+        print(f"wrote {args.out / 'speed.md'} and speed.json", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="sca", description="Segment and Caption Anything")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -281,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="also write <file>.no-logits.json, a copy without the IoU scores")
     evaluate.set_defaults(run=cmd_eval)
 
-    bench = commands.add_parser("bench", help="benchmarks: quality on the shapes world")
+    bench = commands.add_parser("bench", help="benchmarks: quality on the shapes world; speed and memory")
     benches = bench.add_subparsers(dest="bench", required=True, parser_class=_Parser)
     quality = benches.add_parser(
         "quality", help="caption exact match, CIDEr-D, METEOR and mask mIoU on held-out shapes images",
@@ -292,6 +335,25 @@ def build_parser() -> argparse.ArgumentParser:
     quality.add_argument("--out", type=Path, help="folder for quality.md and quality.json")
     _add_model_options(quality)
     quality.set_defaults(run=cmd_bench_quality)
+
+    speed = benches.add_parser(
+        "speed", help="seconds per image, regions per second and peak memory: SCA vs SAM-Captioner",
+        description="Each combination of the comma-separated options is one row, run in its own process. Real-size "
+        "architectures with random weights (compute does not depend on weight values); captions forced to "
+        "--new-tokens. E.g. --regions 16,256 --chunks 16 shows memory bounded by the chunk, not the regions.",
+    )
+    speed.add_argument("--models", default="sca,sam-captioner", help="sca and/or sam-captioner")
+    speed.add_argument("--sam", default="vit-b", help="SAM sizes: vit-b, vit-l, vit-h")
+    speed.add_argument("--captioner", default="blip", choices=("blip", "git"), help="SAM-Captioner's captioner (base size)")
+    speed.add_argument("--mixer-layers", type=int, default=12)
+    speed.add_argument("--dtypes", default="float32", help="float32, bfloat16, float16")
+    speed.add_argument("--chunks", default="16", help="region chunk sizes")
+    speed.add_argument("--regions", default="64", help="regions (box prompts) per image")
+    speed.add_argument("--image-size", type=int, default=1024)
+    speed.add_argument("--new-tokens", type=int, default=20)
+    speed.add_argument("--device", default="cpu")
+    speed.add_argument("--out", type=Path, help="folder for speed.md and speed.json")
+    speed.set_defaults(run=cmd_bench_speed)
     return parser
 
 

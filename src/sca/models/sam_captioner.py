@@ -8,7 +8,7 @@ benchmark compares.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -39,6 +39,7 @@ class CropCaptioner:
     max_new_tokens: int = 20
     num_beams: int = 1
     batch_size: int = 16
+    generate_options: dict = field(default_factory=dict)  # more `generate` arguments, e.g. min_new_tokens
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, dtype: torch.dtype = torch.float32, device="cpu", **options):
@@ -80,7 +81,7 @@ class CropCaptioner:
         if "pixel_values" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
         output = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, num_beams=self.num_beams,
-                                     do_sample=False)
+                                     do_sample=False, **self.generate_options)
         prompt_ids = inputs.get("input_ids")
         if prompt_ids is not None and output.shape[1] >= prompt_ids.shape[1] and torch.equal(
             output[:, : prompt_ids.shape[1]], prompt_ids

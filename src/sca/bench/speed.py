@@ -1,0 +1,220 @@
+"""Memory and speed of region captioning: SCA (encode once, decode many) against SAM-Captioner (a crop per mask).
+
+Real-size architectures are built from configs with random weights when no weights are given: compute and
+memory do not depend on weight values, and every caption is forced to its full length (`min_new_tokens`), so
+the figures are those of the published models. Each case runs in its own process, so that peak memory (CPU:
+the process's maximum resident set; GPU: torch's peak allocation) is that case's alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from PIL import Image
+
+SAM_SIZES = {
+    # hidden, layers, heads, global attention layers (SAM's ViT-B/L/H)
+    "vit-b": (768, 12, 12, [2, 5, 8, 11]),
+    "vit-l": (1024, 24, 16, [5, 11, 17, 23]),
+    "vit-h": (1280, 32, 16, [7, 15, 23, 31]),
+    "tiny": (64, 2, 2, [1]),  # for checking the benchmark itself
+}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class Case:
+    """One row of the table."""
+
+    model: str = "sca"  # sca | sam-captioner
+    sam: str = "vit-b"
+    lm: str = "gpt2"  # SCA's LM (gpt2 = GPT-2 124M) or the captioner family (blip, git)
+    mixer_layers: int = 12
+    dtype: str = "float32"
+    chunk_size: int = 16
+    regions: int = 64
+    image_size: int = 1024
+    new_tokens: int = 20
+    device: str = "cpu"
+
+
+@dataclass
+class Result:
+    case: Case
+    seconds_per_image: float
+    regions_per_second: float
+    peak_memory_gb: float
+    parts: dict = field(default_factory=dict)
+    weights: str = "random (real-size config)"
+
+
+def sam_vision_config(size: str, image_size: int) -> dict:
+    hidden, layers, heads, global_layers = SAM_SIZES[size]
+    return dict(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                global_attn_indexes=global_layers, image_size=image_size, mlp_dim=4 * hidden)
+
+
+def build_sca(case: Case):
+    from transformers import GPT2Config
+
+    from ..models import ScaConfig, ScaModel
+
+    if case.lm != "gpt2":
+        raise ValueError(f"SCA benchmarks use GPT-2 124M, not {case.lm!r}")
+    config = ScaConfig(
+        vision_config=sam_vision_config(case.sam, case.image_size),
+        prompt_encoder_config=dict(image_size=case.image_size),
+        mask_caption_decoder_config=dict(additional_num_hidden_layers=case.mixer_layers, num_caption_tokens=8),
+        text_config=GPT2Config().to_dict(),
+        num_task_tokens=6,
+    )
+    return ScaModel(config).to(case.device, DTYPES[case.dtype]).eval()
+
+
+def build_sam_captioner(case: Case):
+    from transformers import (
+        BlipConfig,
+        BlipForConditionalGeneration,
+        BlipImageProcessorPil,
+        GitConfig,
+        GitForCausalLM,
+        SamConfig,
+        SamModel,
+    )
+
+    from ..models.sam_captioner import CropCaptioner, SamCaptioner
+
+    sam = SamModel(SamConfig(vision_config=sam_vision_config(case.sam, case.image_size),
+                             prompt_encoder_config=dict(image_size=case.image_size)))
+    if case.lm == "blip":
+        captioner = BlipForConditionalGeneration(BlipConfig())  # BLIP base (ViT-B/16 at 384, BERT-base decoder)
+        size = 384
+    elif case.lm == "git":
+        captioner = GitForCausalLM(GitConfig())  # GIT base (CLIP ViT-B/16 at 224)
+        size = 224
+    else:
+        raise ValueError(f"unknown captioner family {case.lm!r} for the benchmark: use blip or git")
+    processor = _RandomWeightsProcessor(BlipImageProcessorPil(size={"height": size, "width": size}))
+    dtype = DTYPES[case.dtype]
+    crop_captioner = CropCaptioner(captioner.to(case.device, dtype).eval(), processor,
+                                   max_new_tokens=case.new_tokens, batch_size=case.chunk_size,
+                                   generate_options={"min_new_tokens": case.new_tokens})
+    return SamCaptioner(sam.to(case.device, dtype), crop_captioner, chunk_size=case.chunk_size)
+
+
+class _RandomWeightsProcessor:
+    """Image preprocessing of a captioner whose tokenizer is not at hand: captions are ids, decoded as such."""
+
+    def __init__(self, image_processor):
+        self.image_processor = image_processor
+
+    def __call__(self, images, text=None, return_tensors="pt", **_):
+        return self.image_processor(images, return_tensors=return_tensors)
+
+    def batch_decode(self, ids, skip_special_tokens=True):
+        return [" ".join(map(str, row.tolist())) for row in ids]
+
+
+def benchmark_image(image_size: int, seed: int = 0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 255, (image_size, image_size, 3), dtype=np.uint8))
+
+
+def benchmark_boxes(count: int, image_size: int, seed: int = 0) -> list[list[float]]:
+    rng = np.random.default_rng(seed)
+    x1, y1 = rng.uniform(0, 0.7 * image_size, (2, count))
+    w, h = rng.uniform(0.05 * image_size, 0.3 * image_size, (2, count))
+    return [[float(a), float(b), float(a + c), float(b + d)] for a, b, c, d in zip(x1, y1, w, h)]
+
+
+def run_case(case: Case) -> Result:
+    """Time one image with `case.regions` box prompts (after a warm-up on a few regions)."""
+    from ..api import RegionCaptioner
+
+    torch.manual_seed(0)
+    if case.model == "sca":
+        model = build_sca(case)
+        captioner = RegionCaptioner(model, _IdsTokenizer(model.config.text_config), chunk_size=case.chunk_size,
+                                    max_new_tokens=case.new_tokens,
+                                    generate_options={"min_new_tokens": case.new_tokens})
+    else:
+        captioner = RegionCaptioner(build_sam_captioner(case), chunk_size=case.chunk_size)
+    image = benchmark_image(case.image_size)
+    boxes = benchmark_boxes(case.regions, case.image_size)
+    with torch.inference_mode():
+        captioner.set_image(image)
+        captioner.caption(boxes=boxes[:2])  # warm-up: one-time allocations and kernel selection
+        _sync(case.device)
+        if case.device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
+        captioner.set_image(image)
+        _sync(case.device)
+        encoded = time.perf_counter()
+        regions = captioner.caption(boxes=boxes)
+        _sync(case.device)
+        end = time.perf_counter()
+    assert len(regions) == case.regions
+    seconds = end - start
+    return Result(case, seconds, case.regions / seconds, _peak_memory_gb(case.device),
+                  {"encoder_s": encoded - start, "regions_s": end - encoded})
+
+
+class _IdsTokenizer:
+    """Generation needs only the special ids; captions of random weights are shown as ids."""
+
+    def __init__(self, text_config):
+        self.pad_token_id = text_config.pad_token_id if text_config.pad_token_id is not None else text_config.eos_token_id
+        self.eos_token_id = text_config.eos_token_id
+
+    def batch_decode(self, ids, skip_special_tokens=True):
+        return [" ".join(map(str, row.tolist())) for row in ids]
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _peak_memory_gb(device: str) -> float:
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated() / 1e9
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # Linux reports KiB
+
+
+def run_in_subprocess(case: Case, timeout: float | None = None) -> Result:
+    """`run_case` in a fresh process: its peak memory is this case's alone."""
+    command = [sys.executable, "-m", "sca.bench.speed", json.dumps(asdict(case))]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                          env=os.environ | {"TOKENIZERS_PARALLELISM": "false"})
+    if done.returncode != 0:
+        raise RuntimeError(f"benchmark case {case} failed: {done.stderr.strip().splitlines()[-1:]}")
+    data = json.loads(done.stdout.strip().splitlines()[-1])
+    return Result(Case(**data.pop("case")), **data)
+
+
+def markdown(results: list[Result]) -> str:
+    header = ("| model | SAM | LM / captioner | precision | chunk | regions | s / image | regions / s | peak memory (GB) |"
+              " encoder s |\n|---|---|---|---|---|---|---|---|---|---|")
+    rows = [
+        f"| {r.case.model} | {r.case.sam} | {r.case.lm} | {r.case.dtype} | {r.case.chunk_size} | {r.case.regions} | "
+        f"{r.seconds_per_image:.2f} | {r.regions_per_second:.1f} | {r.peak_memory_gb:.2f} | {r.parts.get('encoder_s', 0):.2f} |"
+        for r in results
+    ]
+    devices = sorted({r.case.device for r in results})
+    note = (f"\nOne {results[0].case.image_size}² image, {results[0].case.new_tokens} new tokens per caption, box prompts; "
+            f"device {', '.join(devices)}; weights: {results[0].weights}.\n")
+    return "\n".join([header, *rows]) + "\n" + note
+
+
+if __name__ == "__main__":
+    result = run_case(Case(**json.loads(sys.argv[1])))
+    print(json.dumps(asdict(result)))
