@@ -33,7 +33,7 @@ def install_model(trained: Path, destination: Path = DEFAULT_MODEL) -> None:
     destination.mkdir(parents=True)
     for name in MODEL_FILES:
         if (trained / name).is_file():
-            shutil.copy2(trained / name, destination / name)
+            shutil.copyfile(trained / name, destination / name)  # not the trainer's private file modes
     print(f"installed {trained} as {destination} ({sum(f.stat().st_size for f in destination.iterdir()) / 1e6:.1f} MB)")
 
 
