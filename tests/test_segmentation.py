@@ -37,8 +37,8 @@ def test_only_the_best_of_the_masks_learns_the_target_and_padding_is_left_out():
     iou_scores = torch.tensor([[[0.0, 1.0, 0.0], [0.5, 0.5, 0.5]]], requires_grad=True)
     valid = torch.tensor([[True, False]])
     loss = segmentation_loss(pred, iou_scores, target, valid)
-    assert loss.mask == pytest.approx(0.0, abs=1e-5)  # the good mask is the minimum
-    assert loss.iou == pytest.approx(0.0, abs=1e-6)  # actual IoUs 0, 1, 0 are what was predicted
+    assert loss.mask.item() == pytest.approx(0.0, abs=1e-5)  # the good mask is the minimum
+    assert loss.iou.item() == pytest.approx(0.0, abs=1e-6)  # actual IoUs 0, 1, 0 are what was predicted
     loss.total.backward()
     assert pred.grad[0, 1].abs().sum() == 0 and iou_scores.grad[0, 1].abs().sum() == 0  # padding: no gradient
 
