@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 from transformers import PreTrainedTokenizerBase
 
+from .automatic import AnythingOptions, masks_to_boxes, nms, point_grid, stability_score
 from .data.sam_frame import FramedImage, SamFrame, load_image
 from .errors import InputError
 from .masks import decode_rle, encode_rle, mask_box
@@ -173,6 +174,67 @@ class RegionCaptioner:
             else:
                 results += self._caption_chunk(framed, chunk, task, multimask_output)
         return results
+
+    @torch.no_grad()
+    def anything(self, options: AnythingOptions | None = None, *, task: str = "caption") -> list[RegionCaption]:
+        """Segment and caption everything in the current image (SAM's automatic mask generator, then captions).
+
+        A grid of point prompts goes through SAM's decoder in batches (the image encoder does not run again);
+        masks are kept by predicted IoU and stability score, de-duplicated by box NMS, and only the survivors
+        are captioned. Returns one `RegionCaption` per kept mask (one mask each), best predicted IoU first.
+        Stability scores and boxes are computed on SAM's low-resolution logits.
+        """
+        options = options or AnythingOptions()
+        try:
+            options.check()
+        except ValueError as error:
+            raise InputError(str(error)) from error
+        framed = self._require_image()
+        height, width = framed.original_size
+        points = point_grid(options.points_per_side, width, height)
+        frame_points = framed.scale(points).float()
+        scale = self.frame.mask_size / self.frame.image_size
+        valid_h, valid_w = (max(1, round(side * scale)) for side in framed.input_size)
+        device, dtype = self.model.device, self.model.dtype
+
+        kept_logits, kept_scores, kept_points, kept_stability = [], [], [], []
+        for start in range(0, len(points), options.points_per_batch):
+            batch = frame_points[start : start + options.points_per_batch][None, :, None].to(device, dtype)
+            labels = torch.ones(batch.shape[:-1], dtype=torch.long, device=device)
+            if isinstance(self.model, SamCaptioner):
+                scores, logits = self.model.segment(self._image_embeddings, input_points=batch, input_labels=labels)
+            else:
+                segmentation = self.model.segment(self._image_embeddings, batch, labels, None, None, True)
+                scores, logits = segmentation.iou_scores, segmentation.pred_masks
+            scores, logits = scores[0].float(), logits[0].float()  # (P, M), (P, M, h, w)
+            stability = stability_score(logits[..., :valid_h, :valid_w], 0.0, options.stability_score_offset)
+            keep = (scores > options.pred_iou_thresh) & (stability >= options.stability_score_thresh)
+            point_index, _ = torch.nonzero(keep, as_tuple=True)
+            kept_logits.append(logits[keep].cpu())
+            kept_scores.append(scores[keep].cpu())
+            kept_stability.append(stability[keep].cpu())
+            kept_points.append(point_index.cpu() + start)
+        logits, scores = torch.cat(kept_logits), torch.cat(kept_scores)
+        stability, point_index = torch.cat(kept_stability), torch.cat(kept_points)
+        if len(scores) == 0:
+            return []
+        boxes = masks_to_boxes(logits[:, :valid_h, :valid_w] > 0)
+        boxes = boxes * torch.tensor([width / valid_w, height / valid_h] * 2)
+        survivors = nms(boxes, scores, options.box_nms_thresh)
+        logits, scores, stability, point_index = (t[survivors] for t in (logits, scores, stability, point_index))
+
+        rles = [region[0] for region in self._mask_rles(logits[:, None], framed)]
+        survivor_points = points[point_index].tolist()
+        if isinstance(self.model, SamCaptioner):
+            masks = np.stack([decode_rle(rle) for rle in rles])[:, None]
+            captions = [texts[0] for texts in self.model.caption_masks(self._picture, masks)]
+        else:
+            captions = [r.caption for r in self.caption(points=survivor_points, task=task)]
+        return [
+            RegionCaption(caption, [rle], [float(score)],
+                          {"points": [point], "point_labels": [1], "stability_score": round(float(stab), 6)}, [caption])
+            for caption, rle, score, point, stab in zip(captions, rles, scores, survivor_points, stability)
+        ]
 
     def _caption_chunk(self, framed: FramedImage, prompts: dict, task: str, multimask_output: bool) -> list[RegionCaption]:
         device, dtype = self.model.device, self.model.dtype

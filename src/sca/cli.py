@@ -103,6 +103,30 @@ def cmd_caption(args) -> int:
     return 0
 
 
+def cmd_anything(args) -> int:
+    from .automatic import AnythingOptions
+    from .data.sam_frame import load_image
+    from .visualize import draw_regions, save_atomically
+
+    image = load_image(args.image)
+    captioner = _load_captioner(args)
+    captioner.set_image(image)
+    options = AnythingOptions(points_per_side=args.points_per_side, points_per_batch=args.points_per_batch,
+                              pred_iou_thresh=args.pred_iou_thresh, stability_score_thresh=args.stability_thresh,
+                              box_nms_thresh=args.nms_thresh)
+    regions = captioner.anything(options)
+    if args.out:
+        labels = [f"{r.caption} ({r.best_iou:.2f})" for r in regions]
+        save_atomically(draw_regions(image, [r.best_mask for r in regions], labels, [r.box for r in regions]), args.out)
+    if args.json:
+        print(json.dumps({"image": str(args.image), "regions": [r.to_dict() for r in regions]}, indent=2))
+    else:
+        for i, region in enumerate(regions, 1):
+            print(f"{i}\t{region.caption}\tiou={region.best_iou:.3f}\tbox={','.join(f'{v:g}' for v in region.box)}")
+        print(f"{len(regions)} regions", file=sys.stderr)
+    return 0
+
+
 CONFIG_DIR = Path(__file__).parent / "conf"
 
 
@@ -285,6 +309,18 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument("--out", type=Path, help="write a PNG with the masks and captions drawn on the image")
     _add_model_options(caption)
     caption.set_defaults(run=cmd_caption)
+
+    anything = commands.add_parser("anything", help="segment and caption everything in an image (SAM's grid of points)")
+    anything.add_argument("image", type=Path, help="image file")
+    anything.add_argument("--points-per-side", type=int, default=32, help="an n x n grid of point prompts")
+    anything.add_argument("--points-per-batch", type=int, default=64, help="prompts through SAM's decoder at a time")
+    anything.add_argument("--pred-iou-thresh", type=float, default=0.88, help="keep masks with predicted IoU above")
+    anything.add_argument("--stability-thresh", type=float, default=0.95, help="keep masks this stable or more")
+    anything.add_argument("--nms-thresh", type=float, default=0.7, help="box NMS IoU threshold")
+    anything.add_argument("--json", action="store_true", help="print JSON (captions, scores, boxes, RLE masks)")
+    anything.add_argument("--out", type=Path, help="write a PNG with the masks and captions drawn on the image")
+    _add_model_options(anything)
+    anything.set_defaults(run=cmd_anything)
 
     train = commands.add_parser(
         "train", help="train SCA (Hydra config: model=..., data=..., train=..., key=value)",

@@ -1,0 +1,82 @@
+"""Anything mode: the grid, stability score and NMS in plain torch, one encoder run per image, captions for survivors."""
+
+import json
+
+import pytest
+import torch
+
+from sca.api import RegionCaptioner
+from sca.automatic import AnythingOptions, box_iou, masks_to_boxes, nms, point_grid, stability_score
+from sca.cli import main
+
+
+def test_point_grid_covers_cell_centres():
+    grid = point_grid(2, width=100, height=50)
+    assert grid.tolist() == [[25, 12.5], [75, 12.5], [25, 37.5], [75, 37.5]]
+
+
+def test_stability_score_by_hand():
+    logits = torch.tensor([[[3.0, 0.5, -0.5, -3.0]]])  # > +1: 1 pixel; > -1: 3 pixels
+    assert stability_score(logits, 0.0, 1.0).item() == pytest.approx(1 / 3)
+
+
+def test_masks_to_boxes_and_nms():
+    masks = torch.zeros(3, 10, 10, dtype=torch.bool)
+    masks[0, 2:5, 3:8] = True
+    masks[1, 2:5, 3:7] = True
+    assert masks_to_boxes(masks).tolist() == [[3, 2, 8, 5], [3, 2, 7, 5], [0, 0, 0, 0]]
+    boxes = torch.tensor([[0, 0, 10, 10], [1, 1, 10, 10], [20, 20, 30, 30], [0, 0, 9, 10.0]])
+    scores = torch.tensor([0.5, 0.9, 0.8, 0.1])
+    assert box_iou(boxes[:1], boxes[1:2]).item() == pytest.approx(81 / 100)
+    assert nms(boxes, scores, 0.7).tolist() == [1, 2]  # 0 and 3 overlap box 1 at > 0.7
+    assert nms(boxes, scores, 0.95).tolist() == [1, 2, 0, 3]
+
+
+def test_anything_runs_the_encoder_once_and_captions_only_survivors(tiny_model, bpe_tokenizer):
+    captioner = RegionCaptioner(tiny_model, bpe_tokenizer, max_new_tokens=4)
+    image = torch.randint(0, 255, (96, 128, 3), dtype=torch.uint8).numpy()
+    encoder_calls, prompts_captioned = [], []
+    hook = tiny_model.vision_encoder.register_forward_hook(lambda *_: encoder_calls.append(1))
+    original_generate = tiny_model.generate
+
+    def counting_generate(*args, **kwargs):
+        prompts_captioned.append(kwargs["input_points"].shape[1])
+        return original_generate(*args, **kwargs)
+
+    tiny_model.generate = counting_generate
+    try:
+        captioner.set_image(image)
+        options = AnythingOptions(points_per_side=8, points_per_batch=10, pred_iou_thresh=-1e9,
+                                  stability_score_thresh=0.0, box_nms_thresh=0.5)
+        regions = captioner.anything(options)
+    finally:
+        hook.remove()
+        del tiny_model.generate
+    assert len(encoder_calls) == 1  # 64 points in 7 batches, one image encoding
+    assert 0 < len(regions) < 64 * 3
+    assert sum(prompts_captioned) == len(regions)  # only the masks that survived were captioned
+    boxes = torch.tensor([r.box for r in regions])
+    overlaps = box_iou(boxes, boxes).fill_diagonal_(0)
+    assert overlaps.max() <= 0.5 + 1e-6
+    scores = [r.best_iou for r in regions]
+    assert scores == sorted(scores, reverse=True)
+    assert all(r.masks.shape == (1, 96, 128) for r in regions)
+
+
+def test_strict_thresholds_keep_nothing(tiny_model, bpe_tokenizer):
+    captioner = RegionCaptioner(tiny_model, bpe_tokenizer)
+    captioner.set_image(torch.zeros(32, 32, 3, dtype=torch.uint8).numpy())
+    assert captioner.anything(AnythingOptions(points_per_side=4, pred_iou_thresh=1e9)) == []
+
+
+def test_cli_anything_json_and_picture(tiny_model_dir, tmp_path, capsys):
+    from sca.assets import SAMPLE_IMAGE
+
+    out = tmp_path / "anything.png"
+    code = main(["anything", str(SAMPLE_IMAGE), "--model", str(tiny_model_dir), "--points-per-side", "4",
+                 "--pred-iou-thresh", "-1000", "--stability-thresh", "0", "--json", "--out", str(out),
+                 "--max-new-tokens", "3"])
+    assert code == 0 and out.is_file()
+    regions = json.loads(capsys.readouterr().out)["regions"]
+    assert regions and {"caption", "mask", "box", "best_iou"} <= regions[0].keys()
+    assert main(["anything", str(SAMPLE_IMAGE), "--model", str(tiny_model_dir), "--points-per-side", "0"]) == 2
