@@ -127,6 +127,20 @@ def cmd_anything(args) -> int:
     return 0
 
 
+def cmd_demo(args) -> int:
+    from .app.server import serve
+
+    captioner = _load_captioner(args)
+    server = serve(captioner, args.host, args.port)
+    host, port = server.server_address[:2]
+    print(f"SCA demo on http://{host}:{port} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+    return 0
+
+
 CONFIG_DIR = Path(__file__).parent / "conf"
 
 
@@ -321,6 +335,12 @@ def build_parser() -> argparse.ArgumentParser:
     anything.add_argument("--out", type=Path, help="write a PNG with the masks and captions drawn on the image")
     _add_model_options(anything)
     anything.set_defaults(run=cmd_anything)
+
+    demo = commands.add_parser("demo", help="serve the web demo (prompt mode and anything mode)")
+    demo.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    demo.add_argument("--port", type=int, default=7860)
+    _add_model_options(demo)
+    demo.set_defaults(run=cmd_demo)
 
     train = commands.add_parser(
         "train", help="train SCA (Hydra config: model=..., data=..., train=..., key=value)",
