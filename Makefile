@@ -35,8 +35,14 @@ default-model: $(STAMP)
 	$(BIN)/python -m sca.assets.build model $(SHAPES_RUN)/stage-2/final
 	$(BIN)/sca bench quality --out $(SHAPES_RUN)/quality
 
-test: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+# The web demo's end-to-end test drives Debian's Chromium (Playwright from PyPI drives it; no browser download).
+CHROMIUM ?= /usr/bin/chromium
+$(CHROMIUM):
+	$$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y -qq chromium
+
+test: $(STAMP) $(CHROMIUM)
+	HF_HUB_OFFLINE=1 SCA_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest
 
 clean:
 	rm -rf $(VENV) build annotated.png
