@@ -80,3 +80,18 @@ def test_cli_anything_json_and_picture(tiny_model_dir, tmp_path, capsys):
     regions = json.loads(capsys.readouterr().out)["regions"]
     assert regions and {"caption", "mask", "box", "best_iou"} <= regions[0].keys()
     assert main(["anything", str(SAMPLE_IMAGE), "--model", str(tiny_model_dir), "--points-per-side", "0"]) == 2
+
+
+def test_anything_dataset_inference_is_scored_with_dense_map(tiny_model_dir, tmp_path, capsys):
+    code = main(["infer", f"model.path={tiny_model_dir}", f"output_dir={tmp_path}", "infer.mode=anything",
+                 "data.eval.num_images=3", "infer.anything.points_per_side=4", "infer.anything.pred_iou_thresh=-1000",
+                 "infer.anything.stability_score_thresh=0", "infer.max_new_tokens=3"])
+    assert code == 0
+    path = tmp_path / "infer" / "infer-shapes-anything-val.json"
+    entries = json.loads(path.read_text())
+    assert len(entries) == 3 and all(e["predictions"] and e["references"] for e in entries)
+    assert {"box", "caption", "score", "mask"} <= entries[0]["predictions"][0].keys()
+    capsys.readouterr()
+    assert main(["eval", str(path)]) == 0
+    metrics = json.loads((tmp_path / "infer" / "metrics" / path.stem / "metrics.json").read_text())
+    assert metrics["kind"] == "dense" and 0 <= metrics["mAP"] <= 1 and metrics["images"] == 3

@@ -101,3 +101,37 @@ class SamCaptionerPredictor:
             scores = scores[0].float().cpu().tolist()
             results.append([RegionPrediction(c, s) for c, s in zip(captions, scores)])
         return results
+
+
+class AnythingPredictor:
+    """Anything mode over a dataset: per image, every mask that survives filtering, with its caption and score;
+    infer.json holds one dense-captioning entry per image (scored by `sca eval` with DenseCap's mAP)."""
+
+    needs_images = True
+
+    def __init__(self, captioner, options):
+        self.captioner, self.options = captioner, options
+        self.frame = captioner.frame
+
+    def settings(self) -> dict:
+        return {"mode": "anything", **vars(self.options)}
+
+    @torch.no_grad()
+    def __call__(self, batch: dict) -> list[list[dict]]:
+        results = []
+        for metadata in batch["metadata"]:
+            self.captioner.set_image(metadata["image"])
+            regions = self.captioner.anything(self.options)
+            results.append([{"box": [round(v, 2) for v in r.box], "caption": r.caption, "score": r.best_iou,
+                             "mask": r.mask_rles[0]} for r in regions])
+        return results
+
+    @staticmethod
+    def entries(metadata: dict, predictions: list[dict]) -> list[dict]:
+        return [{
+            "split": "inference",
+            "image_id": metadata["image_id"],
+            "predictions": predictions,
+            "references": [{"box": [float(v) for v in box], "captions": list(refs), "region_id": region_id}
+                           for box, refs, region_id in zip(metadata["boxes"], metadata["references"], metadata["region_ids"])],
+        }]

@@ -13,7 +13,9 @@ from ..data.sources import load_records
 from ..errors import InputError
 from ..models.loading import load_sca_model, load_tokenizer
 from ..models.sam_captioner import SamCaptioner
-from .predictor import SamCaptionerPredictor, ScaPredictor
+from ..api import RegionCaptioner
+from ..automatic import AnythingOptions
+from .predictor import AnythingPredictor, SamCaptionerPredictor, ScaPredictor
 from .runner import infer_file_name, resolve_device, run_inference
 
 log = logging.getLogger("sca.infer")
@@ -44,6 +46,14 @@ def build_predictor(model_cfg: DictConfig, options: DictConfig):
     path = Path(model_cfg.path) if model_cfg.get("path") else default_model_path()
     model = load_sca_model(path, dtype=dtype, device=device)
     tokenizer = load_tokenizer(model_cfg.get("tokenizer") or path, model.config)
+    if options.mode == "anything":
+        captioner = RegionCaptioner(model, tokenizer, chunk_size=options.chunk_size,
+                                    max_new_tokens=options.max_new_tokens, num_beams=options.num_beams)
+        anything = AnythingOptions(**OmegaConf.to_container(options.anything, resolve=True))
+        predictor = AnythingPredictor(captioner, anything)
+        return predictor, {"model_path": str(path.resolve()), **predictor.settings()}
+    if options.mode != "regions":
+        raise InputError(f"infer.mode must be regions or anything, got {options.mode!r}")
     predictor = ScaPredictor(model, tokenizer, options.chunk_size, options.max_new_tokens, options.num_beams)
     return predictor, {"model_path": str(path.resolve()), **predictor.settings()}
 
@@ -62,7 +72,7 @@ def run_dataset_inference(cfg: DictConfig) -> Path:
     if not records:
         raise InputError(f"the {cfg.data.name} {spec.get('split')} split has no images")
     predictor, settings = build_predictor(cfg.model, options)
-    name = infer_file_name(cfg.data.name, spec.get("split", "eval"))
+    name = infer_file_name(cfg.data.name + ("-anything" if options.mode == "anything" else ""), spec.get("split", "eval"))
     output_file = Path(cfg.output_dir) / "infer" / name
     log.info("%d images, %d regions -> %s", len(records), sum(len(r.regions) for r in records), output_file)
     return run_inference(predictor, records, output_file, settings=settings, batch_size=options.batch_size,

@@ -153,6 +153,7 @@ def run_inference(
 
 def _predict(predictor, loader, write, total: int, show: bool, done: int) -> None:
     start, regions = time.perf_counter(), 0
+    make_entries = getattr(predictor, "entries", region_entries)
     with tqdm(total=total, unit="img", desc="infer", disable=not show, dynamic_ncols=True) as bar:
         if done and show:
             bar.write(f"resuming: {done} images already done")
@@ -160,7 +161,7 @@ def _predict(predictor, loader, write, total: int, show: bool, done: int) -> Non
             predictions = iter(predictor(batch) if batch is not None else [])
             metadata = iter(batch["metadata"] if batch is not None else [])
             for index, sample in zip(indices, samples):
-                entries = region_entries(next(metadata), next(predictions)) if sample is not None else []
+                entries = make_entries(next(metadata), next(predictions)) if sample is not None else []
                 write(index, entries)
                 regions += len(entries)
             bar.update(len(indices))
