@@ -284,15 +284,16 @@ def cmd_bench_speed(args) -> int:
     for name in sams:
         if name not in SAM_SIZES:
             raise InputError(f"--sam {name!r}: use one of {', '.join(SAM_SIZES)}")
-    if any(m not in ("sca", "sam-captioner") for m in models):
-        raise InputError("--models takes sca and/or sam-captioner")
+    if any(m not in ("sca", "sam-captioner", "sca-anything") for m in models):
+        raise InputError("--models takes sca, sam-captioner and/or sca-anything")
     if any(d not in DTYPES for d in dtypes):
         raise InputError(f"--dtypes takes {', '.join(DTYPES)}")
     if min(chunks + regions) < 1:
         raise InputError("--chunks and --regions must be at least 1")
     cases = [
-        Case(model=m, sam=sam, lm="gpt2" if m == "sca" else args.captioner, mixer_layers=args.mixer_layers, dtype=d,
-             chunk_size=c, regions=r, image_size=args.image_size, new_tokens=args.new_tokens, device=args.device)
+        Case(model=m, sam=sam, lm=args.captioner if m == "sam-captioner" else "gpt2", mixer_layers=args.mixer_layers, dtype=d,
+             chunk_size=c, regions=r, image_size=args.image_size, new_tokens=args.new_tokens, device=args.device,
+             points_per_side=args.points_per_side)
         for m, sam, d, c, r in itertools.product(models, sams, dtypes, chunks, regions)
     ]
     results = []
@@ -398,7 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
         "architectures with random weights (compute does not depend on weight values); captions forced to "
         "--new-tokens. E.g. --regions 16,256 --chunks 16 shows memory bounded by the chunk, not the regions.",
     )
-    speed.add_argument("--models", default="sca,sam-captioner", help="sca and/or sam-captioner")
+    speed.add_argument("--models", default="sca,sam-captioner",
+                       help="sca, sam-captioner, sca-anything (segment and caption everything)")
     speed.add_argument("--sam", default="vit-b", help="SAM sizes: vit-b, vit-l, vit-h")
     speed.add_argument("--captioner", default="blip", choices=("blip", "git"), help="SAM-Captioner's captioner (base size)")
     speed.add_argument("--mixer-layers", type=int, default=12)
@@ -408,6 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument("--image-size", type=int, default=1024)
     speed.add_argument("--new-tokens", type=int, default=20)
     speed.add_argument("--device", default="cpu")
+    speed.add_argument("--points-per-side", type=int, default=32, help="sca-anything's grid")
     speed.add_argument("--out", type=Path, help="folder for speed.md and speed.json")
     speed.set_defaults(run=cmd_bench_speed)
     return parser

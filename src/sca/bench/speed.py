@@ -34,7 +34,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 class Case:
     """One row of the table."""
 
-    model: str = "sca"  # sca | sam-captioner
+    model: str = "sca"  # sca | sam-captioner | sca-anything (a points_per_side² grid instead of boxes)
     sam: str = "vit-b"
     lm: str = "gpt2"  # SCA's LM (gpt2 = GPT-2 124M) or the captioner family (blip, git)
     mixer_layers: int = 12
@@ -44,6 +44,7 @@ class Case:
     image_size: int = 1024
     new_tokens: int = 20
     device: str = "cpu"
+    points_per_side: int = 32
 
 
 @dataclass
@@ -140,7 +141,7 @@ def run_case(case: Case) -> Result:
     from ..api import RegionCaptioner
 
     torch.manual_seed(0)
-    if case.model == "sca":
+    if case.model in ("sca", "sca-anything"):
         model = build_sca(case)
         captioner = RegionCaptioner(model, _IdsTokenizer(model.config.text_config), chunk_size=case.chunk_size,
                                     max_new_tokens=case.new_tokens,
@@ -159,13 +160,19 @@ def run_case(case: Case) -> Result:
         captioner.set_image(image)
         _sync(case.device)
         encoded = time.perf_counter()
-        regions = captioner.caption(boxes=boxes)
+        if case.model == "sca-anything":
+            from ..automatic import AnythingOptions
+
+            regions = captioner.anything(AnythingOptions(points_per_side=case.points_per_side,
+                                                         points_per_batch=case.chunk_size))
+        else:
+            regions = captioner.caption(boxes=boxes)
+            assert len(regions) == case.regions
         _sync(case.device)
         end = time.perf_counter()
-    assert len(regions) == case.regions
     seconds = end - start
-    return Result(case, seconds, case.regions / seconds, _peak_memory_gb(case.device),
-                  {"encoder_s": encoded - start, "regions_s": end - encoded})
+    return Result(case, seconds, len(regions) / seconds, _peak_memory_gb(case.device),
+                  {"encoder_s": encoded - start, "regions_s": end - encoded, "regions": len(regions)})
 
 
 class _IdsTokenizer:
@@ -205,7 +212,8 @@ def markdown(results: list[Result]) -> str:
     header = ("| model | SAM | LM / captioner | precision | chunk | regions | s / image | regions / s | peak memory (GB) |"
               " encoder s |\n|---|---|---|---|---|---|---|---|---|---|")
     rows = [
-        f"| {r.case.model} | {r.case.sam} | {r.case.lm} | {r.case.dtype} | {r.case.chunk_size} | {r.case.regions} | "
+        f"| {r.case.model} | {r.case.sam} | {r.case.lm} | {r.case.dtype} | {r.case.chunk_size} | "
+        f"{r.parts.get('regions', r.case.regions) if r.case.model != 'sca-anything' else f'{r.case.points_per_side}² grid → ' + str(r.parts.get('regions'))} | "
         f"{r.seconds_per_image:.2f} | {r.regions_per_second:.1f} | {r.peak_memory_gb:.2f} | {r.parts.get('encoder_s', 0):.2f} |"
         for r in results
     ]
