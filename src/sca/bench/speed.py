@@ -171,8 +171,14 @@ def run_case(case: Case) -> Result:
         _sync(case.device)
         end = time.perf_counter()
     seconds = end - start
-    return Result(case, seconds, len(regions) / seconds, _peak_memory_gb(case.device),
-                  {"encoder_s": encoded - start, "regions_s": end - encoded, "regions": len(regions)})
+    parts = {"encoder_s": encoded - start, "regions_s": end - encoded, "regions": len(regions)}
+    peak = _peak_memory_gb(case.device)
+    if case.model == "sca":
+        # Chunked, batched decoding must give the captions of one region at a time (checked on a few).
+        with torch.inference_mode():
+            alone = [captioner.caption(boxes=[box])[0].caption for box in boxes[:4]]
+        parts["same_as_one_at_a_time"] = alone == [r.caption for r in regions[:4]]
+    return Result(case, seconds, len(regions) / seconds, peak, parts)
 
 
 class _IdsTokenizer:
@@ -210,11 +216,12 @@ def run_in_subprocess(case: Case, timeout: float | None = None) -> Result:
 
 def markdown(results: list[Result]) -> str:
     header = ("| model | SAM | LM / captioner | precision | chunk | regions | s / image | regions / s | peak memory (GB) |"
-              " encoder s |\n|---|---|---|---|---|---|---|---|---|---|")
+              " encoder s | = one at a time |\n|---|---|---|---|---|---|---|---|---|---|---|")
     rows = [
         f"| {r.case.model} | {r.case.sam} | {r.case.lm} | {r.case.dtype} | {r.case.chunk_size} | "
         f"{r.parts.get('regions', r.case.regions) if r.case.model != 'sca-anything' else f'{r.case.points_per_side}² grid → ' + str(r.parts.get('regions'))} | "
-        f"{r.seconds_per_image:.2f} | {r.regions_per_second:.1f} | {r.peak_memory_gb:.2f} | {r.parts.get('encoder_s', 0):.2f} |"
+        f"{r.seconds_per_image:.2f} | {r.regions_per_second:.1f} | {r.peak_memory_gb:.2f} | {r.parts.get('encoder_s', 0):.2f} | "
+        f"{ {True: 'yes', False: 'no'}.get(r.parts.get('same_as_one_at_a_time'), '') } |"
         for r in results
     ]
     devices = sorted({r.case.device for r in results})
