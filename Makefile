@@ -27,12 +27,15 @@ run: $(STAMP)
 	$(BIN)/sca caption src/sca/assets/sample.png \
 		--box 35,97,73,135 --box 89,137,158,206 --box 156,26,238,98 --out annotated.png
 
-# Retrain the shipped model from scratch in two stages (CPU, about 25 minutes), install it, and benchmark it.
+# Retrain the shipped model from scratch (CPU, about 40 minutes), install it, and benchmark it: stage 1 from
+# scratch, then two cosine cycles of stage 2 (the second took caption exact match from 75% to 95%).
 default-model: $(STAMP)
 	$(BIN)/sca train model=sca-shapes train=shapes-model output_dir=$(SHAPES_RUN)/stage-1
 	$(BIN)/sca train model=pretrained model.path=$(SHAPES_RUN)/stage-1/final train=shapes-captions \
 		output_dir=$(SHAPES_RUN)/stage-2
-	$(BIN)/python -m sca.assets.build model $(SHAPES_RUN)/stage-2/final
+	$(BIN)/sca train model=pretrained model.path=$(SHAPES_RUN)/stage-2/final train=shapes-captions \
+		output_dir=$(SHAPES_RUN)/stage-3
+	$(BIN)/python -m sca.assets.build model $(SHAPES_RUN)/stage-3/final
 	$(BIN)/sca bench quality --out $(SHAPES_RUN)/quality
 
 # The web demo's end-to-end test drives Debian's Chromium (Playwright from PyPI drives it; no browser download).

@@ -13,7 +13,7 @@ from sca.masks import decode_mask
 
 # Below what the shipped model scores on 200 images (see README), so that only a regression in training,
 # inference or loading fails here, not the noise of a small set.
-FLOORS = {("box", "exact_match"): 0.60, ("box", "mIoU"): 0.75, ("point", "exact_match"): 0.60, ("point", "mIoU"): 0.70}
+FLOORS = {("box", "exact_match"): 0.85, ("box", "mIoU"): 0.80, ("point", "exact_match"): 0.85, ("point", "mIoU"): 0.75}
 
 
 @pytest.fixture(scope="module")
