@@ -101,3 +101,23 @@ def test_sweep_over_captioners_writes_one_file_each_and_evaluates(tmp_path, sam,
     assert main(["eval", *map(str, files), "--out", str(out)]) == 0
     table = (out / "metrics.csv").read_text().splitlines()
     assert len(table) == 3 and "CIDEr-D" in table[0]
+
+
+def test_caption_command_runs_the_baseline(tmp_path, sam, capsys):
+    import json
+
+    from sca.assets import SAMPLE_IMAGE
+    from sca.cli import main
+
+    sam.save_pretrained(tmp_path / "sam")
+    torch.manual_seed(0)
+    model, processor = build_tiny_captioner("blip")
+    model.save_pretrained(tmp_path / "blip")
+    processor.save_pretrained(tmp_path / "blip")
+    code = main(["caption", str(SAMPLE_IMAGE), "--box", "35,97,73,135", "--captioner", str(tmp_path / "blip"),
+                 "--sam", str(tmp_path / "sam"), "--json", "--max-new-tokens", "3"])
+    assert code == 0
+    region = json.loads(capsys.readouterr().out)["regions"][0]
+    assert len(region["candidates"]) == 3 and len(region["iou_scores"]) == 3
+    assert main(["caption", str(SAMPLE_IMAGE), "--box", "1,1,5,5", "--captioner", str(tmp_path / "nothing"),
+                 "--sam", str(tmp_path / "sam")]) == 2

@@ -51,6 +51,10 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chunk-size", type=int, default=32, help="regions decoded together (bounds memory)")
     parser.add_argument("--max-new-tokens", type=int, default=20, help="longest caption in tokens")
     parser.add_argument("--beams", type=int, default=1, help="beam width (1 = greedy; the paper used 3)")
+    parser.add_argument("--captioner", help="run the SAM-Captioner baseline with this Hugging Face captioner (folder or "
+                        "name, e.g. Salesforce/blip2-opt-2.7b) instead of SCA; SAM from --sam")
+    parser.add_argument("--sam", default="facebook/sam-vit-huge", help="SAM for --captioner (folder or name)")
+    parser.add_argument("--prompt", help="text prompt for --captioner (InstructBLIP needs one)")
 
 
 def _load_captioner(args):
@@ -61,6 +65,16 @@ def _load_captioner(args):
     for name in ("chunk_size", "max_new_tokens", "beams"):
         if getattr(args, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.captioner:
+        from .models.sam_captioner import SamCaptioner
+
+        try:
+            model = SamCaptioner.from_pretrained(args.sam, args.captioner, dtype=getattr(torch, args.dtype),
+                                                 device=args.device, chunk_size=args.chunk_size, prompt=args.prompt,
+                                                 max_new_tokens=args.max_new_tokens, num_beams=args.beams)
+        except OSError as error:
+            raise InputError(f"cannot load SAM ({args.sam}) or the captioner ({args.captioner}): {error}") from error
+        return RegionCaptioner(model, chunk_size=args.chunk_size)
     return RegionCaptioner.from_pretrained(
         args.model or default_model_path(),
         tokenizer=args.tokenizer,
