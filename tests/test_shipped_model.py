@@ -62,3 +62,15 @@ def test_main_command_captions_the_sample_and_draws_masks_on_the_shapes(tmp_path
     changed = np.abs(picture - original).sum(-1) > 30
     target = decode_mask(record.regions[0].mask, record.height, record.width)
     assert changed[target].mean() > 0.5  # the overlay covers the shape
+
+
+def test_anything_finds_and_captions_the_sample_shapes(captioner):
+    record = sample_record()
+    captioner.set_image(record.image)
+    regions = captioner.anything()
+    assert sorted(r.caption for r in regions) == sorted(r.captions[0] for r in record.regions)
+    for truth in record.regions:
+        target = decode_mask(truth.mask, record.height, record.width)
+        best = max(regions, key=lambda r: (r.best_mask & target).sum() / (r.best_mask | target).sum())
+        assert (best.best_mask & target).sum() / (best.best_mask | target).sum() > 0.8
+        assert best.caption == truth.captions[0]

@@ -20,6 +20,10 @@ from .models.sam_captioner import SamCaptioner
 from .models.loading import load_sca_model, load_tokenizer
 
 
+BOX_CHUNK = 32
+"""Candidate masks upsampled to the image's size at a time, in anything mode."""
+
+
 @dataclass
 class RegionCaption:
     """One region's result, in original image pixels.
@@ -182,7 +186,7 @@ class RegionCaptioner:
         A grid of point prompts goes through SAM's decoder in batches (the image encoder does not run again);
         masks are kept by predicted IoU and stability score, de-duplicated by box NMS, and only the survivors
         are captioned. Returns one `RegionCaption` per kept mask (one mask each), best predicted IoU first.
-        Stability scores and boxes are computed on SAM's low-resolution logits.
+        Stability scores are computed on SAM's low-resolution logits, boxes on the masks at the image's size.
         """
         options = options or AnythingOptions()
         try:
@@ -218,8 +222,12 @@ class RegionCaptioner:
         stability, point_index = torch.cat(kept_stability), torch.cat(kept_points)
         if len(scores) == 0:
             return []
-        boxes = masks_to_boxes(logits[:, :valid_h, :valid_w] > 0)
-        boxes = boxes * torch.tensor([width / valid_w, height / valid_h] * 2)
+        # Boxes of the masks as they are returned (at the image's size): low-res logits can hold specks that
+        # vanish when upsampled, and would stretch a low-res box.
+        boxes = torch.cat([
+            masks_to_boxes(self.frame.masks_to_original(logits[i : i + BOX_CHUNK, None], framed)[:, 0])
+            for i in range(0, len(logits), BOX_CHUNK)
+        ])
         survivors = nms(boxes, scores, options.box_nms_thresh)
         logits, scores, stability, point_index = (t[survivors] for t in (logits, scores, stability, point_index))
 
