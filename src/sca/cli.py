@@ -88,7 +88,6 @@ def _load_captioner(args):
 
 def cmd_caption(args) -> int:
     from .data.sam_frame import load_image
-    from .visualize import draw_regions, save_atomically
 
     if not args.prompts:
         raise InputError("no prompt given: add --box x1,y1,x2,y2 or --point x,y (one per region)")
@@ -102,6 +101,15 @@ def cmd_caption(args) -> int:
         "point": iter(captioner.caption(points=points) if points else []),
     }
     regions = [next(by_kind[kind]) for kind, _ in args.prompts]
+    _show_regions(args, image, regions)
+    if args.out and not args.json:
+        print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+def _show_regions(args, image, regions) -> None:
+    """`--out`: the picture with masks and captions; `--json`: every field; else one line per region."""
+    from .visualize import draw_regions, save_atomically
 
     if args.out:
         labels = [f"{r.caption} ({r.best_iou:.2f})" for r in regions]
@@ -112,15 +120,11 @@ def cmd_caption(args) -> int:
     else:
         for i, region in enumerate(regions, 1):
             print(f"{i}\t{region.caption}\tiou={region.best_iou:.3f}\tbox={','.join(f'{v:g}' for v in region.box)}")
-    if args.out and not args.json:
-        print(f"wrote {args.out}", file=sys.stderr)
-    return 0
 
 
 def cmd_anything(args) -> int:
     from .automatic import AnythingOptions
     from .data.sam_frame import load_image
-    from .visualize import draw_regions, save_atomically
 
     image = load_image(args.image)
     captioner = _load_captioner(args)
@@ -129,14 +133,8 @@ def cmd_anything(args) -> int:
                               pred_iou_thresh=args.pred_iou_thresh, stability_score_thresh=args.stability_thresh,
                               box_nms_thresh=args.nms_thresh)
     regions = captioner.anything(options)
-    if args.out:
-        labels = [f"{r.caption} ({r.best_iou:.2f})" for r in regions]
-        save_atomically(draw_regions(image, [r.best_mask for r in regions], labels, [r.box for r in regions]), args.out)
-    if args.json:
-        print(json.dumps({"image": str(args.image), "regions": [r.to_dict() for r in regions]}, indent=2))
-    else:
-        for i, region in enumerate(regions, 1):
-            print(f"{i}\t{region.caption}\tiou={region.best_iou:.3f}\tbox={','.join(f'{v:g}' for v in region.box)}")
+    _show_regions(args, image, regions)
+    if not args.json:
         print(f"{len(regions)} regions", file=sys.stderr)
     return 0
 
