@@ -78,3 +78,10 @@ def test_failed_run_leaves_no_output_file(tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "out.png"
     _error_of(["caption", str(SAMPLE_IMAGE), "--box", "0,0,999,10", "--model", str(tiny_model_dir), "--out", str(out)], capsys)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_command_line_precisions_are_the_models():
+    from sca.cli import PRECISIONS
+    from sca.models.loading import DTYPES
+
+    assert PRECISIONS == tuple(DTYPES)

@@ -11,7 +11,9 @@ from pathlib import Path
 from .assets import DEFAULT_MODEL_ENV, default_model_path
 from .errors import InputError
 
-DTYPES = ("float32", "bfloat16", "float16")
+PRECISIONS = ("float32", "bfloat16", "float16")
+"""The names of `sca.models.loading.DTYPES`, here so that parsing the command line needs no torch."""
+
 
 
 class _Parser(argparse.ArgumentParser):
@@ -47,7 +49,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, help=f"SCA model folder (default: ${DEFAULT_MODEL_ENV} or the shipped model)")
     parser.add_argument("--tokenizer", type=Path, help="tokenizer folder, if the model folder has none")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    parser.add_argument("--dtype", default="float32", choices=DTYPES, help="model precision")
+    parser.add_argument("--dtype", default="float32", choices=PRECISIONS, help="model precision")
     parser.add_argument("--chunk-size", type=int, default=32, help="regions decoded together (bounds memory)")
     parser.add_argument("--max-new-tokens", type=int, default=20, help="longest caption in tokens")
     parser.add_argument("--beams", type=int, default=1, help="beam width (1 = greedy; the paper used 3)")
@@ -58,9 +60,8 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _load_captioner(args):
-    import torch
-
     from .api import RegionCaptioner
+    from .models.loading import DTYPES
 
     for name in ("chunk_size", "max_new_tokens", "beams"):
         if getattr(args, name) < 1:
@@ -69,7 +70,7 @@ def _load_captioner(args):
         from .models.sam_captioner import SamCaptioner
 
         try:
-            model = SamCaptioner.from_pretrained(args.sam, args.captioner, dtype=getattr(torch, args.dtype),
+            model = SamCaptioner.from_pretrained(args.sam, args.captioner, dtype=DTYPES[args.dtype],
                                                  device=args.device, chunk_size=args.chunk_size, prompt=args.prompt,
                                                  max_new_tokens=args.max_new_tokens, num_beams=args.beams)
         except OSError as error:
@@ -79,7 +80,7 @@ def _load_captioner(args):
         args.model or default_model_path(),
         tokenizer=args.tokenizer,
         device=args.device,
-        dtype=getattr(torch, args.dtype),
+        dtype=DTYPES[args.dtype],
         chunk_size=args.chunk_size,
         max_new_tokens=args.max_new_tokens,
         num_beams=args.beams,
@@ -298,8 +299,8 @@ def cmd_bench_speed(args) -> int:
             raise InputError(f"--sam {name!r}: use one of {', '.join(SAM_SIZES)}")
     if any(m not in ("sca", "sam-captioner", "sca-anything") for m in models):
         raise InputError("--models takes sca, sam-captioner and/or sca-anything")
-    if any(d not in DTYPES for d in dtypes):
-        raise InputError(f"--dtypes takes {', '.join(DTYPES)}")
+    if any(d not in PRECISIONS for d in dtypes):
+        raise InputError(f"--dtypes takes {', '.join(PRECISIONS)}")
     if min(chunks + regions) < 1:
         raise InputError("--chunks and --regions must be at least 1")
     cases = [

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..models.loading import DTYPES
+
 SAM_SIZES = {
     # hidden, layers, heads, global attention layers (SAM's ViT-B/L/H)
     "vit-b": (768, 12, 12, [2, 5, 8, 11]),
@@ -27,7 +29,6 @@ SAM_SIZES = {
     "vit-h": (1280, 32, 16, [7, 15, 23, 31]),
     "tiny": (64, 2, 2, [1]),  # for checking the benchmark itself
 }
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass

@@ -5,13 +5,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ..assets import default_model_path
 from ..data.sources import load_records
 from ..errors import InputError
-from ..models.loading import load_sca_model, load_tokenizer
+from ..models.loading import DTYPES, load_sca_model, load_tokenizer
 from ..models.sam_captioner import SamCaptioner
 from ..api import RegionCaptioner
 from ..automatic import AnythingOptions
@@ -19,9 +18,6 @@ from .predictor import AnythingPredictor, SamCaptionerPredictor, ScaPredictor
 from .runner import infer_file_name, resolve_device, run_inference
 
 log = logging.getLogger("sca.infer")
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
 
 def build_predictor(model_cfg: DictConfig, options: DictConfig):
     if options.dtype not in DTYPES:

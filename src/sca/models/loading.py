@@ -13,6 +13,8 @@ from .configuration import ScaConfig
 from .sca import ScaModel
 
 SUPPORTED_ARCHITECTURES = {"ScaModel", "ScaMultitaskV2Model"}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+"""The precisions a model can run in, by the names configs and command lines use."""
 
 
 def read_model_config(path: str | Path) -> dict:
