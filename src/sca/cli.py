@@ -238,7 +238,7 @@ def cmd_eval(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from .eval.run import comparison_rows, evaluate_files
+    from .eval.run import comparison_dir, comparison_rows, evaluate_files
 
     with warnings.catch_warnings():
         warnings.simplefilter("always", UserWarning)
@@ -254,7 +254,7 @@ def cmd_eval(args) -> int:
     console = Console()
     console.width = max(console.width, 40 + 12 * len(header))  # a full table beats one squeezed into 80 columns
     console.print(table)
-    out = args.out or args.files[0].parent / "metrics"
+    out = comparison_dir(args.files, args.out)
     print(f"wrote {out / 'metrics.md'}, {out / 'metrics.csv'} and metrics/<file>/metrics.json", file=sys.stderr)
     return 0
 

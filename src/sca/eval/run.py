@@ -21,7 +21,12 @@ DENSE_METRICS = ("mAP", "detection_mAP")
 def evaluate_file(path: str | Path, spice: bool = False, content_recall: bool = False, nlp=None) -> dict:
     """Metrics of one infer.json on pycocoevalcap's 0-1 scale, plus per-entry scores under `per_entry`.
     content_recall: also noun/verb recall, tagged by `nlp` (default: spaCy's en_core_web_lg)."""
-    entries = read_infer_file(path)
+    return evaluate_entries(read_infer_file(path), path, spice, content_recall, nlp)
+
+
+def evaluate_entries(entries: list[dict], path: str | Path, spice: bool = False, content_recall: bool = False,
+                     nlp=None) -> dict:
+    """`evaluate_file` on entries already read (and checked) from `path`."""
     if is_dense(entries):
         images = [
             ([DensePrediction(p["box"], p["caption"], float(p["score"])) for p in e["predictions"]],
@@ -54,7 +59,7 @@ def evaluate_files(paths: list[Path], out_dir: Path | None = None, spice: bool =
     `metrics.md` / `metrics.csv` comparing all files in `out_dir` (default: the first file's `metrics/`)."""
     if not paths:
         raise InputError("no infer.json given")
-    # Fail before minutes of scoring, not after.
+    # Fail before minutes of scoring, not after (files are read again one at a time: several need not fit at once).
     for path in paths:
         read_infer_file(path)
     ensure_java()
@@ -63,23 +68,26 @@ def evaluate_files(paths: list[Path], out_dir: Path | None = None, spice: bool =
     nlp = load_spacy() if content_recall else None
     results = {}
     for path in paths:
-        result = evaluate_file(path, spice=spice, content_recall=content_recall, nlp=nlp)
+        entries = read_infer_file(path)
+        result = evaluate_entries(entries, path, spice=spice, content_recall=content_recall, nlp=nlp)
         folder = path.parent / "metrics" / path.stem
-        folder.mkdir(parents=True, exist_ok=True)
         per_entry = result.pop("per_entry", None)
         write_text_atomically(folder / "metrics.json", json.dumps({"file": str(path), **result}, indent=2))
         if per_entry is not None:
             write_text_atomically(folder / "scores.json", json.dumps(per_entry))
         if strip_logits:
-            entries = read_infer_file(path)
             write_text_atomically(path.with_name(f"{path.stem}.no-logits.json"), json.dumps(without_logits(entries), indent=4))
         results[str(path)] = result
-    out_dir = out_dir or paths[0].parent / "metrics"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = comparison_dir(paths, out_dir)
     header, rows = comparison_rows(results)
     write_text_atomically(out_dir / "metrics.md", markdown_table(header, rows))
     write_text_atomically(out_dir / "metrics.csv", csv_table(header, rows))
     return results
+
+
+def comparison_dir(paths: list[Path], out_dir: Path | None = None) -> Path:
+    """Where the comparison table goes: `out_dir`, else the first file's `metrics/`."""
+    return out_dir or paths[0].parent / "metrics"
 
 
 def _label(path: str) -> str:
