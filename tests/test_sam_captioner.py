@@ -121,3 +121,14 @@ def test_caption_command_runs_the_baseline(tmp_path, sam, capsys):
     assert len(region["candidates"]) == 3 and len(region["iou_scores"]) == 3
     assert main(["caption", str(SAMPLE_IMAGE), "--box", "1,1,5,5", "--captioner", str(tmp_path / "nothing"),
                  "--sam", str(tmp_path / "sam")]) == 2
+
+
+def test_anything_mode_with_the_baseline(sam, image):
+    from sca.automatic import AnythingOptions
+
+    torch.manual_seed(0)
+    model, processor = build_tiny_captioner("git")
+    captioner = RegionCaptioner(SamCaptioner(sam, CropCaptioner(model, processor, max_new_tokens=3)))
+    captioner.set_image(image)
+    regions = captioner.anything(AnythingOptions(points_per_side=3, pred_iou_thresh=-1e9, stability_score_thresh=0.0))
+    assert regions and all(r.masks.shape == (1, 48, 64) and isinstance(r.caption, str) for r in regions)

@@ -231,10 +231,10 @@ class RegionCaptioner:
         survivors = nms(boxes, scores, options.box_nms_thresh)
         logits, scores, stability, point_index = (t[survivors] for t in (logits, scores, stability, point_index))
 
-        rles = [region[0] for region in self._mask_rles(logits[:, None], framed)]
+        masks = self.frame.masks_to_original(logits[:, None], framed).cpu().numpy()  # (N, 1, H, W)
+        rles = [encode_rle(mask[0]) for mask in masks]
         survivor_points = points[point_index].tolist()
         if isinstance(self.model, SamCaptioner):
-            masks = np.stack([decode_rle(rle) for rle in rles])[:, None]
             captions = [texts[0] for texts in self.model.caption_masks(self._picture, masks)]
         else:
             captions = [r.caption for r in self.caption(points=survivor_points, task=task)]
@@ -268,8 +268,7 @@ class RegionCaptioner:
 
     def _mask_rles(self, low_res: torch.Tensor, framed: FramedImage) -> list[list[dict]]:
         """`(R, M, h, w)` low-res logits → R lists of M RLEs at the original size."""
-        full = self.frame.masks_to_original(low_res, framed).cpu().numpy()
-        return [[encode_rle(mask) for mask in region] for region in full]
+        return _encode_all(self.frame.masks_to_original(low_res, framed).cpu().numpy())
 
     def _caption_crops(self, framed: FramedImage, prompts: dict, multimask_output: bool) -> list[RegionCaption]:
         if "input_masks" in prompts:
@@ -285,7 +284,7 @@ class RegionCaptioner:
         full_masks = self.frame.masks_to_original(low_res[0], framed).cpu().numpy()
         candidates = self.model.caption_masks(self._picture, full_masks)
         scores = scores[0].float().cpu().tolist()
-        rles = [[encode_rle(mask) for mask in region] for region in full_masks]
+        rles = _encode_all(full_masks)
         return [
             RegionCaption(texts[int(np.argmax(scores[i]))], rles[i], scores[i], prompts["records"][i], list(texts))
             for i, texts in enumerate(candidates)
@@ -339,6 +338,11 @@ class RegionCaptioner:
             raise InputError("no prompt given: the prompt lists are empty")
         prompts["records"] = records
         return prompts
+
+
+def _encode_all(masks: np.ndarray) -> list[list[dict]]:
+    """`(R, M, H, W)` boolean masks → R lists of M COCO RLEs."""
+    return [[encode_rle(mask) for mask in region] for region in masks]
 
 
 def check_box(box: Sequence[float], width: int, height: int) -> None:

@@ -16,6 +16,7 @@ from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor, PreTrainedModel, SamModel
 
 from ..masks import mask_box
+from .sca import take_regions
 
 PROMPTABLE = {"blip-2", "instructblip", "git", "blip"}
 """Captioner families that take a text prompt (BLIP and GIT continue it; BLIP-2 and InstructBLIP answer it)."""
@@ -138,16 +139,18 @@ class SamCaptioner:
     @torch.no_grad()
     def segment(self, image_embeddings, input_points=None, input_labels=None, input_boxes=None,
                 multimask_output: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        """`(B, R, M)` IoU scores and `(B, R, M, h, w)` low-res mask logits, R regions in chunks."""
+        """`(B, R, M)` IoU scores and `(B, R, M, h, w)` low-res mask logits, R regions in chunks.
+
+        input_points `(B, R, K, 2)` with input_labels `(B, R, K)`, input_boxes `(B, R, 4)`: SAM's input frame."""
         count = (input_boxes if input_boxes is not None else input_points).shape[1]
         scores, masks = [], []
         for start in range(0, count, self.chunk_size):
             chunk = slice(start, start + self.chunk_size)
             output = self.sam(
                 image_embeddings=image_embeddings,
-                input_points=None if input_points is None else input_points[:, chunk, None] if input_points.ndim == 3 else input_points[:, chunk],
-                input_labels=None if input_labels is None else input_labels[:, chunk],
-                input_boxes=None if input_boxes is None else input_boxes[:, chunk],
+                input_points=take_regions(input_points, chunk),
+                input_labels=take_regions(input_labels, chunk),
+                input_boxes=take_regions(input_boxes, chunk),
                 multimask_output=multimask_output,
             )
             scores.append(output.iou_scores)

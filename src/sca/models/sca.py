@@ -372,10 +372,10 @@ class ScaModel(ScaPreTrainedModel):
             chunk = slice(start, start + chunk_size)
             segmentation = self.segment(
                 image_embeddings,
-                _take(input_points, chunk),
-                _take(input_labels, chunk),
-                _take(input_boxes, chunk),
-                _take(input_masks, chunk),
+                take_regions(input_points, chunk),
+                take_regions(input_labels, chunk),
+                take_regions(input_boxes, chunk),
+                take_regions(input_masks, chunk),
                 multimask_output,
             )
             _, prefix = self.caption_prefix(segmentation, task_type_ids)
@@ -413,5 +413,6 @@ def _count_regions(*prompts: torch.Tensor | None) -> int:
     return counts.pop()
 
 
-def _take(prompt: torch.Tensor | None, regions: slice) -> torch.Tensor | None:
+def take_regions(prompt: torch.Tensor | None, regions: slice) -> torch.Tensor | None:
+    """The regions (dim 1) of a `(B, R, ...)` prompt tensor; None stays None."""
     return None if prompt is None else prompt[:, regions]
