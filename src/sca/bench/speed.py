@@ -122,7 +122,7 @@ class _RandomWeightsProcessor:
         return self.image_processor(images, return_tensors=return_tensors)
 
     def batch_decode(self, ids, skip_special_tokens=True):
-        return [" ".join(map(str, row.tolist())) for row in ids]
+        return _ids_as_text(ids)
 
 
 def benchmark_image(image_size: int, seed: int = 0) -> Image.Image:
@@ -190,7 +190,12 @@ class _IdsTokenizer:
         self.eos_token_id = text_config.eos_token_id
 
     def batch_decode(self, ids, skip_special_tokens=True):
-        return [" ".join(map(str, row.tolist())) for row in ids]
+        return _ids_as_text(ids)
+
+
+def _ids_as_text(ids: torch.Tensor) -> list[str]:
+    """Generated ids shown as themselves: a random-weights model has no tokenizer worth decoding with."""
+    return [" ".join(map(str, row.tolist())) for row in ids]
 
 
 def _sync(device: str) -> None:
