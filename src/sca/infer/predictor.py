@@ -12,6 +12,10 @@ from ..models import ScaModel
 from ..models.sam_captioner import SamCaptioner
 
 
+SPLIT_FIELD = "inference"
+"""The value of every entry's `split`, as in the original files (its evaluation tooling selects on it)."""
+
+
 @dataclass
 class RegionPrediction:
     """candidates: one caption per text head (SCA: 1). iou_scores: SAM's score for each of its masks."""
@@ -129,7 +133,7 @@ class AnythingPredictor:
     @staticmethod
     def entries(metadata: dict, predictions: list[dict]) -> list[dict]:
         return [{
-            "split": "inference",
+            "split": SPLIT_FIELD,
             "image_id": metadata["image_id"],
             "predictions": predictions,
             "references": [{"box": [float(v) for v in box], "captions": list(refs), "region_id": region_id}

@@ -7,13 +7,13 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from ..api import RegionCaptioner
 from ..assets import default_model_path
+from ..automatic import AnythingOptions
 from ..data.sources import load_records
 from ..errors import InputError
 from ..models.loading import DTYPES, load_sca_model, load_tokenizer
 from ..models.sam_captioner import SamCaptioner
-from ..api import RegionCaptioner
-from ..automatic import AnythingOptions
 from .predictor import AnythingPredictor, SamCaptionerPredictor, ScaPredictor
 from .runner import infer_file_name, resolve_device, run_inference
 

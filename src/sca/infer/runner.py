@@ -24,11 +24,7 @@ from ..data.records import ImageRecord
 from ..data.transforms import RegionTransform
 from ..errors import InputError
 from ..files import write_text_atomically
-from .predictor import RegionPrediction
-
-SPLIT_FIELD = "inference"
-"""The value of every entry's `split`, as in the original files (its evaluation tooling selects on it)."""
-
+from .predictor import SPLIT_FIELD, RegionPrediction
 
 def infer_file_name(dataset: str, split: str) -> str:
     return f"infer-{dataset}-{split}.json"
