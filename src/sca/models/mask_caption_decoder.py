@@ -15,6 +15,7 @@ from torch import nn
 from transformers.models.sam.modeling_sam import SamMaskDecoder, SamTwoWayTransformer
 
 from .configuration import ScaMaskCaptionDecoderConfig
+from .two_way import run_two_way_transformer
 
 
 @dataclass
@@ -24,7 +25,7 @@ class Segmentation:
     iou_scores: `(B, R, M)` SAM's predicted IoU per candidate mask (M = 3 with multimask output, else 1).
     pred_masks: `(B, R, M, h, w)` low-resolution mask logits (h, w = 4 × the image-embedding grid).
     output_tokens: `(B, R, T, C)` SAM's tokens (IoU, mask tokens, prompt tokens) after its transformer.
-    image_features: `(B·R, C, H, W)` SAM's image embeddings after its transformer, one copy per region.
+    image_features: `(B, R, H·W, C)` SAM's image embeddings after its transformer, one copy per region.
     """
 
     iou_scores: torch.Tensor
@@ -71,15 +72,16 @@ class ScaMaskCaptionDecoder(SamMaskDecoder):
         output_tokens = output_tokens.expand(batch_size, num_regions, -1, -1)
         tokens = torch.cat([output_tokens, sparse_prompt_embeddings.to(output_tokens.dtype)], dim=2)
 
-        # Every region attends to its own copy of the image: SAM's transformer updates the image side too.
-        region_images = image_embeddings.repeat_interleave(num_regions, dim=0) + dense_prompt_embeddings
-        tokens, keys = self.transformer(
-            point_embeddings=tokens,
-            image_embeddings=region_images,
-            image_positional_embeddings=image_positional_embeddings,
-            attention_similarity=None,
+        image = image_embeddings.flatten(2).transpose(1, 2)
+        dense = dense_prompt_embeddings.flatten(2).transpose(1, 2)
+        if dense.shape[0] == 1:  # no mask prompts: the regions share one image side until SAM's first update
+            image = image + dense
+        else:
+            image = image[:, None] + dense.unflatten(0, (batch_size, num_regions))
+        tokens, image = run_two_way_transformer(
+            self.transformer, tokens, image.contiguous(), _as_sequence(image_positional_embeddings)
         )
-        image_features = keys.transpose(2, 3).reshape(batch_size * num_regions, channels, height, width)
+        image_features = image.reshape(batch_size * num_regions, height, width, channels).permute(0, 3, 1, 2)
 
         upscaled = self.upscale_conv1(image_features)
         upscaled = self.activation(self.upscale_layer_norm(upscaled))
@@ -98,7 +100,7 @@ class ScaMaskCaptionDecoder(SamMaskDecoder):
             iou_scores=iou_scores[:, :, mask_slice],
             pred_masks=masks[:, :, mask_slice],
             output_tokens=tokens,
-            image_features=image_features,
+            image_features=image,
         )
 
     def mix(self, segmentation: Segmentation, image_positional_embeddings: torch.Tensor) -> torch.Tensor:
@@ -110,10 +112,15 @@ class ScaMaskCaptionDecoder(SamMaskDecoder):
         batch_size, num_regions = segmentation.output_tokens.shape[:2]
         queries = self.caption_tokens.weight.expand(batch_size, num_regions, -1, -1)
         queries = torch.cat([queries, segmentation.output_tokens], dim=2)
-        queries, _ = self.additional_transformer(
-            point_embeddings=queries,
-            image_embeddings=segmentation.image_features,
-            image_positional_embeddings=image_positional_embeddings,
-            attention_similarity=None,
+        queries, _ = run_two_way_transformer(
+            self.additional_transformer,
+            queries,
+            segmentation.image_features,
+            _as_sequence(image_positional_embeddings),
         )
         return queries[:, :, : self.num_caption_tokens]
+
+
+def _as_sequence(image_positional_embeddings: torch.Tensor) -> torch.Tensor:
+    """`(1, C, H, W)` → `(H·W, C)`, contiguous (it is added to every region's image side in every layer)."""
+    return image_positional_embeddings[0].flatten(1).transpose(0, 1).contiguous()

@@ -20,6 +20,7 @@ from transformers import initialization as init
 
 from .configuration import TASK_TYPES, ScaConfig, ScaMaskCaptionDecoderConfig
 from .mask_caption_decoder import ScaMaskCaptionDecoder, Segmentation
+from .vision_attention import use_blocked_attention
 
 DEFAULT_TRAINABLE_MODULES = (
     "mask_decoder.additional_transformer",
@@ -103,6 +104,7 @@ class ScaModel(ScaPreTrainedModel):
         config.mask_caption_decoder_config._attn_implementation = config._attn_implementation
         self.shared_image_embedding = SamPositionalEmbedding(config.vision_config)
         self.vision_encoder = SamVisionEncoder(config.vision_config)
+        use_blocked_attention(self.vision_encoder)
         self.prompt_encoder = SamPromptEncoder(config)
         self.mask_decoder = ScaMaskCaptionDecoder(config.mask_caption_decoder_config)
 

@@ -1,0 +1,66 @@
+"""SAM's image-encoder attention computed a cache-sized block of queries at a time.
+
+transformers' SAM attention adds the decomposed relative-position term as a dense `(heads, HW, HW)` bias:
+in a global layer of ViT-B at 1024² that is 200 M floats (800 MB in fp32), written, copied into shape and
+read back, four times per image: half of the encoder's time on a CPU. Here each block of queries gets its
+logits, adds the two small row and column terms in place and attends while the block is still in cache.
+The parameters and the arithmetic are those of `SamVisionAttention`, so checkpoints load unchanged.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers.models.sam.modeling_sam import SamVisionAttention, SamVisionEncoder
+
+LOGITS_BLOCK_BYTES = 8 * 2**20
+"""Logits computed per step: small enough to stay in a CPU's cache, large enough for efficient products."""
+
+
+class BlockedSamVisionAttention(SamVisionAttention):
+    """`SamVisionAttention`, with the same weights and results, attending block by block."""
+
+    def forward(self, hidden_states: torch.Tensor, output_attentions=None) -> tuple[torch.Tensor, None]:
+        """`(B, H, W, C)` → `(B, H, W, C)` (and no attention weights)."""
+        batch_size, height, width, _ = hidden_states.shape
+        positions, heads = height * width, self.num_attention_heads
+        qkv = self.qkv(hidden_states).reshape(batch_size, positions, 3, heads, -1).permute(2, 0, 3, 1, 4)
+        query, key, value = qkv.reshape(3, batch_size * heads, positions, -1).unbind(0)
+        if self.use_rel_pos:
+            # (B·heads, HW, H) and (B·heads, HW, W): each query's term per key row and per key column.
+            rel_h, rel_w = self._decomposed_rel_pos_terms(query, height, width)
+
+        output = torch.empty_like(query)
+        rows = max(1, LOGITS_BLOCK_BYTES // (positions * query.element_size()))
+        query_block = min(positions, rows)
+        group = max(1, rows // positions)  # (image, head) pairs per step, when a whole one fits
+        for first in range(0, batch_size * heads, group):
+            pairs = slice(first, first + group)
+            keys_t, values = key[pairs].transpose(1, 2), value[pairs]
+            for start in range(0, positions, query_block):
+                block = slice(start, start + query_block)
+                logits = torch.bmm(query[pairs, block], keys_t).mul_(self.scale)
+                if self.use_rel_pos:
+                    grid = logits.view(logits.shape[0], logits.shape[1], height, width)
+                    grid.add_(rel_h[pairs, block, :, None]).add_(rel_w[pairs, block, None, :])
+                output[pairs, block] = torch.bmm(logits.softmax(dim=-1), values)
+
+        output = output.view(batch_size, heads, height, width, -1).permute(0, 2, 3, 1, 4)
+        return self.proj(output.reshape(batch_size, height, width, -1)), None
+
+    def _decomposed_rel_pos_terms(
+        self, query: torch.Tensor, height: int, width: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        relative_h = self.get_rel_pos(height, height, self.rel_pos_h)  # (H, H, d)
+        relative_w = self.get_rel_pos(width, width, self.rel_pos_w)  # (W, W, d)
+        grid = query.reshape(query.shape[0], height, width, -1)
+        rel_h = torch.einsum("bhwc,hkc->bhwk", grid, relative_h).reshape(query.shape[0], height * width, height)
+        rel_w = torch.einsum("bhwc,wkc->bhwk", grid, relative_w).reshape(query.shape[0], height * width, width)
+        return rel_h, rel_w
+
+
+def use_blocked_attention(encoder: SamVisionEncoder) -> None:
+    """Swap every layer's attention for `BlockedSamVisionAttention`, keeping its weights."""
+    for layer in encoder.layers:
+        blocked = BlockedSamVisionAttention(encoder.config, layer.window_size)
+        blocked.load_state_dict(layer.attn.state_dict())
+        layer.attn = blocked.to(next(layer.attn.parameters()).device, next(layer.attn.parameters()).dtype)
