@@ -32,6 +32,9 @@ DEFAULT_TRAINABLE_MODULES = (
 
 LABEL_SMOOTHING = 0.1
 
+CPU_REGION_GROUP_BYTES = 16 * 2**20
+"""Image-feature copies SAM and the mixer rework at once on a CPU: about what stays in its cache."""
+
 
 @dataclass
 class ScaOutput(ModelOutput):
@@ -111,6 +114,12 @@ class ScaModel(ScaPreTrainedModel):
         if language_model is None:
             language_model = AutoModelForCausalLM.from_config(config.text_config)
         self.language_model = language_model
+        lm_head = language_model.get_output_embeddings()
+        if lm_head is not None:
+            # The LM head gets the last position of each sequence as a strided `(N, 1, H)` slice. With frozen
+            # weights, PyTorch then multiplies it by one expanded copy of the vocabulary matrix per sequence
+            # (1.5 s for 16 regions of GPT-2 in bf16 on a CPU); a contiguous input takes one matrix product.
+            lm_head.register_forward_pre_hook(_contiguous_inputs)
         lm_hidden = language_model.get_input_embeddings().embedding_dim
         decoder_hidden = config.mask_caption_decoder_config.hidden_size
         self.language_project = nn.Linear(decoder_hidden, lm_hidden)
@@ -369,18 +378,13 @@ class ScaModel(ScaPreTrainedModel):
         if pad_token_id is None:
             pad_token_id = eos_token_id
 
+        prompts = (input_points, input_labels, input_boxes, input_masks)
         sequences, iou_scores, pred_masks = [], [], []
         for start in range(0, num_regions, chunk_size):
             chunk = slice(start, start + chunk_size)
-            segmentation = self.segment(
-                image_embeddings,
-                take_regions(input_points, chunk),
-                take_regions(input_labels, chunk),
-                take_regions(input_boxes, chunk),
-                take_regions(input_masks, chunk),
-                multimask_output,
+            scores, masks, prefix = self._segment_and_prefix(
+                image_embeddings, [take_regions(p, chunk) for p in prompts], task_type_ids, multimask_output
             )
-            _, prefix = self.caption_prefix(segmentation, task_type_ids)
             regions = prefix.shape[1]
             prefix = prefix.flatten(0, 1)
             tokens = self.language_model.generate(
@@ -394,8 +398,8 @@ class ScaModel(ScaPreTrainedModel):
                 **generate_kwargs,
             )
             sequences.append(tokens.reshape(batch_size, regions, -1))
-            iou_scores.append(segmentation.iou_scores)
-            pred_masks.append(segmentation.pred_masks)
+            iou_scores.append(scores)
+            pred_masks.append(masks)
 
         length = max(s.shape[-1] for s in sequences)
         sequences = [F.pad(s, (0, length - s.shape[-1]), value=pad_token_id) for s in sequences]
@@ -404,6 +408,33 @@ class ScaModel(ScaPreTrainedModel):
             iou_scores=torch.cat(iou_scores, dim=1),
             pred_masks=torch.cat(pred_masks, dim=1),
         )
+
+    def _segment_and_prefix(
+        self, image_embeddings: torch.Tensor, prompts: list[torch.Tensor | None], task_type_ids: torch.Tensor,
+        multimask_output: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """SAM and the mixer for the regions of `prompts` (points, labels, boxes, masks) → iou_scores,
+        pred_masks and the LM prefix. On a CPU they run a cache-sized group of regions at a time: every region
+        reworks its own copy of the image features through each layer, and a group whose copies stay in cache
+        runs ~1.4× faster than one large batch."""
+        num_regions = _count_regions(prompts[0], prompts[2], prompts[3])
+        group = num_regions
+        if image_embeddings.device.type == "cpu":
+            region_bytes = image_embeddings.numel() * image_embeddings.element_size()
+            group = max(1, CPU_REGION_GROUP_BYTES // region_bytes)
+        parts = []
+        for start in range(0, num_regions, group):
+            regions = slice(start, start + group)
+            segmentation = self.segment(
+                image_embeddings, *(take_regions(p, regions) for p in prompts), multimask_output
+            )
+            _, prefix = self.caption_prefix(segmentation, task_type_ids)
+            parts.append((segmentation.iou_scores, segmentation.pred_masks, prefix))
+        return tuple(torch.cat(part, dim=1) for part in zip(*parts))
+
+
+def _contiguous_inputs(module: nn.Module, args: tuple) -> tuple:
+    return tuple(a.contiguous() if isinstance(a, torch.Tensor) else a for a in args)
 
 
 def _count_regions(*prompts: torch.Tensor | None) -> int:
