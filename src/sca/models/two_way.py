@@ -5,7 +5,7 @@ image positions of every region into queries, keys and values, split heads, atte
 region has only T tokens (T = 7 for SAM with a box, 15 in SCA's mixer), so the same sums can be grouped
 around the tokens instead (h a head, t a token, i an image position, x_i = image_i + pe_i, scale folded in):
 
-    token → image:  logit[h,t,i] = (q_ht W_k,h) · x_i                  the key bias shifts a softmax row: no-op
+    token → image:  logit[h,t,i] = (q_ht W_k,h) · x_i + q_ht · b_k,h
                     out[h,t]     = (Σ_i a[h,t,i] image_i) W_v,hᵀ + b_v,h    softmax rows sum to 1
     image → token:  logit[i,h,t] = x_i · (W_q,hᵀ k_ht) + b_q,h · k_ht
                     image_i     += Σ_ht a[i,h,t] (v_ht W_o,hᵀ + b_o / heads)
@@ -71,7 +71,10 @@ def _token_to_image(
     heads, num_tokens = attention.num_attention_heads, queries.shape[2]
     q = attention.q_proj(queries).unflatten(-1, (heads, -1)) * attention.scaling
     reads = torch.einsum("brthd,hdc->brhtc", q, attention.k_proj.weight.unflatten(0, (heads, -1)))
-    weights = _regions_matmul(reads.flatten(2, 3), image_with_pe.transpose(-1, -2)).softmax(dim=-1)
+    # The key bias only shifts each softmax row, but it is a parameter: keep it in the graph for its gradient.
+    read_bias = torch.einsum("brthd,hd->brht", q, attention.k_proj.bias.unflatten(0, (heads, -1))).flatten(2)
+    logits = _regions_matmul(reads.flatten(2, 3), image_with_pe.transpose(-1, -2))
+    weights = logits.add_(read_bias[..., None]).softmax(dim=-1)
     pooled = _regions_matmul(weights, image).unflatten(2, (heads, num_tokens))  # (B, R, heads, T, C)
     values = torch.einsum("brhtc,hdc->brthd", pooled, attention.v_proj.weight.unflatten(0, (heads, -1)))
     return attention.out_proj(values.flatten(-2) + attention.v_proj.bias)

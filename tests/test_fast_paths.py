@@ -1,0 +1,91 @@
+"""The reassociated two-way transformer, the blocked image-encoder attention and region grouping compute what
+transformers' SAM modules compute."""
+
+import pytest
+import torch
+from transformers.models.sam.configuration_sam import SamMaskDecoderConfig, SamVisionConfig
+from transformers.models.sam.modeling_sam import SamTwoWayTransformer, SamVisionEncoder
+
+from sca.models import sca as sca_module
+from sca.models import vision_attention
+from sca.models.two_way import run_two_way_transformer
+from sca.models.vision_attention import BlockedSamVisionAttention, use_blocked_attention
+
+
+def _randomize(module: torch.nn.Module, seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in module.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)
+
+
+@pytest.mark.parametrize("layers", [0, 1, 3])
+@pytest.mark.parametrize("shared_image", [True, False])
+def test_two_way_transformer_matches_transformers(layers, shared_image):
+    config = SamMaskDecoderConfig(hidden_size=32, num_hidden_layers=layers, num_attention_heads=4, mlp_dim=48)
+    transformer = SamTwoWayTransformer(config).eval()
+    _randomize(transformer, seed=layers)
+    generator = torch.Generator().manual_seed(1)
+    batch, regions, tokens, height, width = 2, 3, 5, 6, 7
+    points = torch.randn(batch, regions, tokens, 32, generator=generator)
+    image = torch.randn(batch, 32, height, width, generator=generator)
+    if not shared_image:
+        image = image.repeat_interleave(regions, dim=0) + torch.randn(batch * regions, 32, 1, 1, generator=generator)
+    pe = torch.randn(1, 32, height, width, generator=generator)
+    per_region = image if not shared_image else image.repeat_interleave(regions, dim=0)
+    want_tokens, want_image = transformer(points, per_region, pe, attention_similarity=None)
+    want_grads = _gradients(transformer, want_tokens, want_image)
+    sequence = image.flatten(2).transpose(1, 2)
+    if not shared_image:
+        sequence = sequence.unflatten(0, (batch, regions))
+    got_tokens, got_image = run_two_way_transformer(
+        transformer, points, sequence.contiguous(), pe[0].flatten(1).T.contiguous()
+    )
+    got_grads = _gradients(transformer, got_tokens, got_image)
+    torch.testing.assert_close(got_tokens, want_tokens, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got_image, want_image.reshape(batch, regions, height * width, 32), atol=1e-5, rtol=1e-5)
+    assert got_grads.keys() == want_grads.keys()  # every parameter gets a gradient (DDP insists)
+    for name, grad in want_grads.items():
+        torch.testing.assert_close(got_grads[name], grad, atol=1e-4, rtol=1e-4, msg=name)
+
+
+def _gradients(module: torch.nn.Module, tokens: torch.Tensor, image: torch.Tensor) -> dict[str, torch.Tensor]:
+    module.zero_grad(set_to_none=True)
+    (tokens.square().mean() + image.sin().mean()).backward()
+    return {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("block_bytes", [None, 3 * 36 * 4, 5 * 9 * 4 * 2])
+def test_blocked_vision_attention_matches_transformers(monkeypatch, block_bytes):
+    if block_bytes is not None:  # several query blocks (a partial last one) and several heads per step
+        monkeypatch.setattr(vision_attention, "LOGITS_BLOCK_BYTES", block_bytes)
+    config = SamVisionConfig(
+        hidden_size=32, output_channels=16, num_hidden_layers=2, num_attention_heads=2, image_size=48,
+        patch_size=8, mlp_dim=64, window_size=4, global_attn_indexes=[1], use_rel_pos=True,
+    )  # a 6×6 grid: windows of 4 need padding
+    config._attn_implementation = "eager"
+    reference = SamVisionEncoder(config).eval()
+    _randomize(reference, seed=2)
+    blocked = SamVisionEncoder(config).eval()
+    blocked.load_state_dict(reference.state_dict())
+    use_blocked_attention(blocked)
+    assert all(isinstance(layer.attn, BlockedSamVisionAttention) for layer in blocked.layers)
+    pixels = torch.randn(2, 3, 48, 48, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        torch.testing.assert_close(
+            blocked(pixels).last_hidden_state, reference(pixels).last_hidden_state, atol=1e-5, rtol=1e-5
+        )
+
+
+def test_region_groups_do_not_change_results(tiny_model, monkeypatch):
+    generator = torch.Generator().manual_seed(4)
+    size = tiny_model.config.vision_config.image_size
+    pixel_values = torch.randn(1, 3, size, size, generator=generator)
+    corners = torch.rand(1, 5, 2, 2, generator=generator) * size
+    boxes = torch.cat([corners.min(dim=2).values, corners.max(dim=2).values], dim=-1)
+    whole = tiny_model.generate(pixel_values=pixel_values, input_boxes=boxes, max_new_tokens=5)
+    monkeypatch.setattr(sca_module, "CPU_REGION_GROUP_BYTES", 1)  # one region per group
+    grouped = tiny_model.generate(pixel_values=pixel_values, input_boxes=boxes, max_new_tokens=5)
+    assert torch.equal(whole.sequences, grouped.sequences)
+    torch.testing.assert_close(whole.pred_masks, grouped.pred_masks, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(whole.iou_scores, grouped.iou_scores, atol=1e-6, rtol=1e-6)
