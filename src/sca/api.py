@@ -205,11 +205,7 @@ class RegionCaptioner:
         for start in range(0, len(points), options.points_per_batch):
             batch = frame_points[start : start + options.points_per_batch][None, :, None].to(device, dtype)
             labels = torch.ones(batch.shape[:-1], dtype=torch.long, device=device)
-            if isinstance(self.model, SamCaptioner):
-                scores, logits = self.model.segment(self._image_embeddings, input_points=batch, input_labels=labels)
-            else:
-                segmentation = self.model.segment(self._image_embeddings, batch, labels, None, None, True)
-                scores, logits = segmentation.iou_scores, segmentation.pred_masks
+            scores, logits = self.model.predict_masks(self._image_embeddings, input_points=batch, input_labels=labels)
             scores, logits = scores[0].float(), logits[0].float()  # (P, M), (P, M, h, w)
             stability = stability_score(logits[..., :valid_h, :valid_w], 0.0, options.stability_score_offset)
             keep = (scores > options.pred_iou_thresh) & (stability >= options.stability_score_thresh)
@@ -274,7 +270,7 @@ class RegionCaptioner:
         if "input_masks" in prompts:
             raise InputError("SAM-Captioner takes box and point prompts, not mask prompts")
         device, dtype = self.model.device, self.model.dtype
-        scores, low_res = self.model.segment(
+        scores, low_res = self.model.predict_masks(
             self._image_embeddings,
             input_points=_to(prompts.get("input_points"), device, dtype),
             input_labels=_to(prompts.get("input_labels"), device),

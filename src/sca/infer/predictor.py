@@ -98,7 +98,7 @@ class SamCaptionerPredictor:
         results = []
         for b, (metadata, count) in enumerate(zip(batch["metadata"], batch["region_mask"].sum(1).tolist())):
             boxes = batch["input_boxes"][b : b + 1, :count].to(self.model.device, self.model.dtype)
-            scores, low_res = self.model.segment(embeddings[b : b + 1], input_boxes=boxes)
+            scores, low_res = self.model.predict_masks(embeddings[b : b + 1], input_boxes=boxes)
             framed = FramedImage(batch["pixel_values"][b], tuple(metadata["original_size"]), tuple(metadata["input_size"]))
             masks = self.frame.masks_to_original(low_res[0], framed).cpu().numpy()
             captions = self.model.caption_masks(metadata["image"], masks)

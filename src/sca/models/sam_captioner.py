@@ -137,7 +137,7 @@ class SamCaptioner:
         return self.sam.get_image_embeddings(pixel_values.to(self.device, self.dtype))
 
     @torch.no_grad()
-    def segment(self, image_embeddings, input_points=None, input_labels=None, input_boxes=None,
+    def predict_masks(self, image_embeddings, input_points=None, input_labels=None, input_boxes=None,
                 multimask_output: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """`(B, R, M)` IoU scores and `(B, R, M, h, w)` low-res mask logits, R regions in chunks.
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -239,6 +239,25 @@ class ScaModel(ScaPreTrainedModel):
             image_embeddings, self.get_image_wide_positional_embeddings(), sparse, dense, multimask_output
         )
 
+    @torch.no_grad()
+    def predict_masks(
+        self,
+        image_embeddings: torch.Tensor,
+        input_points: torch.Tensor | None = None,
+        input_labels: torch.Tensor | None = None,
+        input_boxes: torch.Tensor | None = None,
+        input_masks: torch.Tensor | None = None,
+        multimask_output: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """SAM alone (no captions): `(B, R, M)` IoU scores and `(B, R, M, h, w)` low-res mask logits.
+
+        Prompts as in `segment`. On a CPU the regions go through in cache-sized groups (see `generate`).
+        """
+        prompts = (input_points, input_labels, input_boxes, input_masks)
+        parts = [(s.iou_scores, s.pred_masks) for s in self._segment_in_groups(image_embeddings, prompts, multimask_output)]
+        scores, masks = (torch.cat(part, dim=1) for part in zip(*parts))
+        return scores, masks
+
     def caption_prefix(self, segmentation: Segmentation, task_type_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mixer, projection and task tokens → the LM prefix.
 
@@ -361,7 +380,9 @@ class ScaModel(ScaPreTrainedModel):
 
         The image encoder runs once (or not at all, given `image_embeddings`); regions go through SAM, the
         mixer and the LM in chunks of `chunk_size` regions per image (all at once when None), and the LM
-        decodes each chunk's regions of all images as one batch with its KV cache.
+        decodes each chunk's regions of all images as one batch with its KV cache. Memory follows the chunk;
+        the LM's weights are read once per step for the whole chunk, so larger chunks decode faster. Within a
+        chunk, SAM and the mixer run on a CPU in cache-sized groups of regions.
         """
         if image_embeddings is None:
             image_embeddings = self.get_image_embeddings(pixel_values)
@@ -382,9 +403,13 @@ class ScaModel(ScaPreTrainedModel):
         sequences, iou_scores, pred_masks = [], [], []
         for start in range(0, num_regions, chunk_size):
             chunk = slice(start, start + chunk_size)
-            scores, masks, prefix = self._segment_and_prefix(
-                image_embeddings, [take_regions(p, chunk) for p in prompts], task_type_ids, multimask_output
-            )
+            parts = [
+                (segmentation.iou_scores, segmentation.pred_masks, self.caption_prefix(segmentation, task_type_ids)[1])
+                for segmentation in self._segment_in_groups(
+                    image_embeddings, [take_regions(p, chunk) for p in prompts], multimask_output
+                )
+            ]
+            scores, masks, prefix = (torch.cat(part, dim=1) for part in zip(*parts))
             regions = prefix.shape[1]
             prefix = prefix.flatten(0, 1)
             tokens = self.language_model.generate(
@@ -409,29 +434,22 @@ class ScaModel(ScaPreTrainedModel):
             pred_masks=torch.cat(pred_masks, dim=1),
         )
 
-    def _segment_and_prefix(
-        self, image_embeddings: torch.Tensor, prompts: list[torch.Tensor | None], task_type_ids: torch.Tensor,
-        multimask_output: bool,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """SAM and the mixer for the regions of `prompts` (points, labels, boxes, masks) → iou_scores,
-        pred_masks and the LM prefix. On a CPU they run a cache-sized group of regions at a time: every region
-        reworks its own copy of the image features through each layer, and a group whose copies stay in cache
-        runs ~1.4× faster than one large batch."""
+    def _segment_in_groups(
+        self, image_embeddings: torch.Tensor, prompts: Sequence[torch.Tensor | None], multimask_output: bool
+    ) -> Iterator[Segmentation]:
+        """`segment` for the regions of `prompts` (points, labels, boxes, masks), a group of regions at a time.
+
+        On a CPU the groups are cache-sized: every region reworks its own copy of the image features through
+        each layer of SAM and the mixer, and copies that stay in cache run ~1.5× faster than one large batch.
+        On an accelerator all regions go at once.
+        """
         num_regions = _count_regions(prompts[0], prompts[2], prompts[3])
         group = num_regions
         if image_embeddings.device.type == "cpu":
-            region_bytes = image_embeddings.numel() * image_embeddings.element_size()
-            group = max(1, CPU_REGION_GROUP_BYTES // region_bytes)
-        parts = []
+            group = max(1, CPU_REGION_GROUP_BYTES // (image_embeddings.numel() * image_embeddings.element_size()))
         for start in range(0, num_regions, group):
             regions = slice(start, start + group)
-            segmentation = self.segment(
-                image_embeddings, *(take_regions(p, regions) for p in prompts), multimask_output
-            )
-            _, prefix = self.caption_prefix(segmentation, task_type_ids)
-            parts.append((segmentation.iou_scores, segmentation.pred_masks, prefix))
-        return tuple(torch.cat(part, dim=1) for part in zip(*parts))
-
+            yield self.segment(image_embeddings, *(take_regions(p, regions) for p in prompts), multimask_output)
 
 def _contiguous_inputs(module: nn.Module, args: tuple) -> tuple:
     return tuple(a.contiguous() if isinstance(a, torch.Tensor) else a for a in args)
