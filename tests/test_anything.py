@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from sca.api import RegionCaptioner
+from sca.api import InputError, RegionCaptioner
 from sca.automatic import AnythingOptions, box_iou, masks_to_boxes, nms, point_grid, stability_score
 from sca.cli import main
 
@@ -61,6 +61,20 @@ def test_anything_runs_the_encoder_once_and_captions_only_survivors(tiny_model, 
     scores = [r.best_iou for r in regions]
     assert scores == sorted(scores, reverse=True)
     assert all(r.masks.shape == (1, 96, 128) for r in regions)
+
+
+def test_max_masks_keeps_the_best(tiny_model, bpe_tokenizer):
+    captioner = RegionCaptioner(tiny_model, bpe_tokenizer, max_new_tokens=3)
+    captioner.set_image(torch.randint(0, 255, (64, 64, 3), dtype=torch.uint8).numpy())
+    options = AnythingOptions(points_per_side=3, pred_iou_thresh=-1e9, stability_score_thresh=0.0, box_nms_thresh=1.0)
+    every = captioner.anything(options)
+    assert len(every) > 2
+    options.max_masks = 2
+    best = captioner.anything(options)
+    assert [r.best_iou for r in best] == [r.best_iou for r in every[:2]]
+    options.max_masks = 0
+    with pytest.raises(InputError, match="max_masks"):
+        captioner.anything(options)
 
 
 def test_strict_thresholds_keep_nothing(tiny_model, bpe_tokenizer):

@@ -224,7 +224,7 @@ class RegionCaptioner:
             masks_to_boxes(self.frame.masks_to_original(logits[i : i + BOX_CHUNK, None], framed)[:, 0])
             for i in range(0, len(logits), BOX_CHUNK)
         ])
-        survivors = nms(boxes, scores, options.box_nms_thresh)
+        survivors = nms(boxes, scores, options.box_nms_thresh)[: options.max_masks]
         logits, scores, stability, point_index = (t[survivors] for t in (logits, scores, stability, point_index))
 
         masks = self.frame.masks_to_original(logits[:, None], framed).cpu().numpy()  # (N, 1, H, W)

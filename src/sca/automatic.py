@@ -17,6 +17,7 @@ class AnythingOptions:
     stability_score_thresh: keep masks whose stability score is at least this.
     stability_score_offset: the logit offset of the stability score.
     box_nms_thresh: drop a mask whose box overlaps a better one's at IoU above this.
+    max_masks: keep at most this many masks, the best predicted IoU first (None: all that pass).
     """
 
     points_per_side: int = 32
@@ -25,10 +26,13 @@ class AnythingOptions:
     stability_score_thresh: float = 0.95
     stability_score_offset: float = 1.0
     box_nms_thresh: float = 0.7
+    max_masks: int | None = None
 
     def check(self) -> None:
         if self.points_per_side < 1 or self.points_per_batch < 1:
             raise ValueError("points_per_side and points_per_batch must be at least 1")
+        if self.max_masks is not None and self.max_masks < 1:
+            raise ValueError("max_masks must be at least 1 (or None for every mask that passes the filters)")
 
 
 def point_grid(points_per_side: int, width: int, height: int) -> torch.Tensor:

@@ -132,7 +132,7 @@ def cmd_anything(args) -> int:
     captioner.set_image(image)
     options = AnythingOptions(points_per_side=args.points_per_side, points_per_batch=args.points_per_batch,
                               pred_iou_thresh=args.pred_iou_thresh, stability_score_thresh=args.stability_thresh,
-                              box_nms_thresh=args.nms_thresh)
+                              box_nms_thresh=args.nms_thresh, max_masks=args.max_masks)
     regions = captioner.anything(options)
     _show_regions(args, image, regions)
     if not args.json:
@@ -303,10 +303,12 @@ def cmd_bench_speed(args) -> int:
         raise InputError(f"--dtypes takes {', '.join(PRECISIONS)}")
     if min(chunks + regions) < 1:
         raise InputError("--chunks and --regions must be at least 1")
+    if args.anything_masks < 0:
+        raise InputError("--anything-masks must be 0 (SAM's filters) or a number of masks to caption")
     cases = [
         Case(model=m, sam=sam, lm=args.captioner if m == "sam-captioner" else "gpt2", mixer_layers=args.mixer_layers, dtype=d,
              chunk_size=c, regions=r, image_size=args.image_size, new_tokens=args.new_tokens, device=args.device,
-             points_per_side=args.points_per_side)
+             points_per_side=args.points_per_side, anything_masks=args.anything_masks)
         for m, sam, d, c, r in itertools.product(models, sams, dtypes, chunks, regions)
     ]
     results = []
@@ -345,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     anything.add_argument("--pred-iou-thresh", type=float, default=0.88, help="keep masks with predicted IoU above")
     anything.add_argument("--stability-thresh", type=float, default=0.95, help="keep masks this stable or more")
     anything.add_argument("--nms-thresh", type=float, default=0.7, help="box NMS IoU threshold")
+    anything.add_argument("--max-masks", type=int, help="keep at most this many masks, best predicted IoU first")
     anything.add_argument("--json", action="store_true", help="print JSON (captions, scores, boxes, RLE masks)")
     anything.add_argument("--out", type=Path, help="write a PNG with the masks and captions drawn on the image")
     _add_model_options(anything)
@@ -424,6 +427,9 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument("--new-tokens", type=int, default=20)
     speed.add_argument("--device", default="cpu")
     speed.add_argument("--points-per-side", type=int, default=32, help="sca-anything's grid")
+    speed.add_argument("--anything-masks", type=int, default=0,
+                       help="sca-anything: caption the N best masks with SAM's filters off (random weights pass "
+                            "none); 0 keeps the filters")
     speed.add_argument("--out", type=Path, help="folder for speed.md and speed.json")
     speed.set_defaults(run=cmd_bench_speed)
     return parser
