@@ -303,12 +303,10 @@ def cmd_bench_speed(args) -> int:
         raise InputError(f"--dtypes takes {', '.join(PRECISIONS)}")
     if min(chunks + regions) < 1:
         raise InputError("--chunks and --regions must be at least 1")
-    if args.anything_masks < 0:
-        raise InputError("--anything-masks must be 0 (SAM's filters) or a number of masks to caption")
     cases = [
         Case(model=m, sam=sam, lm=args.captioner if m == "sam-captioner" else "gpt2", mixer_layers=args.mixer_layers, dtype=d,
              chunk_size=c, regions=r, image_size=args.image_size, new_tokens=args.new_tokens, device=args.device,
-             points_per_side=args.points_per_side, anything_masks=args.anything_masks)
+             points_per_side=args.points_per_side)
         for m, sam, d, c, r in itertools.product(models, sams, dtypes, chunks, regions)
     ]
     results = []
@@ -427,9 +425,6 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument("--new-tokens", type=int, default=20)
     speed.add_argument("--device", default="cpu")
     speed.add_argument("--points-per-side", type=int, default=32, help="sca-anything's grid")
-    speed.add_argument("--anything-masks", type=int, default=0,
-                       help="sca-anything: caption the N best masks with SAM's filters off (random weights pass "
-                            "none); 0 keeps the filters")
     speed.add_argument("--out", type=Path, help="folder for speed.md and speed.json")
     speed.set_defaults(run=cmd_bench_speed)
     return parser

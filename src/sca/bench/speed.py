@@ -46,7 +46,6 @@ class Case:
     new_tokens: int = 20
     device: str = "cpu"
     points_per_side: int = 32
-    anything_masks: int = 0  # sca-anything: 0 = SAM's filters; N = filters off, the N best masks captioned
 
 
 @dataclass
@@ -165,12 +164,8 @@ def run_case(case: Case) -> Result:
         if case.model == "sca-anything":
             from ..automatic import AnythingOptions
 
-            options = AnythingOptions(points_per_side=case.points_per_side, points_per_batch=case.chunk_size)
-            if case.anything_masks:
-                # Random weights pass none of SAM's filters; this measures the captioning of N masks as well.
-                options.pred_iou_thresh, options.stability_score_thresh = -float("inf"), 0.0
-                options.max_masks = case.anything_masks
-            regions = captioner.anything(options)
+            regions = captioner.anything(AnythingOptions(points_per_side=case.points_per_side,
+                                                         points_per_batch=case.chunk_size))
         else:
             regions = captioner.caption(boxes=boxes)
             assert len(regions) == case.regions
