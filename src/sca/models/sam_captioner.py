@@ -17,6 +17,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor, PreTrainedM
 
 from ..masks import mask_box
 from .sca import take_regions
+from .vision_attention import use_blocked_attention
 
 PROMPTABLE = {"blip-2", "instructblip", "git", "blip"}
 """Captioner families that take a text prompt (BLIP and GIT continue it; BLIP-2 and InstructBLIP answer it)."""
@@ -113,6 +114,7 @@ class SamCaptioner:
 
     def __init__(self, sam: SamModel, captioner: CropCaptioner, chunk_size: int = 16):
         self.sam = sam.eval()
+        use_blocked_attention(self.sam.vision_encoder)  # SCA's encoder runs the same way: a fair comparison
         self.captioner = captioner
         self.chunk_size = chunk_size
 
