@@ -70,11 +70,8 @@ def _token_to_image(
     """`(B, R, T, C)` queries over the image → `(B, R, T, C)`, i.e. `attention(queries, image_with_pe, image)`."""
     heads, num_tokens = attention.num_attention_heads, queries.shape[2]
     q = attention.q_proj(queries).unflatten(-1, (heads, -1)) * attention.scaling
-    reads = torch.einsum("brthd,hdc->brhtc", q, attention.k_proj.weight.unflatten(0, (heads, -1)))
-    # The key bias only shifts each softmax row, but it is a parameter: keep it in the graph for its gradient.
-    read_bias = torch.einsum("brthd,hd->brht", q, attention.k_proj.bias.unflatten(0, (heads, -1))).flatten(2)
-    logits = _regions_matmul(reads.flatten(2, 3), image_with_pe.transpose(-1, -2))
-    weights = logits.add_(read_bias[..., None]).softmax(dim=-1)
+    # The key bias only shifts each softmax row, but it is a parameter: it stays in the graph for its gradient.
+    weights = _token_image_logits(q, attention.k_proj, image_with_pe).softmax(dim=-1).flatten(2, 3)
     pooled = _regions_matmul(weights, image).unflatten(2, (heads, num_tokens))  # (B, R, heads, T, C)
     values = torch.einsum("brhtc,hdc->brthd", pooled, attention.v_proj.weight.unflatten(0, (heads, -1)))
     return attention.out_proj(values.flatten(-2) + attention.v_proj.bias)
@@ -85,18 +82,30 @@ def _image_to_token(
     values: torch.Tensor,
 ) -> torch.Tensor:
     """`image + attention(image_with_pe, keys, values)`: `(B, R, HW, C)`, the residual included."""
-    heads, num_tokens = attention.num_attention_heads, keys.shape[2]
+    heads = attention.num_attention_heads
     k = attention.k_proj(keys).unflatten(-1, (heads, -1)) * attention.scaling  # (B, R, T, heads, d)
     v = attention.v_proj(values).unflatten(-1, (heads, -1))
-    reads = torch.einsum("brthd,hdc->brhtc", k, attention.q_proj.weight.unflatten(0, (heads, -1)))
-    read_bias = torch.einsum("brthd,hd->brht", k, attention.q_proj.bias.unflatten(0, (heads, -1)))
     # Logits as (heads, T, HW): the softmax over T then runs along contiguous image positions.
-    logits = _regions_matmul(reads.flatten(2, 3), image_with_pe.transpose(-1, -2)).unflatten(2, (heads, num_tokens))
-    weights = logits.add_(read_bias[..., None]).softmax(dim=3).flatten(2, 3)
+    weights = _token_image_logits(k, attention.q_proj, image_with_pe).softmax(dim=3).flatten(2, 3)
     writes = torch.einsum("brthd,chd->brhtc", v, attention.out_proj.weight.unflatten(1, (heads, -1)))
     # Each head's weights sum to 1 over the tokens, so spreading b_o over the heads adds it once.
     writes = writes.flatten(2, 3) + attention.out_proj.bias / heads
     return (weights.transpose(-1, -2) @ writes).add_(image if image.dim() == 4 else image[:, None])
+
+
+def _token_image_logits(
+    token_side: torch.Tensor, image_projection: torch.nn.Linear, image_with_pe: torch.Tensor
+) -> torch.Tensor:
+    """`(B, R, T, heads, d)` projected (and scaled) tokens · the image's projection → `(B, R, heads, T, HW)`.
+
+    Each token's dot product with `image_projection(x_i)` is taken through the projection's weights and bias,
+    so the image positions are never projected.
+    """
+    heads, num_tokens = token_side.shape[3], token_side.shape[2]
+    reads = torch.einsum("brthd,hdc->brhtc", token_side, image_projection.weight.unflatten(0, (heads, -1)))
+    read_bias = torch.einsum("brthd,hd->brht", token_side, image_projection.bias.unflatten(0, (heads, -1)))
+    logits = _regions_matmul(reads.flatten(2, 3), image_with_pe.transpose(-1, -2)).unflatten(2, (heads, num_tokens))
+    return logits.add_(read_bias[..., None])
 
 
 def _regions_matmul(per_region: torch.Tensor, image_side: torch.Tensor) -> torch.Tensor:
@@ -105,4 +114,3 @@ def _regions_matmul(per_region: torch.Tensor, image_side: torch.Tensor) -> torch
         return per_region @ image_side
     batch, regions, rows, _ = per_region.shape
     return (per_region.reshape(batch, regions * rows, -1) @ image_side).unflatten(1, (regions, rows))
-
