@@ -108,7 +108,8 @@ def crop_box(image: Image.Image, mask: np.ndarray) -> Image.Image:
 class SamCaptioner:
     """SAM + a `CropCaptioner`: one caption per SAM mask, so 3 candidates per region with multimask output.
 
-    sam: transformers' `SamModel`. The image encoder runs once per image; prompts go through SAM's decoder in
+    sam: transformers' `SamModel`; its encoder's attention is swapped for `BlockedSamVisionAttention` (same
+    weights, same results). The image encoder runs once per image; prompts go through SAM's decoder in
     chunks of `chunk_size` regions, and their crops through the captioner in its batches.
     """
 

@@ -451,6 +451,7 @@ class ScaModel(ScaPreTrainedModel):
             regions = slice(start, start + group)
             yield self.segment(image_embeddings, *(take_regions(p, regions) for p in prompts), multimask_output)
 
+
 def _contiguous_inputs(module: nn.Module, args: tuple) -> tuple:
     return tuple(a.contiguous() if isinstance(a, torch.Tensor) else a for a in args)
 

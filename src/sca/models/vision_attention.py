@@ -61,6 +61,7 @@ class BlockedSamVisionAttention(SamVisionAttention):
 def use_blocked_attention(encoder: SamVisionEncoder) -> None:
     """Swap every layer's attention for `BlockedSamVisionAttention`, keeping its weights."""
     for layer in encoder.layers:
-        blocked = BlockedSamVisionAttention(encoder.config, layer.window_size)
+        weight = layer.attn.qkv.weight
+        blocked = BlockedSamVisionAttention(encoder.config, layer.window_size).to(weight.device, weight.dtype)
         blocked.load_state_dict(layer.attn.state_dict())
-        layer.attn = blocked.to(next(layer.attn.parameters()).device, next(layer.attn.parameters()).dtype)
+        layer.attn = blocked
