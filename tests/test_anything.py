@@ -94,6 +94,20 @@ def test_cli_anything_json_and_picture(tiny_model_dir, tmp_path, capsys):
     regions = json.loads(capsys.readouterr().out)["regions"]
     assert regions and {"caption", "mask", "box", "best_iou"} <= regions[0].keys()
     assert main(["anything", str(SAMPLE_IMAGE), "--model", str(tiny_model_dir), "--points-per-side", "0"]) == 2
+    capsys.readouterr()
+
+
+def test_cli_anything_max_masks(tiny_model_dir, capsys):
+    from sca.assets import SAMPLE_IMAGE
+
+    args = ["anything", str(SAMPLE_IMAGE), "--model", str(tiny_model_dir), "--points-per-side", "3",
+            "--pred-iou-thresh", "-1000", "--stability-thresh", "0", "--nms-thresh", "1", "--json",
+            "--max-new-tokens", "2"]
+    assert main(args + ["--max-masks", "2"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["regions"]) == 2
+    assert main(args + ["--max-masks", "0"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "max_masks" in error and len(error.splitlines()) == 1
 
 
 def test_anything_dataset_inference_is_scored_with_dense_map(tiny_model_dir, tmp_path, capsys):

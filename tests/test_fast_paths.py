@@ -89,3 +89,17 @@ def test_region_groups_do_not_change_results(tiny_model, monkeypatch):
     assert torch.equal(whole.sequences, grouped.sequences)
     torch.testing.assert_close(whole.pred_masks, grouped.pred_masks, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(whole.iou_scores, grouped.iou_scores, atol=1e-6, rtol=1e-6)
+
+
+def test_the_lm_head_gets_a_contiguous_input(tiny_model):
+    """With frozen weights, a strided last-position slice made PyTorch expand the vocabulary matrix per region."""
+    seen = []
+    head = tiny_model.language_model.get_output_embeddings()
+    hook = head.register_forward_pre_hook(lambda module, args: seen.append(args[0].is_contiguous()))
+    try:
+        size = tiny_model.config.vision_config.image_size
+        boxes = torch.tensor([[[0.0, 0.0, size / 2, size / 2], [size / 4, size / 4, size, size]]])
+        tiny_model.generate(pixel_values=torch.zeros(1, 3, size, size), input_boxes=boxes, max_new_tokens=3)
+    finally:
+        hook.remove()
+    assert seen and all(seen)
