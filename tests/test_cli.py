@@ -1,6 +1,8 @@
 import json
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -85,3 +87,71 @@ def test_command_line_precisions_are_the_models():
     from sca.models.loading import DTYPES
 
     assert PRECISIONS == tuple(DTYPES)
+
+
+def _bad_jsonl(tmp_path):
+    """A dataset whose second image is not an image: read by a data-loader worker."""
+    (tmp_path / "ok.png").write_bytes(SAMPLE_IMAGE.read_bytes())
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG but not really")
+    lines = [{"image": name, "width": 256, "height": 256,
+              "regions": [{"box": [10, 10, 60, 60], "captions": ["a shape"]}]} for name in ("ok.png", "broken.png")]
+    (tmp_path / "data.jsonl").write_text("\n".join(json.dumps(line) for line in lines))
+    return tmp_path / "data.jsonl"
+
+
+FIRST_CONTACT = [
+    # (what a user typed, what the one line says)
+    (["caption", "{image}", "--box", "0,0,5,5", "--device", "cuda"], "sees no CUDA GPU"),
+    (["caption", "{image}", "--box", "0,0,5,5", "--device", "nonsense"], "unknown device 'nonsense'"),
+    (["caption", "{image}", "--box", "-10,-10,50,50"], "lies outside the 256x256 image"),
+    (["caption", "{image}", "--point", "-3,4"], "lies outside the 256x256 image"),
+    (["caption", "{image}", "--box", "0,0,5,5", "--out", "{tmp}/x.txt"], "must end in .png or .jpg"),
+    (["caption", "{image}", "--box", "0,0,5,5", "--out", "{tmp}"], "is a folder"),
+    (["caption", "{image}", "--box", "0,0,5,5", "--out", "{tmp}/no/such/x.png"], "does not exist"),
+    (["caption", "{tmp}", "--box", "0,0,5,5"], "is a folder, not an image"),
+    (["anything", "{image}", "--points-per-side", "100000"], "points_per_side must be at most 256"),
+    (["anything", "{image}", "--points-per-side", "0"], "points_per_side must be"),
+    (["infer", "infer.split=bogus", "output_dir={tmp}"], "shapes split must be one of train, val, test"),
+    (["infer", "infer.num_workers=1", "data=jsonl", "data.eval_file={jsonl}", "output_dir={tmp}"],
+     "cannot read {tmp}/broken.png as an image"),
+    (["infer", "data=jsonl", "output_dir={tmp}"], "set data.train_file=PATH"),
+    (["infer", "infer.batch_size=abc", "output_dir={tmp}"], "infer.batch_size must be at least 1"),
+    (["train", "train.args.max_steps=abc", "output_dir={tmp}"], "train.args.max_steps must be a number, got 'abc'"),
+    (["train", "train.args.nonsense=1", "output_dir={tmp}"], "use +train.args.nonsense=1"),
+    (["train", "+train.args.nonsense=1", "output_dir={tmp}"], "train.args has no option 'nonsense'"),
+    (["train", "data.foo=1"], "To append to your config use +data.foo=1"),
+    (["train", "data=bogus"], "Available options in 'data': coco-instances, jsonl"),
+    (["eval", "{tmp}/missing.json"], "no such file"),
+]
+
+
+@pytest.mark.parametrize("args, message", FIRST_CONTACT, ids=[" ".join(a[:1] + a[2:4]) for a, _ in FIRST_CONTACT])
+def test_first_contact_mistakes_are_one_line(tmp_path, capsys, args, message):
+    values = {"image": str(SAMPLE_IMAGE), "tmp": str(tmp_path), "jsonl": str(_bad_jsonl(tmp_path))}
+    args = [a.format(**values) for a in args]
+    with pytest.raises(SystemExit) as exit_info:
+        sys.exit(main(args))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message.format(**values) in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert not list(tmp_path.glob("**/infer-*.json"))
+
+
+def test_an_image_past_the_pixel_limit(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 256 * 100)
+    assert "larger than 0 megapixels" in _error_of(["caption", str(SAMPLE_IMAGE), "--box", "0,0,5,5"], capsys)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("delay", [0.5, 1.5, 4.0])
+def test_ctrl_c_early_in_infer_is_one_line(tmp_path, delay):
+    process = subprocess.Popen([sys.executable, "-m", "sca", "infer", f"output_dir={tmp_path}", "infer.max_images=3"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(delay)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert "Traceback" not in err, err
+    if process.returncode != 0:  # it may have finished before the signal; else 130, or ended by the signal itself
+        assert process.returncode in (130, -signal.SIGINT)
+        assert err.strip().endswith("interrupted") or process.returncode == -signal.SIGINT

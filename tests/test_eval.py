@@ -106,10 +106,10 @@ def test_cli_writes_metrics_json_comparison_table_and_logit_free_copy(tmp_path, 
     assert metrics["regions"] == 4
     assert metrics["CIDEr-D"] == pytest.approx(corpus["CIDEr-D"])
     rows = list(csv.DictReader((tmp_path / "table" / "metrics.csv").open()))
-    assert [r["file"] for r in rows] == ["good", "bad"]
+    assert [r["dataset"] for r in rows] == ["good", "bad"]
     assert float(rows[0]["CIDEr-D"]) == pytest.approx(100 * corpus["CIDEr-D"], abs=0.006)
     assert float(rows[0]["METEOR"]) > float(rows[1]["METEOR"])
-    assert "| good | 4 |" in (tmp_path / "table" / "metrics.md").read_text()
+    assert f"| {tmp_path.name} | good |  | 4 |" in (tmp_path / "table" / "metrics.md").read_text()
 
     stripped = json.loads((tmp_path / "infer-good.no-logits.json").read_text())
     original = json.loads(good.read_text())
@@ -123,18 +123,23 @@ def test_cli_writes_metrics_json_comparison_table_and_logit_free_copy(tmp_path, 
         ('{"references": ["a"], "candidates": ["b"]}', "not a list"),
         ("[]", "no entries"),
         ("[1, 2]", "not an object"),
-        ('[{"references": ["a"]}]', "no 'candidates'"),
-        ('[{"candidates": ["a"]}]', "no 'references'"),
-        ('[{"references": ["a"], "candidates": []}]', "empty 'candidates'"),
-        ('[{"references": [], "candidates": ["a"]}]', "empty 'references'"),
-        ('[{"references": "a", "candidates": ["a"]}]', "list of strings"),
+        ('[{"references": ["a"]}]', "candidates: a required field is missing"),
+        ('[{"candidates": ["a"]}]', "references: a required field is missing"),
+        ('[{"references": ["a"], "candidates": []}]', "candidates: list should have at least 1 item"),
+        ('[{"references": [], "candidates": ["a"]}]', "references: list should have at least 1 item"),
+        ('[{"references": "a", "candidates": ["a"]}]', "references: input should be a valid list"),
         ('[{"references": ["a"], "candidates": ["a"], "logits": {"iou_scores": "x"}}]', "iou_scores"),
         ("[{", "not valid JSON"),
+        ('[{"references": ["a"], "candidates": ["a"], "logits": {"iou_scores": [NaN, 0.9, 0.1]}}]', "NaN is not a number"),
+        ('[{"references": [" ", ""], "candidates": ["a"]}]', "every reference is empty"),
+        ('[{"predictions": [], "references": [{"box": [0, 0, 1], "captions": ["a"]}]}]', "references.0.box"),
+        ('[{"predictions": [{"box": [0, 0, 1, 1], "caption": "a", "score": "high"}], "references": []}]', "score"),
+        (b'[{"references": ["\xff"], "candidates": ["a"]}]', "not UTF-8"),
     ],
 )
 def test_bad_files_get_one_line_errors(tmp_path, capsys, content, message):
     path = tmp_path / "infer-x.json"
-    path.write_text(content)
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
     assert main(["eval", str(path)]) == 2
     error = capsys.readouterr().err.strip()
     assert message in error and str(path) in error and "\n" not in error

@@ -43,6 +43,27 @@ def test_batched_equals_one_at_a_time(tiny_model, prompt):
             assert torch.equal(single.sequences[0, 0], together.sequences[b, r, :length])
 
 
+def test_generation_options_apply_to_every_chunk(tiny_model):
+    """Options such as `do_sample` reach the LM for every chunk, not only the first (they were popped in the loop)."""
+    pixel_values, boxes, _, _ = _inputs(tiny_model, 1, 5, seed=1)
+    calls = []
+    generate = tiny_model.language_model.generate
+
+    def spy(**kwargs):
+        calls.append({k: kwargs.get(k) for k in ("do_sample", "top_k", "temperature")})
+        return generate(**kwargs)
+
+    tiny_model.language_model.generate = spy
+    try:
+        tiny_model.generate(pixel_values=pixel_values, input_boxes=boxes, max_new_tokens=3, chunk_size=2,
+                            do_sample=True, top_k=5, temperature=0.7)
+        tiny_model.generate(pixel_values=pixel_values, input_boxes=boxes, max_new_tokens=3, chunk_size=2)
+    finally:
+        del tiny_model.language_model.generate
+    assert calls[:3] == [{"do_sample": True, "top_k": 5, "temperature": 0.7}] * 3
+    assert [c["do_sample"] for c in calls[3:]] == [False] * 3
+
+
 def test_tiny_model_outputs_depend_on_the_region(tiny_model):
     """Guards the equality tests above against a degenerate model that says the same for every input."""
     pixel_values, boxes, _, _ = _inputs(tiny_model, 1, 6)

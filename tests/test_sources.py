@@ -143,7 +143,7 @@ def test_jsonl(tmp_path):
     with pytest.raises(InputError, match="data.jsonl:1"):
         load_records({"source": "jsonl", "path": str(path)})
     path.write_text('{"image": "imgs/x.png"}\n')
-    with pytest.raises(InputError, match="lacks a required field"):
+    with pytest.raises(InputError, match="regions: a required field is missing"):
         load_records({"source": "jsonl", "path": str(path)})
 
 

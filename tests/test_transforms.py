@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from sca.data.collate import RegionCollator
-from sca.data.records import ImageRecord, Region
+from sca.data.records import Region
 from sca.data.sam_frame import SamFrame
 from sca.data.sources.shapes import ShapesWorld
 from sca.data.transforms import LargeScaleJitter, RegionTransform

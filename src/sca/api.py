@@ -189,10 +189,7 @@ class RegionCaptioner:
         Stability scores are computed on SAM's low-resolution logits, boxes on the masks at the image's size.
         """
         options = options or AnythingOptions()
-        try:
-            options.check()
-        except ValueError as error:
-            raise InputError(str(error)) from error
+        options.check()
         framed = self._require_image()
         height, width = framed.original_size
         points = point_grid(options.points_per_side, width, height)

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
+
+from .errors import InputError
+
+MAX_POINTS_PER_SIDE = 256
+"""The densest grid anything mode takes: 65,536 prompts, far past SAM's own 32 × 32 (and every point costs time)."""
 
 
 @dataclass
@@ -29,10 +35,24 @@ class AnythingOptions:
     max_masks: int | None = None
 
     def check(self) -> None:
-        if self.points_per_side < 1 or self.points_per_batch < 1:
-            raise ValueError("points_per_side and points_per_batch must be at least 1")
-        if self.max_masks is not None and self.max_masks < 1:
-            raise ValueError("max_masks must be at least 1 (or None for every mask that passes the filters)")
+        """Raise `InputError` naming the first option out of range."""
+        for name in ("points_per_side", "points_per_batch"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"{name} must be a whole number of at least 1, got {value!r}")
+        if self.points_per_side > MAX_POINTS_PER_SIDE:
+            raise InputError(f"points_per_side must be at most {MAX_POINTS_PER_SIDE} ({MAX_POINTS_PER_SIDE}² = "
+                             f"{MAX_POINTS_PER_SIDE**2} prompts), got {self.points_per_side}")
+        for name in ("pred_iou_thresh", "stability_score_thresh", "stability_score_offset", "box_nms_thresh"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise InputError(f"{name} must be a finite number, got {value!r}")
+        if not 0 <= self.box_nms_thresh <= 1:
+            raise InputError(f"box_nms_thresh is an IoU, from 0 to 1, got {self.box_nms_thresh!r}")
+        if self.max_masks is not None and (isinstance(self.max_masks, bool) or not isinstance(self.max_masks, int)
+                                           or self.max_masks < 1):
+            raise InputError(f"max_masks must be at least 1 (or None for every mask that passes the filters), "
+                             f"got {self.max_masks!r}")
 
 
 def point_grid(points_per_side: int, width: int, height: int) -> torch.Tensor:

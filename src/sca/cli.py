@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 
 from .assets import DEFAULT_MODEL_ENV, default_model_path
-from .errors import InputError
+from .errors import InputError, one_line
 
 PRECISIONS = ("float32", "bfloat16", "float16")
 """The names of `sca.models.loading.DTYPES`, here so that parsing the command line needs no torch."""
@@ -36,6 +35,41 @@ def _coordinates(count: int, what: str):
     return parse
 
 
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def _picture_path(text: str) -> Path:
+    """`--out`: a .png or .jpg file in a folder that exists and can be written."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder: name the picture file, e.g. {path / 'annotated.png'}")
+    if path.suffix.lower() not in PICTURE_SUFFIXES:
+        raise argparse.ArgumentTypeError(f"{text!r} must end in .png or .jpg (the picture's format)")
+    folder = path.parent
+    if not folder.is_dir():
+        raise argparse.ArgumentTypeError(f"the folder of {text!r} does not exist: create {folder} first")
+    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise argparse.ArgumentTypeError(f"cannot write {text!r}: no permission")
+    return path
+
+
+def _attach_negative_values(argv: list[str]) -> list[str]:
+    """`--box -10,-10,50,50` → `--box=-10,-10,50,50`: argparse takes a value that starts with '-' for an option."""
+    joined, tokens = [], iter(argv)
+    for token in tokens:
+        if token in ("--box", "--point"):
+            value = next(tokens, None)
+            if value is not None and value.startswith("-") and value[1:2] in set("0123456789."):
+                joined.append(f"{token}={value}")
+                continue
+            joined.append(token)
+            if value is not None:
+                joined.append(value)
+            continue
+        joined.append(token)
+    return joined
+
+
 class _AppendPrompt(argparse.Action):
     """Collects --box and --point into one list, in command-line order, tagged with their kind."""
 
@@ -46,40 +80,40 @@ class _AppendPrompt(argparse.Action):
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", type=Path, help=f"SCA model folder (default: ${DEFAULT_MODEL_ENV} or the shipped model)")
-    parser.add_argument("--tokenizer", type=Path, help="tokenizer folder, if the model folder has none")
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    parser.add_argument("--model", help=f"SCA model: a folder or a Hugging Face hub id, ORG/NAME[@REVISION] (default: "
+                        f"${DEFAULT_MODEL_ENV} or the shipped model)")
+    parser.add_argument("--tokenizer", help="tokenizer folder or hub id, if the model has none (default: the model's, "
+                        "else its LM's)")
+    parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N, mps or auto")
     parser.add_argument("--dtype", default="float32", choices=PRECISIONS, help="model precision")
     parser.add_argument("--chunk-size", type=int, default=32, help="regions decoded together (bounds memory)")
     parser.add_argument("--max-new-tokens", type=int, default=20, help="longest caption in tokens")
     parser.add_argument("--beams", type=int, default=1, help="beam width (1 = greedy; the paper used 3)")
     parser.add_argument("--captioner", help="run the SAM-Captioner baseline with this Hugging Face captioner (folder or "
                         "name, e.g. Salesforce/blip2-opt-2.7b) instead of SCA; SAM from --sam")
-    parser.add_argument("--sam", default="facebook/sam-vit-huge", help="SAM for --captioner (folder or name)")
+    parser.add_argument("--sam", default="facebook/sam-vit-huge", help="SAM for --captioner (folder or hub id)")
     parser.add_argument("--prompt", help="text prompt for --captioner (InstructBLIP needs one)")
 
 
 def _load_captioner(args):
     from .api import RegionCaptioner
-    from .models.loading import DTYPES
+    from .models.loading import DTYPES, resolve_device
 
     for name in ("chunk_size", "max_new_tokens", "beams"):
         if getattr(args, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1")
+    device = resolve_device(args.device)
     if args.captioner:
         from .models.sam_captioner import SamCaptioner
 
-        try:
-            model = SamCaptioner.from_pretrained(args.sam, args.captioner, dtype=DTYPES[args.dtype],
-                                                 device=args.device, chunk_size=args.chunk_size, prompt=args.prompt,
-                                                 max_new_tokens=args.max_new_tokens, num_beams=args.beams)
-        except OSError as error:
-            raise InputError(f"cannot load SAM ({args.sam}) or the captioner ({args.captioner}): {error}") from error
+        model = SamCaptioner.from_pretrained(args.sam, args.captioner, dtype=DTYPES[args.dtype],
+                                             device=device, chunk_size=args.chunk_size, prompt=args.prompt,
+                                             max_new_tokens=args.max_new_tokens, num_beams=args.beams)
         return RegionCaptioner(model, chunk_size=args.chunk_size)
     return RegionCaptioner.from_pretrained(
         args.model or default_model_path(),
         tokenizer=args.tokenizer,
-        device=args.device,
+        device=device,
         dtype=DTYPES[args.dtype],
         chunk_size=args.chunk_size,
         max_new_tokens=args.max_new_tokens,
@@ -110,6 +144,7 @@ def cmd_caption(args) -> int:
 
 def _show_regions(args, image, regions) -> None:
     """`--out`: the picture with masks and captions; `--json`: every field; else one line per region."""
+    from .files import to_json
     from .visualize import draw_regions, save_atomically
 
     if args.out:
@@ -117,7 +152,7 @@ def _show_regions(args, image, regions) -> None:
         picture = draw_regions(image, [r.best_mask for r in regions], labels, [r.box for r in regions])
         save_atomically(picture, args.out)
     if args.json:
-        print(json.dumps({"image": str(args.image), "regions": [r.to_dict() for r in regions]}, indent=2))
+        print(to_json({"image": str(args.image), "regions": [r.to_dict() for r in regions]}, indent=2))
     else:
         for i, region in enumerate(regions, 1):
             print(f"{i}\t{region.caption}\tiou={region.best_iou:.3f}\tbox={','.join(f'{v:g}' for v in region.box)}")
@@ -172,13 +207,29 @@ def compose_config(config_name: str, overrides: list[str]):
             del cfg["hydra"]
             if "data" in cfg and not cfg.data.get("name"):
                 cfg.data.name = choices.data  # names output files, e.g. infer-vg-densecap-test.json
+            if cfg.get("infer") and cfg.infer.get("split"):
+                cfg.data.eval_split = cfg.infer.split  # before resolving: the split names the annotation files
         OmegaConf.resolve(cfg)
         missing = sorted(OmegaConf.missing_keys(cfg))
     except (HydraException, OmegaConfBaseException) as error:
-        raise InputError(str(error).strip().splitlines()[0]) from error
+        raise InputError(hydra_message(error)) from error
     if missing:
         raise InputError(f"{missing[0]} must be set, e.g. sca {config_name} {missing[0]}=...")
     return cfg
+
+
+def hydra_message(error: BaseException) -> str:
+    """Hydra's error as one line, with its hint ("use +key=value") and the available options of a group."""
+    lines = str(error).strip().splitlines()
+    if "Config search path:" in lines:
+        lines = lines[: lines.index("Config search path:")]
+    parts: list[str] = []
+    for line in lines:
+        if line.startswith("\t") and parts:
+            parts[-1] += (" " if parts[-1].endswith(":") else ", ") + line.strip()
+        elif line.strip():
+            parts.append(line.strip())
+    return "; ".join(parts)
 
 
 def cmd_train(args) -> int:
@@ -203,11 +254,13 @@ def sweep_jobs(overrides: list[str]) -> list[tuple[str, list[str]]]:
         swept = {o.key_or_group for o in parsed if o.is_sweep_override()}
         jobs = BasicSweeper.split_arguments(parsed, None)[0]
     except HydraException as error:
-        raise InputError(str(error).strip().splitlines()[0]) from error
+        raise InputError(hydra_message(error)) from error
 
     def name(job: list[str]) -> str:
-        values = [o.split("=", 1)[1] for o in job if o.split("=", 1)[0].lstrip("+~") in swept]
-        return ",".join(v.replace("/", "_") for v in values)
+        """`infer.num_beams=3,model.captioner=org/name` → `num_beams=3,captioner=org_name`."""
+        pairs = [o.split("=", 1) for o in job]
+        return ",".join(f"{key.lstrip('+~').rsplit('.', 1)[-1]}={value.replace('/', '_')}"
+                        for key, value in pairs if key.lstrip("+~") in swept)
 
     return [(name(job), job) for job in jobs]
 
@@ -243,12 +296,13 @@ def cmd_eval(args) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("always", UserWarning)
         warnings.showwarning = lambda message, *_: print(f"sca eval: warning: {message}", file=sys.stderr)
+        names = [n.strip() for n in args.names.split(",")] if args.names else None
         results = evaluate_files(args.files, args.out, spice=args.spice, content_recall=args.content_recall,
-                                 strip_logits=args.strip_logits)
+                                 strip_logits=args.strip_logits, names=names)
     header, rows = comparison_rows(results)
     table = Table(title="caption metrics (x100)")
     for name in header:
-        table.add_column(name, justify="left" if name == "file" else "right")
+        table.add_column(name, justify="left" if name in ("run", "dataset", "split") else "right")
     for row in rows:
         table.add_row(*row)
     console = Console()
@@ -261,7 +315,7 @@ def cmd_eval(args) -> int:
 
 def cmd_bench_quality(args) -> int:
     from .bench.quality import evaluate_quality, goals_met, held_out_records, quality_table
-    from .files import write_text_atomically
+    from .files import write_json_atomically, write_text_atomically
 
     if args.images < 1:
         raise InputError("--images must be at least 1")
@@ -272,7 +326,7 @@ def cmd_bench_quality(args) -> int:
     print(table)
     if args.out:
         write_text_atomically(args.out / "quality.md", table)
-        write_text_atomically(args.out / "quality.json", json.dumps({"images": len(records), **report}, indent=2))
+        write_json_atomically(args.out / "quality.json", {"images": len(records), **report}, indent=2)
         print(f"wrote {args.out / 'quality.md'} and quality.json", file=sys.stderr)
     if not goals_met(report):
         print("sca bench quality: below the goals", file=sys.stderr)
@@ -284,7 +338,7 @@ def cmd_bench_speed(args) -> int:
     from dataclasses import asdict
 
     from .bench.speed import SAM_SIZES, Case, markdown, run_in_subprocess
-    from .files import write_text_atomically
+    from .files import write_json_atomically, write_text_atomically
 
     def split(text: str, cast=str) -> list:
         try:
@@ -318,7 +372,7 @@ def cmd_bench_speed(args) -> int:
     print(table)
     if args.out:
         write_text_atomically(args.out / "speed.md", table)
-        write_text_atomically(args.out / "speed.json", json.dumps([asdict(r) for r in results], indent=2))
+        write_json_atomically(args.out / "speed.json", [asdict(r) for r in results], indent=2)
         print(f"wrote {args.out / 'speed.md'} and speed.json", file=sys.stderr)
     return 0
 
@@ -334,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument("--point", dest="prompts", action=_AppendPrompt, type=_coordinates(2, "--point"),
                          metavar="X,Y", help="a foreground point prompt in pixels (repeat for more regions)")
     caption.add_argument("--json", action="store_true", help="print JSON (captions, IoU, boxes, RLE masks)")
-    caption.add_argument("--out", type=Path, help="write a PNG with the masks and captions drawn on the image")
+    caption.add_argument("--out", type=_picture_path, help="write a .png or .jpg with the masks and captions drawn")
     _add_model_options(caption)
     caption.set_defaults(run=cmd_caption)
 
@@ -347,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     anything.add_argument("--nms-thresh", type=float, default=0.7, help="box NMS IoU threshold")
     anything.add_argument("--max-masks", type=int, help="keep at most this many masks, best predicted IoU first")
     anything.add_argument("--json", action="store_true", help="print JSON (captions, scores, boxes, RLE masks)")
-    anything.add_argument("--out", type=Path, help="write a PNG with the masks and captions drawn on the image")
+    anything.add_argument("--out", type=_picture_path, help="write a .png or .jpg with the masks and captions drawn")
     _add_model_options(anything)
     anything.set_defaults(run=cmd_anything)
 
@@ -391,6 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--spice", action="store_true", help="also SPICE (needs Stanford CoreNLP 3.6.0 jars)")
     evaluate.add_argument("--content-recall", action="store_true",
                           help="also noun/verb recall, exact and fuzzy (needs spaCy and en_core_web_lg)")
+    evaluate.add_argument("--names", help="comma-separated row names, one per file (default: each file's run "
+                          "folder, e.g. runs/vg for runs/vg/infer/infer-vg-densecap-test.json)")
     evaluate.add_argument("--strip-logits", action="store_true",
                           help="also write <file>.no-logits.json, a copy without the IoU scores")
     evaluate.set_defaults(run=cmd_eval)
@@ -440,15 +496,17 @@ def _quiet_libraries() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    args = build_parser().parse_args(argv)
-    _quiet_libraries()
+    command = "sca"
     try:
+        args = build_parser().parse_args(_attach_negative_values(sys.argv[1:] if argv is None else list(argv)))
+        command = f"sca {args.command}"
+        _quiet_libraries()
         return args.run(args)
     except InputError as error:
-        print(f"sca {args.command}: error: {error}", file=sys.stderr)
+        print(f"{command}: error: {one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"sca {args.command}: interrupted", file=sys.stderr)
+        print(f"{command}: interrupted", file=sys.stderr)
         return 130
 
 

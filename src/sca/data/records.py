@@ -11,6 +11,8 @@ from .sam_frame import load_image
 
 TASK_CAPTION = "caption"
 TASK_RECOGNITION = "recognition"
+TASK_TYPES = (TASK_RECOGNITION, TASK_CAPTION)
+"""Task names in the order of their rows in SCA's `task_tokens` (the original's `TASK_TYPE_MAPPING`)."""
 
 
 @dataclass

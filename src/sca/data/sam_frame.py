@@ -4,6 +4,7 @@ masks mapped into that frame and back.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,16 +25,23 @@ def load_image(image: str | Path | Image.Image | np.ndarray) -> Image.Image:
     if isinstance(image, Image.Image):
         return image.convert("RGB")
     if isinstance(image, np.ndarray):
-        if image.ndim != 3 or image.shape[2] != 3:
+        if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 1:
             raise InputError(f"an image array must be (H, W, 3), got shape {image.shape}")
-        return Image.fromarray(image.astype(np.uint8))
+        if image.dtype != np.uint8:
+            raise InputError(f"an image array must hold uint8 values 0-255, got {image.dtype}")
+        return Image.fromarray(image)
     path = Path(image)
     if not path.is_file():
-        raise InputError(f"image not found: {path}")
+        raise InputError(f"{path} is a folder, not an image" if path.is_dir() else f"image not found: {path}")
     try:
-        with Image.open(path) as opened:
-            return opened.convert("RGB")
-    except (UnidentifiedImageError, OSError) as error:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as opened:
+                return opened.convert("RGB")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise InputError(f"{path} is larger than {Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels, the limit that "
+                         f"guards against decompression bombs: resize it first ({error})") from error
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
         raise InputError(f"cannot read {path} as an image: {error}") from error
 
 

@@ -10,10 +10,9 @@ import torch
 from PIL import Image
 from transformers import PreTrainedTokenizerBase
 
-from ..models.configuration import TASK_TYPES
 from ..masks import decode_mask
 from .captions import tokenize_captions
-from .records import ImageRecord, Region
+from .records import TASK_TYPES, ImageRecord, Region
 from .sam_frame import SamFrame
 
 IMAGENET_MEAN_RGB = (124, 116, 104)  # LSJ pads with the mean colour: zero after SAM's normalisation

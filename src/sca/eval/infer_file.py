@@ -2,68 +2,40 @@
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 
+from ..data.schemas import DenseEntry, RegionEntry, read_json_file, validate
 from ..errors import InputError
-
-REGION_FIELDS = ("references", "candidates")
 
 
 def read_infer_file(path: str | Path) -> list[dict]:
-    """The entries of an infer.json, checked: a list of objects with non-empty `references` and `candidates`
-    lists of strings (region files) or `predictions` and `references` (dense-captioning files)."""
+    """The entries of an infer.json, checked against `schemas.RegionEntry` (one entry per region: non-empty lists
+    of `references` and `candidates`, finite `logits.iou_scores`) or `schemas.DenseEntry` (dense-captioning files:
+    one entry per image with `predictions` and `references`)."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise InputError(f"{path}: no such file")
-    try:
-        entries = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise InputError(f"{path} is not valid JSON: {error}") from error
+    entries = read_json_file(path, "infer.json")
     if not isinstance(entries, list):
         raise InputError(f"{path} holds a JSON {type(entries).__name__}, not a list of entries (one per region)")
     if not entries:
         raise InputError(f"{path} holds no entries")
     dense = is_dense(entries)
+    schema = DenseEntry if dense else RegionEntry
     for position, entry in enumerate(entries):
         if not isinstance(entry, dict):
             raise InputError(f"{path}: entry {position} is a {type(entry).__name__}, not an object")
         where = f"{path}: entry {position} (_id {entry.get('_id', '?')})"
-        if dense:
-            _check_dense_entry(entry, where)
-            continue
-        for field in REGION_FIELDS:
-            values = entry.get(field)
-            if values is None:
-                raise InputError(f"{where} has no {field!r}")
-            if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-                raise InputError(f"{where}: {field!r} must be a list of strings")
-            if not values:
-                raise InputError(f"{where} has empty {field!r}: every region needs at least one")
-        scores = entry.get("logits", {}).get("iou_scores") if isinstance(entry.get("logits"), dict) else None
-        if scores is not None and (not isinstance(scores, list) or not all(isinstance(s, (int, float)) for s in scores)):
-            raise InputError(f"{where}: logits.iou_scores must be a list of numbers")
+        if dense != ("predictions" in entry):
+            raise InputError(f"{where}: the file mixes region entries and dense-captioning entries")
+        validate(schema, entry, where)
     return entries
 
 
 def is_dense(entries: list) -> bool:
     """Dense-captioning files (detect and describe) have one entry per image with `predictions`."""
     return isinstance(entries[0], dict) and "predictions" in entries[0]
-
-
-def _check_dense_entry(entry: dict, where: str) -> None:
-    predictions, references = entry.get("predictions"), entry.get("references")
-    if not isinstance(predictions, list) or not isinstance(references, list):
-        raise InputError(f"{where} needs 'predictions' and 'references' lists (a dense-captioning file)")
-    for kind, items, fields in (("prediction", predictions, ("box", "caption", "score")),
-                                ("reference", references, ("box", "captions"))):
-        for i, item in enumerate(items):
-            missing = [f for f in fields if not isinstance(item, dict) or f not in item]
-            if missing:
-                raise InputError(f"{where}: {kind} {i} has no {missing[0]!r}")
-            if len(item["box"]) != 4:
-                raise InputError(f"{where}: {kind} {i} box must be [x1, y1, x2, y2]")
 
 
 def select_candidate(entry: dict) -> str | None:

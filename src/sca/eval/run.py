@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from pathlib import Path
 
 from ..errors import InputError
-from ..files import write_text_atomically
+from ..files import write_json_atomically, write_text_atomically
 from .captions import METRICS, check_spice, score_captions
 from .content_recall import load_spacy
 from .dense import DensePrediction, DenseReference, dense_captioning_map
@@ -54,11 +53,16 @@ def evaluate_entries(entries: list[dict], path: str | Path, spice: bool = False,
 
 
 def evaluate_files(paths: list[Path], out_dir: Path | None = None, spice: bool = False,
-                   content_recall: bool = False, strip_logits: bool = False) -> dict[str, dict]:
+                   content_recall: bool = False, strip_logits: bool = False,
+                   names: list[str] | None = None) -> dict[str, dict]:
     """Evaluate each file; writes `{file's folder}/metrics/{stem}/metrics.json` (+ `scores.json` per entry) and
-    `metrics.md` / `metrics.csv` comparing all files in `out_dir` (default: the first file's `metrics/`)."""
+    `metrics.md` / `metrics.csv` comparing all files in `out_dir` (default: the first file's `metrics/`).
+
+    Rows are named by `names`, else by each file's run (see `run_names`); every result also carries its
+    `run`, `dataset` and `split`."""
     if not paths:
         raise InputError("no infer.json given")
+    labels = run_names(paths, names)
     # Fail before minutes of scoring, not after (files are read again one at a time: several need not fit at once).
     for path in paths:
         read_infer_file(path)
@@ -70,13 +74,14 @@ def evaluate_files(paths: list[Path], out_dir: Path | None = None, spice: bool =
     for path in paths:
         entries = read_infer_file(path)
         result = evaluate_entries(entries, path, spice=spice, content_recall=content_recall, nlp=nlp)
+        result = {**labels[path], **result}
         folder = path.parent / "metrics" / path.stem
         per_entry = result.pop("per_entry", None)
-        write_text_atomically(folder / "metrics.json", json.dumps({"file": str(path), **result}, indent=2))
+        write_json_atomically(folder / "metrics.json", {"file": str(path), **result}, indent=2)
         if per_entry is not None:
-            write_text_atomically(folder / "scores.json", json.dumps(per_entry))
+            write_json_atomically(folder / "scores.json", per_entry)
         if strip_logits:
-            write_text_atomically(path.with_name(f"{path.stem}.no-logits.json"), json.dumps(without_logits(entries), indent=4))
+            write_json_atomically(path.with_name(f"{path.stem}.no-logits.json"), without_logits(entries), indent=4)
         results[str(path)] = result
     out_dir = comparison_dir(paths, out_dir)
     header, rows = comparison_rows(results)
@@ -90,20 +95,47 @@ def comparison_dir(paths: list[Path], out_dir: Path | None = None) -> Path:
     return out_dir or paths[0].parent / "metrics"
 
 
-def _label(path: str) -> str:
-    name = Path(path).stem
-    return name[len("infer-"):] if name.startswith("infer-") else name
+def dataset_and_split(path: Path) -> tuple[str, str]:
+    """`infer-{dataset}-{split}.json` → (dataset, split); another name → (its stem, "")."""
+    stem = path.stem
+    if not stem.startswith("infer-"):
+        return stem, ""
+    dataset, _, split = stem[len("infer-"):].rpartition("-")
+    return (dataset, split) if dataset else (split, "")
+
+
+def run_names(paths: list[Path], names: list[str] | None = None) -> dict[Path, dict[str, str]]:
+    """Each file's `run`, `dataset` and `split`. The run is `names[i]` when given, else the run's output folder
+    (`{output_dir}/infer/infer-*.json` → `output_dir`'s name; a sweep's `num_beams=3`), with as many parent
+    folders as it takes to tell apart files of the same dataset and split."""
+    if names is not None and len(names) != len(paths):
+        raise InputError(f"--names gives {len(names)} names for {len(paths)} files: give one per file")
+    splits = [dataset_and_split(path) for path in paths]
+    folders = [(p.parent.parent if p.parent.name == "infer" else p.parent).resolve() for p in paths]
+    labels = names
+    if labels is None:
+        depth = 1
+        while True:
+            labels = ["/".join(folder.parts[-depth:]) for folder in folders]
+            if len(set(zip(labels, splits))) == len(paths) or depth >= max(len(f.parts) for f in folders):
+                break
+            depth += 1
+    return {path: {"run": label, "dataset": dataset, "split": split}
+            for path, label, (dataset, split) in zip(paths, labels, splits)}
 
 
 def comparison_rows(results: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
-    """A table with one row per file; metrics x100 as papers print them, two decimals."""
+    """A table with one row per file (its run, dataset and split); metrics x100 as papers print them."""
     names = [m for m in (*METRICS, "SPICE", "noun_recall", "verb_recall", "noun_fuzzy_recall", "verb_fuzzy_recall",
                          *DENSE_METRICS) if any(m in r for r in results.values())]
-    header = ["file", "count", *names]
+    header = ["run", "dataset", "split", "count", *names]
     rows = []
     for path, result in results.items():
         count = result.get("regions", result.get("images"))
-        rows.append([_label(path), str(count), *(f"{100 * result[m]:.2f}" if m in result else "" for m in names)])
+        dataset, split = dataset_and_split(Path(path))
+        rows.append([result.get("run", Path(path).parent.name), result.get("dataset", dataset),
+                     result.get("split", split), str(count),
+                     *(f"{100 * result[m]:.2f}" if m in result else "" for m in names)])
     return header, rows
 
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
@@ -23,7 +23,7 @@ from ..data.collate import RegionCollator
 from ..data.records import ImageRecord
 from ..data.transforms import RegionTransform
 from ..errors import InputError
-from ..files import write_text_atomically
+from ..files import to_json, write_json_atomically
 from .predictor import SPLIT_FIELD, RegionPrediction
 
 def infer_file_name(dataset: str, split: str) -> str:
@@ -117,17 +117,21 @@ def run_inference(
     output_file = Path(output_file)
     group = ProcessGroup()
     try:
+        parts = PartFiles(output_file)
+        if group.rank == 0:
+            parts.recover()  # a killed merge: finish it; a killed write: drop its half line
+        group.barrier()
         if output_file.exists() and not overwrite:
             if group.rank == 0:
                 tqdm.write(f"{output_file} exists; skipping (set overwrite to run again)")
             return output_file
-        parts = PartFiles(output_file.with_name(output_file.stem + ".parts"))
         run_settings = {"images": len(records), **(settings or {})}
-        done = parts.check_and_read(run_settings, len(records), fresh=overwrite)
+        parts.check(run_settings, fresh=overwrite)  # on every process, so that all stop together
         group.barrier()
         if group.rank == 0:
             parts.start(run_settings, fresh=overwrite)
         group.barrier()
+        done = parts.read(len(records))
 
         remaining = [i for i in range(len(records)) if i not in done]
         mine = remaining[group.rank :: group.world_size]
@@ -140,7 +144,7 @@ def run_inference(
 
         group.barrier()
         if group.rank == 0:
-            parts.merge_into(output_file, len(records))
+            parts.merge(len(records))
         group.barrier()
         return output_file
     finally:
@@ -165,71 +169,116 @@ def _predict(predictor, loader, write, total: int, show: bool, done: int) -> Non
 
 
 class PartFiles:
-    """A folder of per-process JSON-lines files `{"index": image index, "entries": [...]}` plus the run settings."""
+    """The work in progress of one infer.json: a folder `{stem}.parts/` of per-process JSON-lines files
+    `{"index": image index, "entries": [...]}`, the run's settings, and a marker while the merge is under way.
+
+    Every step can be killed and resumed: a line counts only when it is whole (ends in a newline) and parses as a
+    record; the merge writes the output atomically, marked so that the next run finishes a merge that was killed
+    (before or after the rename) instead of redoing or losing work.
+    """
 
     SETTINGS = "settings.json"
+    MERGING = "merging"
 
-    def __init__(self, folder: Path):
-        self.folder = folder
+    def __init__(self, output_file: Path):
+        self.output_file = output_file
+        self.folder = output_file.with_name(output_file.stem + ".parts")
 
     def files(self) -> list[Path]:
         return sorted(self.folder.glob("rank-*.jsonl"))
 
-    def check_and_read(self, settings: dict, num_images: int, fresh: bool) -> dict[int, list[dict]]:
-        """The finished images of an earlier run with the same settings (none if `fresh`)."""
-        settings_file = self.folder / self.SETTINGS
-        if fresh or not settings_file.is_file():
-            return {}
-        previous = json.loads(settings_file.read_text())
+    def _fail(self, problem: str) -> InputError:
+        return InputError(f"{self.folder} holds a partial run that {problem}: remove {self.folder} (or set "
+                          "infer.overwrite=true) to start over")
+
+    def recover(self) -> None:
+        """Clean up after a killed run: temporary copies of the output, half-written lines, an unfinished merge."""
+        for temporary in self.output_file.parent.glob(f".{self.output_file.stem}-*{self.output_file.suffix}"):
+            temporary.unlink(missing_ok=True)
+        if not self.folder.is_dir():
+            return
+        for path in self.files():
+            data = path.read_bytes()
+            whole = data[: data.rfind(b"\n") + 1]
+            if whole != data:
+                path.write_bytes(whole)
+        if (self.folder / self.MERGING).exists():
+            if self.output_file.exists():
+                self._remove()  # the merge was done; only its clean-up was cut short
+            else:
+                self.merge(self._settings()["images"])
+
+    def _settings(self) -> dict:
+        try:
+            settings = json.loads((self.folder / self.SETTINGS).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raise self._fail("has no readable settings.json") from None
+        if not isinstance(settings, dict) or not isinstance(settings.get("images"), int):
+            raise self._fail("has a settings.json without the run's image count")
+        return settings
+
+    def check(self, settings: dict, fresh: bool) -> None:
+        """An earlier partial run is continued only with the same settings."""
+        if fresh or not (self.folder / self.SETTINGS).exists():
+            return
+        previous = self._settings()
         if previous != settings:
             changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
             raise InputError(
                 f"{self.folder} holds a partial run with other settings ({', '.join(changed)}): "
-                "run with the same settings to resume, or set overwrite to start again"
+                "run with the same settings to resume, or set infer.overwrite=true to start again"
             )
-        return self.read(num_images)
-
-    def read(self, num_images: int) -> dict[int, list[dict]]:
-        done: dict[int, list[dict]] = {}
-        for path in self.files():
-            for line in path.read_text().splitlines():
-                try:
-                    item = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # the last line of a killed process; that image is done again
-                if not 0 <= item["index"] < num_images:
-                    raise InputError(f"{path} holds image index {item['index']} of a different dataset: remove {self.folder}")
-                done.setdefault(item["index"], item["entries"])
-        return done
 
     def start(self, settings: dict, fresh: bool) -> None:
-        """Create the folder, or keep only the whole lines of an earlier run's files (a killed write leaves half a line)."""
-        if fresh:
-            for path in self.files():
-                path.unlink()
-        self.folder.mkdir(parents=True, exist_ok=True)
+        """Begin (`fresh`: after removing an earlier partial run), or continue a checked earlier run."""
+        if fresh and self.folder.is_dir():
+            self._remove()
+        if not (self.folder / self.SETTINGS).exists():
+            self.folder.mkdir(parents=True, exist_ok=True)
+            write_json_atomically(self.folder / self.SETTINGS, settings, indent=2)
+
+    def read(self, num_images: int) -> dict[int, list[dict]]:
+        """The finished images: every whole line that parses as a record of an image of this run."""
+        done: dict[int, list[dict]] = {}
         for path in self.files():
-            text = path.read_text()
-            whole = text[: text.rfind("\n") + 1]
-            if whole != text:
-                path.write_text(whole)
-        write_text_atomically(self.folder / self.SETTINGS, json.dumps(settings, indent=2))
+            for line in path.read_bytes().splitlines(keepends=True):
+                if not line.endswith(b"\n"):
+                    continue  # a write cut short; that image is done again
+                try:
+                    item = json.loads(line)
+                except ValueError:
+                    continue
+                if not (isinstance(item, dict) and isinstance(item.get("entries"), list)
+                        and all(isinstance(e, dict) for e in item["entries"])
+                        and isinstance(item.get("index"), int) and not isinstance(item["index"], bool)):
+                    continue
+                if not 0 <= item["index"] < num_images:
+                    raise self._fail(f"is of another dataset ({path.name} holds image {item['index']} of {num_images})")
+                done.setdefault(item["index"], item["entries"])
+        return done
 
     def writer(self, rank: int):
         return _PartWriter(self.folder / f"rank-{rank:05d}.jsonl")
 
-    def merge_into(self, output_file: Path, num_images: int) -> None:
+    def merge(self, num_images: int) -> None:
+        """Write the output from the parts (by image index), then remove them."""
         done = self.read(num_images)
         missing = [i for i in range(num_images) if i not in done]
         if missing:
-            raise RuntimeError(f"inference parts in {self.folder} lack {len(missing)} images (first: {missing[0]})")
+            raise self._fail(f"lacks {len(missing)} of its {num_images} images (first: {missing[0]}); run it again "
+                             "with the same settings to finish them")
+        (self.folder / self.MERGING).touch()
         entries = [entry for index in range(num_images) for entry in done[index]]
         merged = [{"_id": i, **entry} for i, entry in enumerate(entries)]
-        write_text_atomically(output_file, json.dumps(merged, indent=4, ensure_ascii=False))
+        write_json_atomically(self.output_file, merged, indent=4, ensure_ascii=False)
+        self._remove()
+
+    def _remove(self) -> None:
         for path in self.files():
             path.unlink()
-        (self.folder / self.SETTINGS).unlink()
-        self.folder.rmdir()
+        (self.folder / self.SETTINGS).unlink(missing_ok=True)
+        (self.folder / self.MERGING).unlink(missing_ok=True)  # last: while it is there, the merge is not cleaned up
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 class _PartWriter:
@@ -241,18 +290,10 @@ class _PartWriter:
         return self.write
 
     def write(self, index: int, entries: list[dict]) -> None:
-        self.file.write(json.dumps({"index": index, "entries": entries}) + "\n")
+        line = to_json({"index": index, "entries": entries}, what=f"the entries of image {index}")
+        self.file.write(line + "\n")
         self.file.flush()
         os.fsync(self.file.fileno())
 
     def __exit__(self, *exc):
         self.file.close()
-
-
-def resolve_device(device: str) -> torch.device:
-    """`auto`: this process's GPU under torchrun if there is one, else the CPU."""
-    if device != "auto":
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return torch.device("cpu")

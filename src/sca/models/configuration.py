@@ -5,14 +5,13 @@ from __future__ import annotations
 from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
+from ..data.records import TASK_TYPES  # noqa: F401 - the task tokens' rows follow it
 from transformers.models.sam.configuration_sam import (
     SamMaskDecoderConfig,
     SamPromptEncoderConfig,
     SamVisionConfig,
 )
 
-TASK_TYPES = ("recognition", "caption")
-"""Task names in the order of their rows in `task_tokens` (the original's `TASK_TYPE_MAPPING`)."""
 
 
 @strict

@@ -1,8 +1,9 @@
-"""Loading a model folder and its tokenizer, with errors that say what is wrong."""
+"""Loading a model (a local folder or a hub id) and its tokenizer, with errors that say what is wrong."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -10,65 +11,100 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from ..errors import InputError
 from .configuration import ScaConfig
+from .hub import ModelSource
 from .sca import ScaModel
 
 SUPPORTED_ARCHITECTURES = {"ScaModel", "ScaMultitaskV2Model"}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 """The precisions a model can run in, by the names configs and command lines use."""
+TOKENIZER_FILE = "tokenizer_config.json"
 
 
-def read_model_config(path: str | Path) -> dict:
-    """The folder's `config.json`, after checking it is an SCA model folder."""
-    folder = Path(path)
-    if not folder.exists():
-        raise InputError(f"model folder not found: {folder}")
-    config_file = folder / "config.json"
-    if not folder.is_dir() or not config_file.is_file():
-        raise InputError(f"{folder} is not a model folder (no config.json): pass a folder saved by save_pretrained")
+def resolve_device(name: str) -> torch.device:
+    """A torch device by name, checked against this machine; `auto` is this process's GPU if there is one."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        return torch.device("cpu")
     try:
-        config = json.loads(config_file.read_text())
-    except json.JSONDecodeError as error:
+        device = torch.device(name)
+    except (RuntimeError, TypeError) as error:
+        raise InputError(f"unknown device {name!r}: use cpu, cuda, cuda:N, mps or auto") from error
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {name!r} asked for, but this torch ({torch.__version__}) sees no CUDA GPU: use cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise InputError(f"device {name!r} asked for, but there are {torch.cuda.device_count()} CUDA GPUs")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise InputError(f"device {name!r} asked for, but this machine has no MPS: use cpu")
+    return device
+
+
+def read_model_config(source: ModelSource) -> dict:
+    """The model's `config.json`, read from its folder or the hub."""
+    config_file = source.file("config.json")
+    if config_file is None:
+        raise InputError(f"{source} is not a model folder (no config.json): pass a folder saved by save_pretrained "
+                         "or a hub id")
+    try:
+        return json.loads(config_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise InputError(f"{config_file} is not valid JSON: {error}") from error
-    return config
 
 
-def load_sca_model(path: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> ScaModel:
-    """Load an SCA checkpoint: one saved by this project or by the original release."""
-    config = read_model_config(path)
-    if config.get("model_type") != ScaConfig.model_type:
-        raise InputError(f"{path} holds a {config.get('model_type')!r} model, not an SCA model")
+def load_sca_model(
+    name_or_path: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
+) -> ScaModel:
+    """Load an SCA checkpoint, this project's or the original release's, from a folder or the hub
+    (`org/name[@revision]`)."""
+    source = ModelSource.parse(name_or_path)
+    config = read_model_config(source)
+    if not isinstance(config, dict) or config.get("model_type") != ScaConfig.model_type:
+        found = config.get("model_type") if isinstance(config, dict) else None
+        raise InputError(f"{source} holds a {found!r} model, not an SCA model")
     architecture = (config.get("architectures") or ["ScaModel"])[0]
     if architecture not in SUPPORTED_ARCHITECTURES:
         raise InputError(
-            f"{path} is an SCA {architecture} checkpoint; only ScaMultitaskV2Model (the published models) is supported"
+            f"{source} is an SCA {architecture} checkpoint; only ScaMultitaskV2Model (the published models) is supported"
         )
-    has_weights = any(Path(path).glob(pattern) for pattern in ("*.safetensors", "*.bin", "*.safetensors.index.json"))
-    if not has_weights:
-        raise InputError(f"{path} has a config.json but no weights (*.safetensors or *.bin)")
-    model = ScaModel.from_pretrained(path, dtype=dtype)
+    if source.folder is not None:
+        patterns = ("*.safetensors", "*.bin", "*.safetensors.index.json")
+        if not any(any(source.folder.glob(pattern)) for pattern in patterns):
+            raise InputError(f"{source} has a config.json but no weights (*.safetensors or *.bin)")
+    try:
+        model = ScaModel.from_pretrained(source.location, dtype=dtype, **source.pretrained_kwargs)
+    except OSError as error:
+        raise source.failure("load the SCA model", error) from error
     return model.to(device).eval()
 
 
-def load_tokenizer(path: str | Path, config: ScaConfig | None = None) -> PreTrainedTokenizerBase:
-    """The tokenizer saved with a model, else the one its LM was built from (`text_config._name_or_path`).
+def load_tokenizer(name_or_path: str | Path, config: ScaConfig | None = None) -> PreTrainedTokenizerBase:
+    """The tokenizer saved with a model (in its folder or a `tokenizer/` subfolder), else the one of the LM it
+    was built from (`text_config._name_or_path`, e.g. `gpt2-large`), from a folder, the cache or the hub.
 
-    Original checkpoints carry no tokenizer; their LM's name (e.g. `gpt2-large`) finds it in the local
-    Hugging Face cache or on the hub.
+    The published checkpoints carry no tokenizer; their LM's name finds it.
     """
-    folder = Path(path)
-    candidates = [folder, folder / "tokenizer"]
+    source = ModelSource.parse(name_or_path)
+    candidates: list[tuple[ModelSource, str | None]] = [(source, None), (source, "tokenizer")]
     lm_name = getattr(config.text_config, "_name_or_path", "") if config is not None else ""
     if lm_name:
-        candidates.append(lm_name)
-    for candidate in candidates:
-        if isinstance(candidate, Path) and not (candidate / "tokenizer_config.json").is_file():
-            continue
         try:
-            tokenizer = AutoTokenizer.from_pretrained(str(candidate))
-        except (OSError, ValueError):
+            candidates.append((ModelSource.parse(lm_name), None))
+        except InputError:
+            pass  # a folder on the machine that trained it
+    for candidate, subfolder in candidates:
+        try:
+            if candidate.file(TOKENIZER_FILE, subfolder) is None:
+                continue
+            tokenizer = AutoTokenizer.from_pretrained(
+                candidate.location, subfolder=subfolder or "", **candidate.pretrained_kwargs
+            )
+        except InputError:
             continue
+        except (OSError, ValueError) as error:
+            raise candidate.failure("load the tokenizer of", error) from error
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         return tokenizer
-    hint = f" or the LM's {lm_name!r}" if lm_name else ""
-    raise InputError(f"no tokenizer found in {folder}{hint}: pass --tokenizer PATH (the LM's tokenizer folder)")
+    hint = f" nor for its LM {lm_name!r} (in the Hugging Face cache or on the hub)" if lm_name else ""
+    raise InputError(f"no tokenizer found in {source}{hint}: pass --tokenizer PATH (the LM's tokenizer folder or "
+                     "hub id)")

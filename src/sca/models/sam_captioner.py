@@ -15,7 +15,9 @@ import torch
 from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor, PreTrainedModel, SamModel
 
+from ..errors import InputError
 from ..masks import mask_box
+from .hub import ModelSource
 from .sca import take_regions
 from .vision_attention import use_blocked_attention
 
@@ -45,9 +47,17 @@ class CropCaptioner:
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, dtype: torch.dtype = torch.float32, device="cpu", **options):
-        processor = AutoProcessor.from_pretrained(name_or_path)
-        model = AutoModelForImageTextToText.from_pretrained(name_or_path, dtype=dtype).to(device).eval()
-        return cls(model, processor, **options)
+        """A captioner from a folder or a hub id (`org/name[@revision]`)."""
+        source = ModelSource.parse(name_or_path)
+        if source.file("config.json") is None:
+            raise InputError(f"{source} is not a model folder (no config.json)")
+        try:
+            processor = AutoProcessor.from_pretrained(source.location, **source.pretrained_kwargs)
+            model = AutoModelForImageTextToText.from_pretrained(source.location, dtype=dtype,
+                                                                **source.pretrained_kwargs)
+        except (OSError, ValueError) as error:
+            raise source.failure("load the captioner", error) from error
+        return cls(model.to(device).eval(), processor, **options)
 
     @property
     def family(self) -> str:
@@ -123,7 +133,13 @@ class SamCaptioner:
     def from_pretrained(cls, sam: str, captioner: str, dtype: torch.dtype = torch.float32, device="cpu",
                         chunk_size: int = 16, **captioner_options) -> "SamCaptioner":
         """SAM and captioner from folders or hub names (e.g. facebook/sam-vit-huge, Salesforce/blip2-opt-2.7b)."""
-        sam_model = SamModel.from_pretrained(sam, dtype=dtype).to(device)
+        source = ModelSource.parse(sam)
+        if source.file("config.json") is None:
+            raise InputError(f"{source} is not a model folder (no config.json)")
+        try:
+            sam_model = SamModel.from_pretrained(source.location, dtype=dtype, **source.pretrained_kwargs).to(device)
+        except (OSError, ValueError) as error:
+            raise source.failure("load SAM", error) from error
         return cls(sam_model, CropCaptioner.from_pretrained(captioner, dtype=dtype, device=device, **captioner_options),
                    chunk_size)
 

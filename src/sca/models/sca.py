@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -130,9 +131,13 @@ class ScaModel(ScaPreTrainedModel):
     # ------------------------------------------------------------------ building and freezing
 
     @classmethod
-    def from_pretrained(cls, *args, **kwargs):
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """transformers' `from_pretrained`; a hub id may carry its revision (`org/name@revision`)."""
+        name = str(pretrained_model_name_or_path)
+        if "@" in name and not Path(name).exists() and "revision" not in kwargs:
+            pretrained_model_name_or_path, kwargs["revision"] = name.split("@", 1)
         # Loading replaces parameters (and their requires_grad); restore the default freezing.
-        loaded = super().from_pretrained(*args, **kwargs)
+        loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         model = loaded[0] if isinstance(loaded, tuple) else loaded
         model.set_trainable(DEFAULT_TRAINABLE_MODULES)
         return loaded
@@ -399,6 +404,7 @@ class ScaModel(ScaPreTrainedModel):
         if pad_token_id is None:
             pad_token_id = eos_token_id
 
+        generate_kwargs.setdefault("do_sample", False)  # the LM's own generation config may say otherwise
         prompts = (input_points, input_labels, input_boxes, input_masks)
         sequences, iou_scores, pred_masks = [], [], []
         for start in range(0, num_regions, chunk_size):
@@ -417,7 +423,6 @@ class ScaModel(ScaPreTrainedModel):
                 attention_mask=prefix.new_ones(prefix.shape[:2], dtype=torch.long),
                 max_new_tokens=max_new_tokens,
                 num_beams=num_beams,
-                do_sample=generate_kwargs.pop("do_sample", False),
                 pad_token_id=pad_token_id,
                 eos_token_id=eos_token_id,
                 **generate_kwargs,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 from pathlib import Path
 
 import torch
@@ -27,10 +29,28 @@ def training_arguments(cfg: DictConfig) -> TrainingArguments:
                    prediction_loss_only=True)
     if not torch.cuda.is_available():
         options.setdefault("use_cpu", True)
+    _check_argument_types(options)
     try:
         return TrainingArguments(**options)
-    except TypeError as error:
-        raise InputError(f"train.args: {error}") from error
+    except (TypeError, ValueError) as error:
+        raise InputError(f"train.args: {' '.join(str(error).split())}") from error
+
+
+def _check_argument_types(options: dict) -> None:
+    """TrainingArguments takes `max_steps="abc"` and fails later, deep in the Trainer: check the fields whose type
+    is a plain bool, int or float here."""
+    fields = {f.name: f.type for f in dataclasses.fields(TrainingArguments)}
+    for name, value in options.items():
+        if name not in fields:
+            raise InputError(f"train.args has no option {name!r} (the options are TrainingArguments' fields)")
+        kind = fields[name]
+        if kind is bool and not isinstance(value, bool):
+            raise InputError(f"train.args.{name} must be true or false, got {value!r}")
+        if kind in (int, float) and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                     or not math.isfinite(value)):
+            raise InputError(f"train.args.{name} must be a number, got {value!r}")
+        if kind is int and not isinstance(value, int):
+            raise InputError(f"train.args.{name} must be a whole number, got {value!r}")
 
 
 def build_datasets(cfg: DictConfig, model, tokenizer, train_records):

@@ -1,16 +1,21 @@
-"""What every reader needs: files that exist, JSON that parses, images that are on disk."""
+"""What every reader needs: files that exist, regions that fit their image, images that are on disk."""
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Iterable
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...errors import InputError
-from ..records import ImageRecord
+from ..records import ImageRecord, Region
+from ..schemas import Rle
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("sca.data")
+
+EDGE_TOLERANCE = 2.0
+"""Pixels a box may pass the image's edge (annotation rounding) before it counts as outside: clipped silently."""
 
 
 def require_file(path: Path, what: str) -> Path:
@@ -19,25 +24,74 @@ def require_file(path: Path, what: str) -> Path:
     return path
 
 
-def require_dir(path: Path, what: str) -> Path:
-    if not path.is_dir():
-        raise InputError(f"{what} not found: {path}")
-    return path
+def find_file(candidates: Sequence[Path], what: str) -> Path:
+    """The first of the candidate paths that exists, or an error that lists where it was looked for."""
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise InputError(f"{what} not found: looked for {' and '.join(str(p) for p in candidates)}")
 
 
-def read_json(path: Path, what: str):
-    require_file(path, what)
-    try:
-        with path.open() as handle:
-            return json.load(handle)
-    except json.JSONDecodeError as error:
-        raise InputError(f"{path} is not valid JSON ({what}): {error}") from error
+@dataclass
+class RegionChecker:
+    """Checks each region against its image: the box inside it (within `EDGE_TOLERANCE`), x2 > x1 and y2 > y1,
+    a mask of the image's size, at least one caption with words.
+
+    repair: real datasets have a few bad regions (Visual Genome: boxes past the image edge). With `repair`, boxes
+        are clipped to the image and regions left with an empty box or no caption are dropped, and `report()` logs
+        how many of each; without it, the first such region raises `InputError`.
+    """
+
+    source: str
+    repair: bool = False
+    clipped: int = 0
+    dropped: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    def check(self, region: Region, width: int, height: int, where: str) -> Region | None:
+        """The region with its box clipped to the image; None when `repair` drops it."""
+        x1, y1, x2, y2 = region.box
+        text = f"{where}: box [{x1:g}, {y1:g}, {x2:g}, {y2:g}]"
+        outside = x1 < -EDGE_TOLERANCE or y1 < -EDGE_TOLERANCE or x2 > width + EDGE_TOLERANCE or y2 > height + EDGE_TOLERANCE
+        if outside and not self.repair:
+            raise InputError(f"{text} lies outside the {width}x{height} image (x1,y1,x2,y2 in pixels; set "
+                             "data.repair_regions=true to clip such boxes)")
+        box = (min(max(x1, 0.0), width), min(max(y1, 0.0), height), min(max(x2, 0.0), width), min(max(y2, 0.0), height))
+        if not (box[2] > box[0] and box[3] > box[1]):
+            return self._drop(f"{text} is empty: boxes need x2 > x1 and y2 > y1", "empty box")
+        if not any(caption.strip() for caption in region.captions):
+            return self._drop(f"{where}: the region has no caption with words", "no caption")
+        if isinstance(region.mask, Rle) and tuple(region.mask.size) != (height, width):
+            raise InputError(f"{where}: mask size {list(region.mask.size)} is not the image's [{height}, {width}] "
+                             "(COCO RLE sizes are [height, width])")
+        if isinstance(region.mask, list) and not all(_inside(polygon, width, height) for polygon in region.mask):
+            raise InputError(f"{where}: a mask polygon lies outside the {width}x{height} image")
+        if outside and self.repair:
+            self.clipped += 1
+        if isinstance(region.mask, Rle):
+            region.mask = region.mask.model_dump()
+        region.box = box
+        return region
+
+    def _drop(self, message: str, reason: str) -> None:
+        if not self.repair:
+            raise InputError(f"{message} (set data.repair_regions=true to drop such regions)")
+        self.dropped += 1
+        self.reasons[reason] = self.reasons.get(reason, 0) + 1
+        return None
+
+    def report(self) -> None:
+        if self.clipped:
+            log.warning("%s: clipped %d boxes that passed the image's edge", self.source, self.clipped)
+        if self.dropped:
+            why = ", ".join(f"{count} {reason}" for reason, count in sorted(self.reasons.items()))
+            log.warning("%s: dropped %d regions (%s)", self.source, self.dropped, why)
 
 
-def expect(condition: bool, path: Path, message: str) -> None:
-    """Raise a format error naming the file, e.g. when a field the format requires is absent."""
-    if not condition:
-        raise InputError(f"{path} is not in the expected format: {message}")
+def _inside(polygon: Sequence[float], width: int, height: int) -> bool:
+    xs, ys = polygon[0::2], polygon[1::2]
+    return (min(xs) >= -EDGE_TOLERANCE and min(ys) >= -EDGE_TOLERANCE and max(xs) <= width + EDGE_TOLERANCE
+            and max(ys) <= height + EDGE_TOLERANCE and all(math.isfinite(v) for v in polygon))
 
 
 def keep_images_on_disk(records: Iterable[ImageRecord], skip_missing: bool, source: str) -> list[ImageRecord]:

@@ -4,67 +4,67 @@
      "regions": [{"region_id": 7, "box": [x1, y1, x2, y2], "captions": ["..."],
                   "mask": {"size": [h, w], "counts": "..."}}]}
 
-Boxes are pixels, xyxy; masks are COCO RLE and optional; paths are relative to the file's folder
-unless `images_dir` is given. `width`/`height` are read from the image when absent.
+Boxes are pixels, xyxy; masks are COCO RLE (or polygons) and optional; paths are relative to the file's folder
+unless `images_dir` is given. `width`/`height` are read from the image when absent. The schema is
+`schemas.JsonlImage`; every box must lie inside its image and every mask have its size.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from ...errors import InputError
-from ..records import TASK_CAPTION, ImageRecord, Region
-from .common import keep_images_on_disk, require_file
+from ..records import ImageRecord, Region
+from ..schemas import JsonlImage, read_json_lines, validate
+from .common import RegionChecker, keep_images_on_disk
 
 
-def load_jsonl(path: str | Path, images_dir: str | Path | None = None, skip_missing_images: bool = False) -> list[ImageRecord]:
-    path = require_file(Path(path), "JSONL annotations")
+def load_jsonl(
+    path: str | Path | None,
+    images_dir: str | Path | None = None,
+    skip_missing_images: bool = False,
+    repair_regions: bool = False,
+) -> list[ImageRecord]:
+    if not path:
+        raise InputError("no JSONL file given: set data.train_file=PATH (training) or data.eval_file=PATH (inference)")
+    path = Path(path)
     base = Path(images_dir) if images_dir else path.parent
-    records = []
-    with path.open() as handle:
-        for line_number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{line_number}"
-            try:
-                entry = json.loads(line)
-                regions = [
-                    Region(
-                        int(region.get("region_id", index)),
-                        _box(region["box"], where),
-                        _captions(region.get("captions", []), where),
-                        region.get("mask"),
-                    )
-                    for index, region in enumerate(entry["regions"])
-                ]
-                image_path = base / entry["image"]
-                image_id = int(entry.get("image_id", line_number - 1))
-            except json.JSONDecodeError as error:
-                raise InputError(f"{where} is not JSON: {error.msg}") from error
-            except (KeyError, TypeError, AttributeError) as error:
-                raise InputError(f"{where} lacks a required field ({error}); see the JSONL format in the README") from error
-            width, height = entry.get("width"), entry.get("height")
-            if (width is None or height is None) and image_path.is_file():
-                with Image.open(image_path) as image:
-                    width, height = image.size
-            records.append(ImageRecord(image_id, image_path, width or 0, height or 0, regions,
-                                       entry.get("task_type", TASK_CAPTION)))
+    checker = RegionChecker(str(path), repair=repair_regions)
+    records, seen_ids = [], {}
+    for line_number, value in read_json_lines(path, "JSONL annotations"):
+        where = f"{path}:{line_number}"
+        entry = validate(JsonlImage, value, where)
+        image_id = line_number - 1 if entry.image_id is None else entry.image_id
+        if image_id in seen_ids:
+            raise InputError(f"{where}: image_id {image_id} was already used on line {seen_ids[image_id]}")
+        seen_ids[image_id] = line_number
+        image_path = base / entry.image
+        if not image_path.is_file():
+            records.append(ImageRecord(image_id, image_path, entry.width or 0, entry.height or 0, [], entry.task_type))
+            continue  # missing: keep_images_on_disk raises or skips
+        width, height = _size(entry, image_path, where)
+        regions = []
+        for index, region in enumerate(entry.regions):
+            region_id = index if region.region_id is None else region.region_id
+            checked = checker.check(Region(region_id, tuple(region.box), list(region.captions), region.mask),
+                                    width, height, f"{where}: regions.{index}")
+            if checked is not None:
+                regions.append(checked)
+        records.append(ImageRecord(image_id, image_path, width, height, regions, entry.task_type))
+    checker.report()
     return keep_images_on_disk(records, skip_missing_images, str(path))
 
 
-def _box(values, where: str) -> tuple[float, float, float, float]:
-    box = tuple(float(v) for v in values)
-    if len(box) != 4 or box[2] < box[0] or box[3] < box[1]:
-        raise InputError(f"{where}: box {list(values)} is not x1,y1,x2,y2 with x2 >= x1 and y2 >= y1")
-    return box
-
-
-def _captions(values, where: str) -> list[str]:
-    if isinstance(values, str):
-        values = [values]
-    if not all(isinstance(v, str) for v in values):
-        raise InputError(f"{where}: captions must be a list of strings")
-    return list(values)
+def _size(entry: JsonlImage, image_path: Path, where: str) -> tuple[int, int]:
+    """The image's (width, height): from the line if it gives them (checked against the file), else the file."""
+    try:
+        with Image.open(image_path) as image:
+            width, height = image.size
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
+        raise InputError(f"{where}: cannot read {image_path} as an image ({type(error).__name__})") from None
+    if (entry.width, entry.height) not in ((None, None), (width, height)):
+        raise InputError(f"{where}: width and height say {entry.width}x{entry.height}, but {image_path} is "
+                         f"{width}x{height}")
+    return width, height

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ...errors import InputError
 from ...masks import encode_rle, mask_box
 from ..records import TASK_CAPTION, ImageRecord, Region
 
@@ -49,7 +50,7 @@ class ShapesWorld:
     @classmethod
     def split(cls, split: str, seed: int = 0, **options) -> "ShapesWorld":
         if split not in SPLIT_SEEDS:
-            raise ValueError(f"shapes split must be one of {', '.join(SPLIT_SEEDS)}, got {split!r}")
+            raise InputError(f"shapes split must be one of {', '.join(SPLIT_SEEDS)}, got {split!r}")
         return cls(seed=seed + SPLIT_SEEDS[split], **options)
 
     def records(self, count: int, start: int = 0) -> list[ImageRecord]:

@@ -1,21 +1,25 @@
 """Visual Genome dense captioning, split by DenseCap's `densecap_splits.json`.
 
-Layout under `root` (the published files, unchanged):
+Under `root` (the published files, unchanged), the annotations beside the image folders or in `annotations/`
+(the original project's layout):
     region_descriptions.json   [{"id": image_id, "regions": [{region_id, image_id, phrase, x, y, width, height}]}]
     image_data.json            [{"image_id", "url", "width", "height", ...}]
     densecap_splits.json       {"train": [image ids], "val": [...], "test": [...]}
     VG_100K/ and VG_100K_2/    the images, `{image_id}.jpg`, the folder named by the image URL
+Schemas: `schemas.VgImageRegions`, `schemas.VgImage`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..records import TASK_CAPTION, ImageRecord, Region, xywh_to_xyxy
 from ...errors import InputError
-from .common import expect, keep_images_on_disk, read_json
+from ..records import TASK_CAPTION, ImageRecord, Region, xywh_to_xyxy
+from ..schemas import Id, VgImage, VgImageRegions, read_json_file, validate
+from .common import RegionChecker, find_file, keep_images_on_disk
 
 SPLITS = ("train", "val", "test")
+ANNOTATION_FILES = ("densecap_splits.json", "image_data.json", "region_descriptions.json")
 
 
 def load_visual_genome(
@@ -23,56 +27,76 @@ def load_visual_genome(
     split: str,
     annotations_dir: str | Path | None = None,
     skip_missing_images: bool = False,
+    repair_regions: bool = True,
 ) -> list[ImageRecord]:
     root = Path(root)
-    annotations = Path(annotations_dir) if annotations_dir else root
     if split not in SPLITS:
-        raise InputError(f"Visual Genome split must be one of {SPLITS}, got {split!r}")
-    splits_file = annotations / "densecap_splits.json"
-    splits = read_json(splits_file, "DenseCap splits")
-    expect(isinstance(splits, dict) and split in splits, splits_file, f"a dict with a {split!r} list of image ids")
+        raise InputError(f"Visual Genome split must be one of {', '.join(SPLITS)}, got {split!r}")
+    folder = _annotations_folder(root, annotations_dir)
+
+    splits_file = folder / "densecap_splits.json"
+    splits = validate(dict[str, list[Id]], read_json_file(splits_file, "DenseCap splits"), str(splits_file))
+    if split not in splits:
+        raise InputError(f"{splits_file} has no {split!r} split; it has {', '.join(sorted(splits))}")
     wanted = set(splits[split])
 
-    images_file = annotations / "image_data.json"
-    image_data = read_json(images_file, "VG image metadata")
-    expect(isinstance(image_data, list), images_file, "a list of images")
+    images_file = folder / "image_data.json"
+    image_data = read_json_file(images_file, "VG image metadata")
+    if not isinstance(image_data, list):
+        raise InputError(f"{images_file}: expected a list of images, got a JSON {type(image_data).__name__}")
     images = {}
-    for entry in image_data:
-        expect({"image_id", "width", "height"} <= entry.keys(), images_file, "images need image_id, width, height")
-        if entry["image_id"] in wanted:
-            images[entry["image_id"]] = entry
+    for position, entry in enumerate(image_data):
+        if isinstance(entry, dict) and entry.get("image_id") in wanted:
+            image = validate(VgImage, entry, f"{images_file}: entry {position}")
+            images[image.image_id] = image
 
-    regions_file = annotations / "region_descriptions.json"
-    descriptions = read_json(regions_file, "VG region descriptions")
-    expect(isinstance(descriptions, list), regions_file, "a list of {id, regions}")
+    regions_file = folder / "region_descriptions.json"
+    descriptions = read_json_file(regions_file, "VG region descriptions")
+    if not isinstance(descriptions, list):
+        raise InputError(f"{regions_file}: expected a list of {{id, regions}}, got a JSON {type(descriptions).__name__}")
+    checker = RegionChecker(f"Visual Genome {split}", repair=repair_regions)
     records = []
-    for entry in descriptions:
-        expect("regions" in entry, regions_file, "each entry needs 'regions'")
-        image_id = entry.get("id", entry.get("image_id"))
-        if image_id not in wanted:
+    for position, raw in enumerate(descriptions):
+        if not isinstance(raw, dict):
+            raise InputError(f"{regions_file}: entry {position}: expected an object, got {type(raw).__name__}")
+        if raw.get("id", raw.get("image_id")) not in wanted:
             continue
+        where = f"{regions_file}: entry {position}"
+        entry = validate(VgImageRegions, raw, where)
+        image_id = entry.id if entry.id is not None else entry.image_id
         meta = images.get(image_id)
-        expect(meta is not None, images_file, f"no metadata for image {image_id}")
+        if meta is None:
+            raise InputError(f"{where}: image {image_id} has no entry in {images_file}")
         regions = []
-        for region in entry["regions"]:
-            expect({"region_id", "phrase", "x", "y", "width", "height"} <= region.keys(), regions_file,
-                   "regions need region_id, phrase, x, y, width, height")
-            box = xywh_to_xyxy(region["x"], region["y"], region["width"], region["height"])
-            regions.append(Region(region["region_id"], box, [region["phrase"]]))
-        records.append(
-            ImageRecord(image_id, _image_path(root, meta), meta["width"], meta["height"], regions, TASK_CAPTION)
-        )
+        for index, region in enumerate(entry.regions):
+            box = xywh_to_xyxy(region.x, region.y, region.width, region.height)
+            checked = checker.check(Region(region.region_id, box, [region.phrase]), meta.width, meta.height,
+                                    f"{where} regions.{index} (region {region.region_id})")
+            if checked is not None:
+                regions.append(checked)
+        records.append(ImageRecord(image_id, _image_path(root, meta), meta.width, meta.height, regions, TASK_CAPTION))
+    checker.report()
     return keep_images_on_disk(records, skip_missing_images, f"Visual Genome {split}")
 
 
-def _image_path(root: Path, meta: dict) -> Path:
+def _annotations_folder(root: Path, annotations_dir: str | Path | None) -> Path:
+    """`annotations_dir` if given, else `root` or `root/annotations`, whichever holds the files."""
+    if annotations_dir:
+        return Path(annotations_dir)
+    for folder in (root, root / "annotations"):
+        if (folder / ANNOTATION_FILES[0]).is_file():
+            return folder
+    find_file([root / ANNOTATION_FILES[0], root / "annotations" / ANNOTATION_FILES[0]], "DenseCap splits")
+    raise AssertionError("unreachable")
+
+
+def _image_path(root: Path, meta: VgImage) -> Path:
     """`.../VG_100K_2/123.jpg` in the URL → `root/VG_100K_2/123.jpg`."""
-    url = meta.get("url") or ""
-    parts = url.rstrip("/").split("/")
+    parts = (meta.url or "").rstrip("/").split("/")
     if len(parts) >= 2 and parts[-2].startswith("VG_100K"):
         return root / parts[-2] / parts[-1]
     for folder in ("VG_100K", "VG_100K_2"):
-        candidate = root / folder / f"{meta['image_id']}.jpg"
+        candidate = root / folder / f"{meta.image_id}.jpg"
         if candidate.is_file():
             return candidate
-    return root / "VG_100K" / f"{meta['image_id']}.jpg"
+    return root / "VG_100K" / f"{meta.image_id}.jpg"

@@ -1,0 +1,106 @@
+"""Where a model's files are: a local folder, or a Hugging Face hub id with an optional revision.
+
+Every place that names a model (`--model`, `model.path`, `--sam`, `--captioner`, `from_pretrained`) takes either.
+A hub id is `org/name` or `org/name@revision`; it is resolved through `huggingface_hub` and its cache, so
+`HF_HUB_OFFLINE=1`, `HF_HUB_CACHE`/`HF_HOME` and the token from the environment apply as everywhere else.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import InputError
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A model named by a local folder (`folder`) or by a hub repository (`repo_id`, `revision`)."""
+
+    name: str
+    folder: Path | None = None
+    repo_id: str | None = None
+    revision: str | None = None
+
+    @classmethod
+    def parse(cls, name: str | Path) -> ModelSource:
+        """A folder that exists wins; else `org/name[@revision]` is a hub id; anything else is a missing folder."""
+        text = str(name)
+        if Path(text).expanduser().is_dir():
+            return cls(text, folder=Path(text).expanduser())
+        if Path(text).expanduser().exists():
+            raise InputError(f"{text} is a file, not a model folder: pass the folder that holds config.json")
+        repo_id, _, revision = text.partition("@")
+        if HUB_ID.match(repo_id) and ".." not in repo_id and (not _ or revision):
+            return cls(text, repo_id=repo_id, revision=revision or None)
+        raise InputError(f"model folder not found: {text} (nor is it a Hugging Face hub id such as org/name)")
+
+    @property
+    def location(self) -> str:
+        """What `from_pretrained` takes (with `pretrained_kwargs`)."""
+        return str(self.folder) if self.folder is not None else self.repo_id
+
+    @property
+    def pretrained_kwargs(self) -> dict:
+        return {"revision": self.revision} if self.revision else {}
+
+    def file(self, filename: str, subfolder: str | None = None) -> Path | None:
+        """The local path of one of the model's files (downloaded or from the cache); None if the model lacks it.
+
+        Raises `InputError` when a hub model can be reached neither in the cache nor online.
+        """
+        if self.folder is not None:
+            path = self.folder / (subfolder or "") / filename
+            return path if path.is_file() else None
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+        try:
+            return Path(hf_hub_download(self.repo_id, filename, subfolder=subfolder, revision=self.revision))
+        except LocalEntryNotFoundError:
+            if self.cached():
+                return None  # the snapshot is here; it just has no such file
+            raise self.unavailable() from None
+        except EntryNotFoundError:
+            return None
+        except OSError as error:
+            raise self.failure("reach", error) from error
+
+    def cached(self) -> bool:
+        """Whether a snapshot of this hub model (at this revision) is in the local cache."""
+        from huggingface_hub import constants
+
+        repo = Path(constants.HF_HUB_CACHE) / f"models--{self.repo_id.replace('/', '--')}"
+        revision = self.revision or "main"
+        return (repo / "refs" / revision).is_file() or (repo / "snapshots" / revision).is_dir()
+
+    def unavailable(self) -> InputError:
+        from huggingface_hub import constants
+
+        where = "offline (HF_HUB_OFFLINE=1), so only the cache is used" if constants.HF_HUB_OFFLINE else "nor online"
+        return InputError(
+            f"{self.name} is not a local folder, and no snapshot of the hub model {self.repo_id!r}"
+            f"{f' at revision {self.revision!r}' if self.revision else ''} is in the cache ({constants.HF_HUB_CACHE}) "
+            f"— {where}: download it where there is network (`hf download {self.repo_id}`) or pass a folder"
+        )
+
+    def failure(self, action: str, error: BaseException) -> InputError:
+        """A loading error from transformers or the hub, as one line that names the model."""
+        from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+
+        if self.repo_id is not None:
+            if isinstance(error, RepositoryNotFoundError):
+                return InputError(f"no model {self.repo_id!r} on the Hugging Face hub (or it is private: log in "
+                                  "with `hf auth login` or set HF_TOKEN)")
+            if isinstance(error, RevisionNotFoundError):
+                return InputError(f"the hub model {self.repo_id!r} has no revision {self.revision!r}")
+            if isinstance(error, LocalEntryNotFoundError) or not self.cached():
+                return self.unavailable()
+        detail = " ".join(str(error).split())
+        return InputError(f"cannot {action} {self.name}: {detail[:300]}")
+
+    def __str__(self) -> str:
+        return self.name
