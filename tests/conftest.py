@@ -8,6 +8,7 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from hypothesis import settings  # noqa: E402
 
 from sca.models import ScaModel  # noqa: E402
 from sca.models.tiny import (  # noqa: E402
@@ -22,6 +23,12 @@ FIXTURES = Path(__file__).parent / "fixtures"
 REFERENCE = FIXTURES / "sca-reference-tiny"
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
+
+# Property-based tests: a fixed seed and a bounded number of examples, so CI is repeatable and fast;
+# HYPOTHESIS_PROFILE=explore searches further with fresh examples.
+settings.register_profile("ci", max_examples=150, derandomize=True, deadline=None, print_blob=True)
+settings.register_profile("explore", max_examples=2000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(scope="session")

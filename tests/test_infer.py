@@ -12,7 +12,7 @@ from sca.cli import main
 from sca.data.records import ImageRecord
 from sca.data.sources import load_records
 from sca.errors import InputError
-from sca.infer.predictor import ScaPredictor
+from sca.infer.predictor import RegionPrediction, ScaPredictor
 from sca.infer.runner import run_inference
 
 SHAPES = {"source": "shapes", "split": "val", "num_images": 6, "image_size": 128, "min_shapes": 1, "max_shapes": 3}
@@ -106,6 +106,100 @@ def test_resuming_with_other_settings_is_refused(tmp_path, predictor, records):
         run_inference(predictor, records, output, settings={"num_beams": 3})
     run_inference(predictor, records, output, settings={"num_beams": 3}, overwrite=True)
     assert output.exists()
+
+
+class _Killed(Exception):
+    """Stands for a SIGKILL at one step of the merge (nothing after the step runs)."""
+
+
+def _killed_at(monkeypatch, target, name):
+    def die(*args, **kwargs):
+        raise _Killed(name)
+
+    monkeypatch.setattr(target, name, die)
+
+
+def _all_done_but_merged(tmp_path, predictor, records, monkeypatch, step):
+    """Run to the end and die at one step of the merge; return the output path."""
+    from sca.files import write_atomically
+    from sca.infer import runner
+
+    output = tmp_path / "infer-shapes-val.json"
+    write_json = runner.write_json_atomically
+
+    def killed_writing_the_output(path, value, **kwargs):
+        if path != output:
+            return write_json(path, value, **kwargs)
+        if step == "before the rename":  # the temporary copy is whole, the rename never happens
+            write_atomically(path.with_name(f".{path.stem}-killed{path.suffix}"),
+                             lambda temporary: temporary.write_text(json.dumps(value)))
+        raise _Killed(step)
+
+    with monkeypatch.context() as patch:
+        if step == "before the merge":
+            _killed_at(patch, runner.PartFiles, "merge")
+        elif step in ("after the marker", "before the rename"):
+            patch.setattr(runner, "write_json_atomically", killed_writing_the_output)
+        elif step == "after the rename":
+            _killed_at(patch, runner.PartFiles, "_remove")
+        with pytest.raises(_Killed):
+            run_inference(predictor, records, output, settings={"beams": 1})
+    return output
+
+
+@pytest.mark.parametrize("step", ["before the merge", "after the marker", "before the rename", "after the rename"])
+def test_a_run_killed_at_each_step_of_the_merge_recovers_the_same_bytes(tmp_path, predictor, records, reference_file,
+                                                                         monkeypatch, step):
+    output = _all_done_but_merged(tmp_path, predictor, records, monkeypatch, step)
+    resumed = _Interrupting(predictor, after=10**6)
+    run_inference(resumed, records, output, settings={"beams": 1})
+    assert resumed.calls == 0  # every image was done: nothing is redone
+    assert output.read_bytes() == reference_file.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [output.name]  # no parts, no hidden copies
+
+
+def test_a_whole_record_missing_its_newline_is_done_again(tmp_path, predictor, records, reference_file, monkeypatch):
+    output = _all_done_but_merged(tmp_path, predictor, records, monkeypatch, "before the merge")
+    (part,) = (tmp_path / "infer-shapes-val.parts").glob("rank-*.jsonl")
+    part.write_bytes(part.read_bytes()[:-1])  # a short write: the last record is complete but unterminated
+    resumed = _Interrupting(predictor, after=10**6)
+    run_inference(resumed, records, output, settings={"beams": 1})
+    assert resumed.calls == 1
+    assert output.read_bytes() == reference_file.read_bytes()
+
+
+def test_records_that_do_not_parse_are_done_again(tmp_path, predictor, records, reference_file, monkeypatch):
+    output = _all_done_but_merged(tmp_path, predictor, records, monkeypatch, "before the merge")
+    (part,) = (tmp_path / "infer-shapes-val.parts").glob("rank-*.jsonl")
+    lines = part.read_text().splitlines(keepends=True)
+    part.write_text(lines[0] + '{"entries": []}\n' + '{"index": "1", "entries": []}\n' + "".join(lines[2:]))
+    resumed = _Interrupting(predictor, after=10**6)
+    run_inference(resumed, records, output, settings={"beams": 1})
+    assert resumed.calls == 1
+    assert output.read_bytes() == reference_file.read_bytes()
+
+
+@pytest.mark.parametrize("settings_text", ["{not json", "[1, 2]", '{"images": "many"}', ""])
+def test_a_corrupted_settings_file_says_how_to_start_over(tmp_path, predictor, records, monkeypatch, settings_text):
+    output = _all_done_but_merged(tmp_path, predictor, records, monkeypatch, "before the merge")
+    (tmp_path / "infer-shapes-val.parts" / "settings.json").write_text(settings_text)
+    with pytest.raises(InputError, match="infer.overwrite=true.*to start over"):
+        run_inference(predictor, records, output, settings={"beams": 1})
+    run_inference(predictor, records, output, settings={"beams": 1}, overwrite=True)
+    assert output.exists()
+
+
+def test_a_nan_from_the_model_is_an_error_before_anything_is_written(tmp_path, predictor, records):
+    class NanScores:
+        frame = predictor.frame
+
+        def __call__(self, batch):
+            return [[RegionPrediction(p.candidates, [float("nan")] * 3) for p in image] for image in predictor(batch)]
+
+    output = tmp_path / "infer.json"
+    with pytest.raises(InputError, match="NaN or infinite number at entries.0.logits.iou_scores.0"):
+        run_inference(NanScores(), records, output)
+    assert not output.exists()
 
 
 def _infer_command(model_dir, output_dir, *extra):

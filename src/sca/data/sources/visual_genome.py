@@ -46,7 +46,7 @@ def load_visual_genome(
         raise InputError(f"{images_file}: expected a list of images, got a JSON {type(image_data).__name__}")
     images = {}
     for position, entry in enumerate(image_data):
-        if isinstance(entry, dict) and entry.get("image_id") in wanted:
+        if _image_id(entry, ("image_id",), f"{images_file}: entry {position}") in wanted:
             image = validate(VgImage, entry, f"{images_file}: entry {position}")
             images[image.image_id] = image
 
@@ -57,11 +57,9 @@ def load_visual_genome(
     checker = RegionChecker(f"Visual Genome {split}", repair=repair_regions)
     records = []
     for position, raw in enumerate(descriptions):
-        if not isinstance(raw, dict):
-            raise InputError(f"{regions_file}: entry {position}: expected an object, got {type(raw).__name__}")
-        if raw.get("id", raw.get("image_id")) not in wanted:
-            continue
         where = f"{regions_file}: entry {position}"
+        if _image_id(raw, ("id", "image_id"), where) not in wanted:
+            continue
         entry = validate(VgImageRegions, raw, where)
         image_id = entry.id if entry.id is not None else entry.image_id
         meta = images.get(image_id)
@@ -77,6 +75,16 @@ def load_visual_genome(
         records.append(ImageRecord(image_id, _image_path(root, meta), meta.width, meta.height, regions, TASK_CAPTION))
     checker.report()
     return keep_images_on_disk(records, skip_missing_images, f"Visual Genome {split}")
+
+
+def _image_id(entry, keys: tuple[str, ...], where: str) -> int:
+    """The image id of an entry (the first of `keys` it has), checked before the entry is selected by split."""
+    if not isinstance(entry, dict):
+        raise InputError(f"{where}: expected an object, got {type(entry).__name__}")
+    value = next((entry[key] for key in keys if key in entry), None)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InputError(f"{where}: {' or '.join(keys)} must be a whole number, got {value!r}")
+    return value
 
 
 def _annotations_folder(root: Path, annotations_dir: str | Path | None) -> Path:

@@ -1,0 +1,325 @@
+"""Property-based tests of every reader: malformed documents raise only `InputError`; valid documents lose nothing.
+
+The documents are generated (hypothesis): wrong types, missing keys, NaN and infinities, huge integers, deep
+nesting, bytes that are not UTF-8, truncated files, and valid documents with one field broken. The CI profile
+(conftest) fixes the seed and the number of examples.
+"""
+
+import json
+import pickle
+import re
+import string
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from sca.data.sources import load_records
+from sca.errors import InputError
+from sca.eval.infer_file import read_infer_file, select_candidates
+from sca.eval.dense import DensePrediction, DenseReference, dense_captioning_map
+
+WIDTH, HEIGHT = 40, 30
+FUZZ = settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow], deadline=None)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("fuzz")
+    Image.new("RGB", (WIDTH, HEIGHT), (1, 2, 3)).save(folder / "a.png")
+    for name in ("VG_100K/1.jpg", "VG_100K/2.jpg", "images/1.jpg", "images/2.jpg", "train2014/x.jpg", "val/a.jpg"):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (WIDTH, HEIGHT)).save(folder / name)
+    (folder / "not-an-image.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    return folder
+
+
+# ------------------------------------------------------------------ generators
+
+scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.integers(min_value=10**300, max_value=10**301),
+    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=8), st.just(""), st.just("1234"),
+)
+json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+    st.text(string.ascii_lowercase + "_", max_size=10), inner, max_size=4), max_leaves=12)
+
+
+def boxes():
+    return st.tuples(st.floats(0, WIDTH - 2), st.floats(0, HEIGHT - 2), st.floats(1, WIDTH), st.floats(1, HEIGHT)).map(
+        lambda b: [round(b[0], 2), round(b[1], 2), round(min(WIDTH, b[0] + b[2]), 2) + 0.5,
+                   round(min(HEIGHT, b[1] + b[3]), 2) + 0.5]).filter(
+        lambda b: b[2] <= WIDTH and b[3] <= HEIGHT and b[2] > b[0] and b[3] > b[1])
+
+
+captions = st.text(string.ascii_letters + " ,.'-", min_size=1, max_size=30).filter(lambda t: t.strip())
+
+
+@st.composite
+def broken(draw, document):
+    """A valid document with one thing broken: a value replaced, a key dropped, or the whole thing garbled."""
+    paths = list(_paths(document))
+    kind = draw(st.sampled_from(["replace", "drop", "replace", "garble"]))
+    if kind == "garble" or not paths:
+        return draw(json_values)
+    path = draw(st.sampled_from(paths))
+    copy = json.loads(json.dumps(document))
+    parent = copy
+    for key in path[:-1]:
+        parent = parent[key]
+    if kind == "drop" and isinstance(parent, dict):
+        del parent[path[-1]]
+    else:
+        parent[path[-1]] = draw(json_values)
+    return copy
+
+
+def _paths(value, prefix=()):
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        yield (*prefix, key)
+        yield from _paths(item, (*prefix, key))
+
+
+def encodings(document):
+    """Ways a file can hold a document: as JSON (NaN written as NaN), truncated, with bad bytes, deeply nested."""
+    text = json.dumps(document, allow_nan=True)
+    return st.sampled_from([
+        text.encode(), text.encode()[: max(1, len(text) // 2)], b"\xff\xfe" + text.encode(),
+        ("[" * 100_000 + "]" * 100_000).encode(), b"",
+    ])
+
+
+def _write(path, data: bytes):
+    path.write_bytes(data)
+    return path
+
+
+def _only_input_errors(load):
+    try:
+        load()
+    except InputError:
+        pass
+
+
+# ------------------------------------------------------------------ JSONL
+
+
+@st.composite
+def jsonl_lines(draw):
+    regions = draw(st.lists(st.fixed_dictionaries(
+        {"box": boxes(), "captions": st.lists(captions, min_size=1, max_size=3)},
+        optional={"region_id": st.integers(0, 10**6)}), max_size=4))
+    line = {"image": "a.png", "regions": regions}
+    if draw(st.booleans()):
+        line.update(width=WIDTH, height=HEIGHT)
+    if draw(st.booleans()):
+        line["task_type"] = draw(st.sampled_from(["caption", "recognition"]))
+    return line
+
+
+@FUZZ
+@given(data=st.data())
+def test_jsonl_malformed_lines_raise_only_input_errors(folder, data):
+    good = data.draw(jsonl_lines())
+    bad = data.draw(broken(good) | jsonl_lines().map(
+        lambda line: {**line, "image": data.draw(st.sampled_from(["not-an-image.png", "missing.png", "../fuzz0"]))}))
+    encoded = data.draw(st.just(json.dumps(bad, allow_nan=True).encode()) | encodings(bad))
+    path = _write(folder / "fuzz.jsonl", json.dumps(good).encode() + b"\n" + encoded + b"\n")
+    _only_input_errors(lambda: load_records({"source": "jsonl", "path": str(path)}))
+
+
+@FUZZ
+@given(lines=st.lists(jsonl_lines(), min_size=1, max_size=4))
+def test_jsonl_valid_documents_round_trip_to_eval(folder, lines):
+    path = _write(folder / "valid.jsonl", "\n".join(json.dumps(line) for line in lines).encode())
+    records = load_records({"source": "jsonl", "path": str(path)})
+    assert [len(r.regions) for r in records] == [len(line["regions"]) for line in lines]
+    for record, line in zip(records, lines):
+        for region, given_region in zip(record.regions, line["regions"]):
+            assert list(region.box) == given_region["box"] and region.captions == given_region["captions"]
+    entries = [{"_id": i, "split": "inference", "references": region.captions, "candidates": [region.captions[0]],
+                "logits": {"iou_scores": [0.5, 0.7, 0.1]}}
+               for i, region in enumerate(r for record in records for r in record.regions)]
+    if not entries:
+        return
+    infer = _write(folder / "infer-valid.json", json.dumps(entries).encode())
+    read = read_infer_file(infer)
+    assert read == entries and select_candidates(read) == [e["references"][0] for e in entries]
+
+
+# ------------------------------------------------------------------ COCO-style (COCO, LVIS, O365, V3Det, GRiT)
+
+
+@st.composite
+def coco_documents(draw, with_captions=False):
+    annotations = []
+    for i, box in enumerate(draw(st.lists(boxes(), min_size=1, max_size=5))):
+        annotation = {"id": i, "image_id": draw(st.sampled_from([1, 2])), "category_id": 1, "iscrowd": 0,
+                      "bbox": [box[0], box[1], round(box[2] - box[0], 2), round(box[3] - box[1], 2)]}
+        if with_captions:
+            annotation["caption"] = draw(captions)
+        annotations.append(annotation)
+    return {"images": [{"id": 1, "file_name": "1.jpg", "width": WIDTH, "height": HEIGHT},
+                       {"id": 2, "file_name": "2.jpg", "width": WIDTH, "height": HEIGHT}],
+            "annotations": annotations, "categories": [{"id": 1, "name": "thing"}]}
+
+
+@FUZZ
+@given(data=st.data())
+def test_coco_malformed_documents_raise_only_input_errors(folder, data):
+    document = data.draw(broken(data.draw(coco_documents())))
+    path = _write(folder / "instances.json", data.draw(st.sampled_from([json.dumps(document, allow_nan=True).encode()]))
+                  if data.draw(st.booleans()) else data.draw(encodings(document)))
+    _only_input_errors(lambda: load_records({"source": "coco", "annotations": str(path),
+                                             "images_dir": str(folder / "images"), "repair_regions": False}))
+
+
+@FUZZ
+@given(data=st.data())
+def test_grit_malformed_documents_raise_only_input_errors(folder, data):
+    document = data.draw(broken(data.draw(coco_documents(with_captions=True))))
+    (folder / "grit").mkdir(exist_ok=True)
+    _write(folder / "grit" / "test.json", json.dumps(document, allow_nan=True).encode())
+    _only_input_errors(lambda: load_records({"source": "grit_visual_genome", "root": str(folder / "grit"), "split": "test",
+                                             "images_dir": str(folder / "images")}))
+
+
+@FUZZ
+@given(document=coco_documents(with_captions=True))
+def test_grit_valid_documents_keep_every_region(folder, document):
+    (folder / "grit").mkdir(exist_ok=True)
+    _write(folder / "grit" / "test.json", json.dumps(document).encode())
+    records = load_records({"source": "grit_visual_genome", "root": str(folder / "grit"), "split": "test",
+                            "images_dir": str(folder / "images")})
+    kept = sorted((region.region_id, region.captions[0]) for record in records for region in record.regions)
+    assert kept == sorted((a["id"], a["caption"]) for a in document["annotations"])
+
+
+# ------------------------------------------------------------------ Visual Genome and RefCOCO
+
+
+@FUZZ
+@given(data=st.data())
+def test_visual_genome_malformed_documents_raise_only_input_errors(folder, data):
+    root = folder / "vg"
+    (root / "VG_100K").mkdir(parents=True, exist_ok=True)
+    regions = [{"id": 1, "regions": [{"region_id": 5, "image_id": 1, "phrase": "a cat", "x": 1, "y": 2, "width": 9,
+                                      "height": 9}]}]
+    images = [{"image_id": 1, "url": "https://x/VG_100K/1.jpg", "width": WIDTH, "height": HEIGHT}]
+    splits = {"train": [1], "val": [], "test": []}
+    which = data.draw(st.sampled_from(["regions", "images", "splits"]))
+    documents = {"regions": regions, "images": images, "splits": splits}
+    documents[which] = data.draw(broken(documents[which]))
+    for name, key in (("region_descriptions.json", "regions"), ("image_data.json", "images"),
+                      ("densecap_splits.json", "splits")):
+        _write(root / name, json.dumps(documents[key], allow_nan=True).encode())
+    _only_input_errors(lambda: load_records({"source": "visual_genome", "root": str(root), "split": "train",
+                                             "skip_missing_images": True}))
+
+
+@FUZZ
+@given(data=st.data())
+def test_refcoco_malformed_documents_raise_only_input_errors(folder, data):
+    root = folder / "refer"
+    (root / "refcoco").mkdir(parents=True, exist_ok=True)
+    refs = [{"ref_id": 1, "ann_id": 3, "image_id": 1, "split": "val", "sentences": [{"sent": "the left cat"}]}]
+    instances = {"images": [{"id": 1, "file_name": "x.jpg", "width": WIDTH, "height": HEIGHT}],
+                 "annotations": [{"id": 3, "image_id": 1, "bbox": [1, 1, 10, 10], "category_id": 1}]}
+    if data.draw(st.booleans()):
+        refs = data.draw(broken(refs))
+        pickled = pickle.dumps(refs)
+        (root / "refcoco" / "refs(unc).p").write_bytes(data.draw(st.sampled_from([pickled, pickled[: len(pickled) // 2]])))
+        _write(root / "refcoco" / "instances.json", json.dumps(instances).encode())
+    else:
+        (root / "refcoco" / "refs(unc).p").write_bytes(pickle.dumps(refs))
+        _write(root / "refcoco" / "instances.json", json.dumps(data.draw(broken(instances)), allow_nan=True).encode())
+    _only_input_errors(lambda: load_records({"source": "refcoco", "root": str(root), "dataset": "refcoco",
+                                             "split_by": "unc", "split": "val", "images_dir": str(folder / "train2014")}))
+
+
+# ------------------------------------------------------------------ infer.json and dense-captioning files
+
+
+@st.composite
+def region_files(draw):
+    return [{"_id": i, "split": "inference", "references": draw(st.lists(captions, min_size=1, max_size=2)),
+             "candidates": draw(st.lists(st.text(max_size=10), min_size=1, max_size=3)),
+             "logits": {"iou_scores": draw(st.lists(st.floats(-2, 2), min_size=3, max_size=3))}}
+            for i in range(draw(st.integers(1, 3)))]
+
+
+@st.composite
+def dense_files(draw):
+    return [{"image_id": 1,
+             "predictions": [{"box": box, "caption": draw(captions), "score": draw(st.floats(0, 1))}
+                             for box in draw(st.lists(boxes(), max_size=3))],
+             "references": [{"box": box, "captions": [draw(captions)]} for box in draw(st.lists(boxes(), max_size=3))]}]
+
+
+@FUZZ
+@given(data=st.data())
+def test_infer_files_malformed_raise_only_input_errors(folder, data):
+    document = data.draw(broken(data.draw(st.one_of(region_files(), dense_files()))))
+    path = _write(folder / "infer-fuzz.json", json.dumps(document, allow_nan=True).encode()
+                  if data.draw(st.booleans()) else data.draw(encodings(document)))
+    try:
+        entries = read_infer_file(path)
+    except InputError:
+        return
+    if "predictions" in entries[0]:
+        images = [([DensePrediction(p["box"], p["caption"], p["score"]) for p in e["predictions"]],
+                   [DenseReference(r["box"], r["captions"]) for r in e["references"]]) for e in entries]
+        try:
+            result = dense_captioning_map(images, meteor=lambda references, candidates: dict.fromkeys(candidates, 0.5))
+        except ValueError as error:  # `sca eval` says it as an InputError
+            assert "ground-truth" in str(error)
+            return
+        assert 0 <= result["mAP"] <= 1
+    else:
+        chosen = select_candidates(entries)
+        assert len(chosen) == len(entries) and all(isinstance(c, str) for c in chosen)
+
+
+def test_nan_scores_never_pick_a_candidate(tmp_path):
+    path = _write(tmp_path / "infer-x.json", b'[{"references": ["a"], "candidates": ["x", "y", "z"], '
+                  b'"logits": {"iou_scores": [NaN, 0.9, 0.1]}}]')
+    with pytest.raises(InputError, match="NaN"):
+        read_infer_file(path)
+
+
+SEEN_IN_THE_WILD = [
+    # (a JSONL line, what the one-line error says): the cases a tester found
+    ({"image": "a.png", "regions": [{"box": "1234", "captions": ["a"]}]}, "regions.0.box: input should be a valid list"),
+    ({"image": "a.png", "regions": [{"box": {"x": 1}, "captions": ["a"]}]}, "regions.0.box"),
+    ({"image": "a.png", "regions": [{"box": [1, 2, float("nan"), 4], "captions": ["a"]}]}, "NaN is not a number"),
+    ({"image": "a.png", "regions": [{"box": [1, 2, 3, float("inf")], "captions": ["a"]}]}, "Infinity is not a number"),
+    ({"image": "a.png", "regions": [{"box": [1, 2, 300, 4], "captions": ["a"]}]}, "lies outside the 40x30 image"),
+    ({"image": "a.png", "regions": [{"box": [5, 2, 3, 4], "captions": ["a"]}]}, "is empty: boxes need x2 > x1"),
+    ({"image": "a.png", "regions": [{"box": [1, 2, 3, 4], "captions": []}]}, "captions"),
+    ({"image": "a.png", "regions": [{"box": [1, 2, 3, 4], "captions": ["  "]}]}, "captions"),
+    ({"image": "a.png", "regions": [{"box": [1, 2, 3, 4], "captions": ["a"], "mask": {"size": [5, 5], "counts": ""}}]},
+     "mask size [5, 5] is not the image's [30, 40]"),
+    ({"image": "a.png", "image_id": 1e400, "regions": []}, "Infinity is not a number"),
+    ({"image": "a.png", "image_id": 1.5, "regions": []}, "image_id"),
+    ({"image": "a.png", "task_type": "detection", "regions": []}, "task_type: input should be 'recognition' or 'caption'"),
+    ({"image": "not-an-image.png", "regions": []}, "cannot read"),
+    ({"image": "a.png", "width": 41, "height": 30, "regions": []}, "width and height say 41x30"),
+]
+
+
+@pytest.mark.parametrize("line, message", SEEN_IN_THE_WILD)
+def test_jsonl_cases_seen_in_the_wild(folder, line, message):
+    path = _write(folder / "wild.jsonl", json.dumps(line, allow_nan=True).encode() + b"\n")
+    with pytest.raises(InputError, match=re.escape(message)) as caught:
+        load_records({"source": "jsonl", "path": str(path)})
+    assert f"{path}:1" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_huge_integers_and_deep_nesting(folder):
+    path = _write(folder / "huge.jsonl", b'{"image": "a.png", "image_id": ' + b"9" * 5000 + b', "regions": []}\n')
+    with pytest.raises(InputError, match="not valid JSON"):
+        load_records({"source": "jsonl", "path": str(path)})
+    path = _write(folder / "deep.jsonl", b"[" * 50_000 + b"]" * 50_000 + b"\n")
+    with pytest.raises(InputError, match="nested too deeply"):
+        load_records({"source": "jsonl", "path": str(path)})
