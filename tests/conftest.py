@@ -11,8 +11,8 @@ import torch  # noqa: E402
 from hypothesis import settings  # noqa: E402
 
 from sca.models import ScaModel  # noqa: E402
+from builders import SHAPE_PHRASES  # noqa: E402
 from sca.models.tiny import (  # noqa: E402
-    SHAPE_PHRASES,
     build_bpe_tokenizer,
     build_sentencepiece_tokenizer,
     tiny_sca_config,

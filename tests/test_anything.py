@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from sca.api import InputError, RegionCaptioner
-from sca.automatic import AnythingOptions, box_iou, masks_to_boxes, nms, point_grid, stability_score
+from sca.geometry import box_iou, masks_to_boxes, nms, point_grid, stability_score
+from sca.models.sca_region import ScaRegionModel
+from sca.options import AnythingOptions, GenerationOptions
 from sca.cli import main
 
 
@@ -33,7 +35,7 @@ def test_masks_to_boxes_and_nms():
 
 
 def test_anything_runs_the_encoder_once_and_captions_only_survivors(tiny_model, bpe_tokenizer):
-    captioner = RegionCaptioner(tiny_model, bpe_tokenizer, max_new_tokens=4)
+    captioner = RegionCaptioner(ScaRegionModel(tiny_model, bpe_tokenizer, GenerationOptions(max_new_tokens=4)))
     image = torch.randint(0, 255, (96, 128, 3), dtype=torch.uint8).numpy()
     encoder_calls, prompts_captioned = [], []
     hook = tiny_model.vision_encoder.register_forward_hook(lambda *_: encoder_calls.append(1))
@@ -64,7 +66,7 @@ def test_anything_runs_the_encoder_once_and_captions_only_survivors(tiny_model, 
 
 
 def test_max_masks_keeps_the_best(tiny_model, bpe_tokenizer):
-    captioner = RegionCaptioner(tiny_model, bpe_tokenizer, max_new_tokens=3)
+    captioner = RegionCaptioner(ScaRegionModel(tiny_model, bpe_tokenizer, GenerationOptions(max_new_tokens=3)))
     captioner.set_image(torch.randint(0, 255, (64, 64, 3), dtype=torch.uint8).numpy())
     options = AnythingOptions(points_per_side=3, pred_iou_thresh=-1e9, stability_score_thresh=0.0, box_nms_thresh=1.0)
     every = captioner.anything(options)
@@ -78,7 +80,7 @@ def test_max_masks_keeps_the_best(tiny_model, bpe_tokenizer):
 
 
 def test_strict_thresholds_keep_nothing(tiny_model, bpe_tokenizer):
-    captioner = RegionCaptioner(tiny_model, bpe_tokenizer)
+    captioner = RegionCaptioner(ScaRegionModel(tiny_model, bpe_tokenizer))
     captioner.set_image(torch.zeros(32, 32, 3, dtype=torch.uint8).numpy())
     assert captioner.anything(AnythingOptions(points_per_side=4, pred_iou_thresh=1e9)) == []
 

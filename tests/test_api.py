@@ -20,7 +20,7 @@ def image():
 
 def _count_encoder_calls(captioner):
     calls = []
-    captioner.model.vision_encoder.register_forward_hook(lambda *_: calls.append(1))
+    captioner.model.model.vision_encoder.register_forward_hook(lambda *_: calls.append(1))
     return calls
 
 
@@ -63,11 +63,11 @@ def test_prompts_map_into_the_model_frame(captioner, image):
     """A box given in original pixels equals the same box scaled by hand into SAM's frame."""
     captioner.set_image(image)
     region = captioner.caption(boxes=[[60, 10, 150, 80]])[0]
-    size = captioner.model.config.vision_config.image_size
+    size = captioner.model.model.config.vision_config.image_size
     scale = size / max(image.size)
     pixel_values = captioner.frame.frame(image).pixel_values[None]
     boxes = torch.tensor([[[60, 10, 150, 80]]], dtype=torch.float) * scale
-    direct = captioner.model.generate(pixel_values=pixel_values, input_boxes=boxes, max_new_tokens=6)
+    direct = captioner.model.model.generate(pixel_values=pixel_values, input_boxes=boxes, max_new_tokens=6)
     np.testing.assert_allclose(direct.iou_scores[0, 0].numpy(), region.iou_scores, atol=1e-5)
 
 

@@ -9,7 +9,7 @@ from transformers.models.sam.modeling_sam import SamTwoWayTransformer, SamVision
 from sca.models import sca as sca_module
 from sca.models import vision_attention
 from sca.models.two_way import run_two_way_transformer
-from sca.models.vision_attention import BlockedSamVisionAttention, use_blocked_attention
+from sca.models.vision_attention import BlockedSamVisionAttention, blocked_view, encoder_for
 
 
 def _randomize(module: torch.nn.Module, seed: int) -> None:
@@ -66,10 +66,12 @@ def test_blocked_vision_attention_matches_transformers(monkeypatch, block_bytes)
     config._attn_implementation = "eager"
     reference = SamVisionEncoder(config).eval()
     _randomize(reference, seed=2)
-    blocked = SamVisionEncoder(config).eval()
-    blocked.load_state_dict(reference.state_dict())
-    use_blocked_attention(blocked)
+    blocked = blocked_view(reference)
     assert all(isinstance(layer.attn, BlockedSamVisionAttention) for layer in blocked.layers)
+    assert not any(isinstance(layer.attn, BlockedSamVisionAttention) for layer in reference.layers)  # left as it was
+    assert {id(p) for p in blocked.parameters()} == {id(p) for p in reference.parameters()}  # shared, not copied
+    assert encoder_for(reference, torch.device("cpu")) is encoder_for(reference, torch.device("cpu"))
+    assert encoder_for(reference, torch.device("meta")) is reference
     pixels = torch.randn(2, 3, 48, 48, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         torch.testing.assert_close(

@@ -12,8 +12,7 @@ import pytest
 import torch
 
 from sca.assets import SAMPLE_IMAGE
-from sca.models.tiny import tiny_sam
-from sca.models.tiny_captioners import build_tiny_captioner
+from builders import build_tiny_captioner, tiny_sam
 
 pytestmark = pytest.mark.slow  # each case starts a Python process that loads torch and transformers
 

@@ -12,7 +12,9 @@ from sca.cli import main
 from sca.data.records import ImageRecord
 from sca.data.sources import load_records
 from sca.errors import InputError
-from sca.infer.predictor import RegionPrediction, ScaPredictor
+from sca.infer.predictor import RegionPrediction, RegionPredictor
+from sca.models.sca_region import ScaRegionModel
+from sca.options import GenerationOptions
 from sca.infer.runner import run_inference
 
 SHAPES = {"source": "shapes", "split": "val", "num_images": 6, "image_size": 128, "min_shapes": 1, "max_shapes": 3}
@@ -29,7 +31,7 @@ def records():
 
 @pytest.fixture(scope="module")
 def predictor(tiny_model, bpe_tokenizer):
-    return ScaPredictor(tiny_model, bpe_tokenizer, chunk_size=2, max_new_tokens=6)
+    return RegionPredictor(ScaRegionModel(tiny_model, bpe_tokenizer, GenerationOptions(max_new_tokens=6, chunk_size=2)))
 
 
 @pytest.fixture(scope="module")
@@ -66,18 +68,18 @@ def test_batches_of_images_give_the_same_file(tmp_path, predictor, records, refe
         assert got["logits"]["iou_scores"] == pytest.approx(want["logits"]["iou_scores"], abs=1e-5)
 
 
-class _Interrupting:
-    """A predictor that is killed (KeyboardInterrupt) on its third batch."""
+class _Interrupting(RegionPredictor):
+    """A predictor that is killed (KeyboardInterrupt) after `after` batches."""
 
     def __init__(self, predictor, after: int):
-        self.predictor, self.after, self.calls = predictor, after, 0
-        self.frame = predictor.frame
+        super().__init__(predictor.model)
+        self.after, self.calls = after, 0
 
     def __call__(self, batch):
         self.calls += 1
         if self.calls > self.after:
             raise KeyboardInterrupt
-        return self.predictor(batch)
+        return super().__call__(batch)
 
 
 def test_a_killed_run_resumes_to_the_same_file(tmp_path, predictor, records, reference_file):
@@ -190,15 +192,13 @@ def test_a_corrupted_settings_file_says_how_to_start_over(tmp_path, predictor, r
 
 
 def test_a_nan_from_the_model_is_an_error_before_anything_is_written(tmp_path, predictor, records):
-    class NanScores:
-        frame = predictor.frame
-
+    class NanScores(RegionPredictor):
         def __call__(self, batch):
-            return [[RegionPrediction(p.candidates, [float("nan")] * 3) for p in image] for image in predictor(batch)]
+            return [[RegionPrediction(p.candidates, [float("nan")] * 3) for p in image] for image in super().__call__(batch)]
 
     output = tmp_path / "infer.json"
     with pytest.raises(InputError, match="NaN or infinite number at entries.0.logits.iou_scores.0"):
-        run_inference(NanScores(), records, output)
+        run_inference(NanScores(predictor.model), records, output)
     assert not output.exists()
 
 
@@ -241,7 +241,7 @@ def test_an_existing_file_is_kept_unless_overwrite(tmp_path, tiny_model_dir, cap
     [
         (["infer.chunk_size=0"], "infer.chunk_size must be at least 1"),
         (["infer.dtype=float8"], "infer.dtype must be one of"),
-        (["model.init=tiny"], "needs a trained model"),
+        (["model=sca-tiny"], "needs a trained model"),
         (["data.eval.num_images=0"], "has no images"),
     ],
 )

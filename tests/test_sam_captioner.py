@@ -7,8 +7,7 @@ from PIL import Image
 
 from sca.api import RegionCaptioner
 from sca.models.sam_captioner import CropCaptioner, SamCaptioner, crop_box
-from sca.models.tiny import tiny_sam
-from sca.models.tiny_captioners import FAMILIES, build_tiny_captioner
+from builders import FAMILIES, build_tiny_captioner, tiny_sam
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +123,7 @@ def test_caption_command_runs_the_baseline(tmp_path, sam, capsys):
 
 
 def test_anything_mode_with_the_baseline(sam, image):
-    from sca.automatic import AnythingOptions
+    from sca.options import AnythingOptions
 
     torch.manual_seed(0)
     model, processor = build_tiny_captioner("git")

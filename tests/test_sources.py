@@ -11,7 +11,8 @@ from sca.data.records import TASK_CAPTION, TASK_RECOGNITION
 from sca.data.sources import load_records
 from sca.data.sources.shapes import ShapesWorld, all_captions
 from sca.errors import InputError
-from sca.masks import decode_rle, mask_box
+from sca.geometry import mask_box
+from sca.masks import decode_rle
 
 
 def _image(path, size=(40, 30)):

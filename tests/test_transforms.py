@@ -10,7 +10,8 @@ from sca.data.records import Region
 from sca.data.sam_frame import SamFrame
 from sca.data.sources.shapes import ShapesWorld
 from sca.data.transforms import LargeScaleJitter, RegionTransform
-from sca.masks import decode_rle, mask_box
+from sca.geometry import mask_box
+from sca.masks import decode_rle
 from sca.train.optim import param_groups
 
 

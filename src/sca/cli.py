@@ -7,12 +7,9 @@ import os
 import sys
 from pathlib import Path
 
-from .assets import DEFAULT_MODEL_ENV, default_model_path
-from .errors import InputError, one_line
-
-PRECISIONS = ("float32", "bfloat16", "float16")
-"""The names of `sca.models.loading.DTYPES`, here so that parsing the command line needs no torch."""
-
+from .assets import DEFAULT_MODEL_ENV
+from .errors import InputError, one_line, require_whole
+from .options import PRECISIONS, AnythingOptions, GenerationOptions
 
 
 class _Parser(argparse.ArgumentParser):
@@ -79,46 +76,44 @@ class _AppendPrompt(argparse.Action):
         setattr(namespace, self.dest, prompts)
 
 
+MODEL_OPTIONS = {"model": "path", "tokenizer": "tokenizer", "sam": "sam", "captioner": "captioner", "prompt": "prompt"}
+"""Command-line options → the model builder's options of the same meaning (`models.registry`)."""
+
+
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kind", help="model kind: sca (default), sam-captioner (default with --captioner), or any "
+                        "other registered kind (sca.models.registry)")
     parser.add_argument("--model", help=f"SCA model: a folder or a Hugging Face hub id, ORG/NAME[@REVISION] (default: "
                         f"${DEFAULT_MODEL_ENV} or the shipped model)")
     parser.add_argument("--tokenizer", help="tokenizer folder or hub id, if the model has none (default: the model's, "
                         "else its LM's)")
     parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N, mps or auto")
     parser.add_argument("--dtype", default="float32", choices=PRECISIONS, help="model precision")
-    parser.add_argument("--chunk-size", type=int, default=32, help="regions decoded together (bounds memory)")
-    parser.add_argument("--max-new-tokens", type=int, default=20, help="longest caption in tokens")
-    parser.add_argument("--beams", type=int, default=1, help="beam width (1 = greedy; the paper used 3)")
+    parser.add_argument("--chunk-size", type=int, default=GenerationOptions.chunk_size,
+                        help="regions decoded together (bounds memory)")
+    parser.add_argument("--max-new-tokens", type=int, default=GenerationOptions.max_new_tokens,
+                        help="longest caption in tokens")
+    parser.add_argument("--beams", type=int, default=GenerationOptions.num_beams,
+                        help="beam width (1 = greedy; the paper used 3)")
     parser.add_argument("--captioner", help="run the SAM-Captioner baseline with this Hugging Face captioner (folder or "
-                        "name, e.g. Salesforce/blip2-opt-2.7b) instead of SCA; SAM from --sam")
-    parser.add_argument("--sam", default="facebook/sam-vit-huge", help="SAM for --captioner (folder or hub id)")
+                        "hub id, e.g. Salesforce/blip2-opt-2.7b) instead of SCA; SAM from --sam")
+    parser.add_argument("--sam", help="SAM for --captioner (folder or hub id; default facebook/sam-vit-huge)")
     parser.add_argument("--prompt", help="text prompt for --captioner (InstructBLIP needs one)")
 
 
 def _load_captioner(args):
     from .api import RegionCaptioner
     from .models.loading import DTYPES, resolve_device
+    from .models.registry import build_region_model
 
-    for name in ("chunk_size", "max_new_tokens", "beams"):
-        if getattr(args, name) < 1:
-            raise InputError(f"--{name.replace('_', '-')} must be at least 1")
-    device = resolve_device(args.device)
-    if args.captioner:
-        from .models.sam_captioner import SamCaptioner
-
-        model = SamCaptioner.from_pretrained(args.sam, args.captioner, dtype=DTYPES[args.dtype],
-                                             device=device, chunk_size=args.chunk_size, prompt=args.prompt,
-                                             max_new_tokens=args.max_new_tokens, num_beams=args.beams)
-        return RegionCaptioner(model, chunk_size=args.chunk_size)
-    return RegionCaptioner.from_pretrained(
-        args.model or default_model_path(),
-        tokenizer=args.tokenizer,
-        device=device,
-        dtype=DTYPES[args.dtype],
-        chunk_size=args.chunk_size,
-        max_new_tokens=args.max_new_tokens,
-        num_beams=args.beams,
-    )
+    generation = GenerationOptions(args.max_new_tokens, args.beams, args.chunk_size)
+    for name, option in (("max_new_tokens", "--max-new-tokens"), ("num_beams", "--beams"), ("chunk_size", "--chunk-size")):
+        require_whole(getattr(generation, name), option)
+    kind = args.kind or ("sam-captioner" if args.captioner else "sca")
+    options = {builder: getattr(args, option) for option, builder in MODEL_OPTIONS.items()}
+    model = build_region_model(kind, options, dtype=DTYPES[args.dtype], device=resolve_device(args.device),
+                               generation=generation)
+    return RegionCaptioner(model, chunk_size=args.chunk_size)
 
 
 def cmd_caption(args) -> int:
@@ -159,7 +154,6 @@ def _show_regions(args, image, regions) -> None:
 
 
 def cmd_anything(args) -> int:
-    from .automatic import AnythingOptions
     from .data.sam_frame import load_image
 
     image = load_image(args.image)
@@ -167,7 +161,7 @@ def cmd_anything(args) -> int:
     captioner.set_image(image)
     options = AnythingOptions(points_per_side=args.points_per_side, points_per_batch=args.points_per_batch,
                               pred_iou_thresh=args.pred_iou_thresh, stability_score_thresh=args.stability_thresh,
-                              box_nms_thresh=args.nms_thresh, max_masks=args.max_masks)
+                              box_nms_thresh=args.nms_thresh, max_masks=args.max_masks).check()
     regions = captioner.anything(options)
     _show_regions(args, image, regions)
     if not args.json:
@@ -190,6 +184,12 @@ def cmd_demo(args) -> int:
 
 
 CONFIG_DIR = Path(__file__).parent / "conf"
+
+
+def config_groups() -> str:
+    """The Hydra config groups and their options, as `conf/` holds them (for --help)."""
+    groups = sorted(folder for folder in CONFIG_DIR.iterdir() if folder.is_dir() and any(folder.glob("*.yaml")))
+    return "; ".join(f"{group.name} ({', '.join(sorted(f.stem for f in group.glob('*.yaml')))})" for group in groups)
 
 
 def compose_config(config_name: str, overrides: list[str]):
@@ -351,8 +351,13 @@ def cmd_bench_speed(args) -> int:
     for name in sams:
         if name not in SAM_SIZES:
             raise InputError(f"--sam {name!r}: use one of {', '.join(SAM_SIZES)}")
-    if any(m not in ("sca", "sam-captioner", "sca-anything") for m in models):
-        raise InputError("--models takes sca, sam-captioner and/or sca-anything")
+    from .models.registry import model_kinds
+
+    kinds = model_kinds()
+    unknown = [m for m in models if m.removesuffix("-anything") not in kinds]
+    if unknown:
+        raise InputError(f"--models: unknown kind {unknown[0]!r}: use {', '.join(sorted(kinds))}, each optionally "
+                         "with -anything (segment and caption everything)")
     if any(d not in PRECISIONS for d in dtypes):
         raise InputError(f"--dtypes takes {', '.join(PRECISIONS)}")
     if min(chunks + regions) < 1:
@@ -394,11 +399,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     anything = commands.add_parser("anything", help="segment and caption everything in an image (SAM's grid of points)")
     anything.add_argument("image", type=Path, help="image file")
-    anything.add_argument("--points-per-side", type=int, default=32, help="an n x n grid of point prompts")
-    anything.add_argument("--points-per-batch", type=int, default=64, help="prompts through SAM's decoder at a time")
-    anything.add_argument("--pred-iou-thresh", type=float, default=0.88, help="keep masks with predicted IoU above")
-    anything.add_argument("--stability-thresh", type=float, default=0.95, help="keep masks this stable or more")
-    anything.add_argument("--nms-thresh", type=float, default=0.7, help="box NMS IoU threshold")
+    defaults = AnythingOptions()
+    anything.add_argument("--points-per-side", type=int, default=defaults.points_per_side,
+                          help="an n x n grid of point prompts")
+    anything.add_argument("--points-per-batch", type=int, default=defaults.points_per_batch,
+                          help="prompts through SAM's decoder at a time")
+    anything.add_argument("--pred-iou-thresh", type=float, default=defaults.pred_iou_thresh,
+                          help="keep masks with predicted IoU above")
+    anything.add_argument("--stability-thresh", type=float, default=defaults.stability_score_thresh,
+                          help="keep masks this stable or more")
+    anything.add_argument("--nms-thresh", type=float, default=defaults.box_nms_thresh, help="box NMS IoU threshold")
     anything.add_argument("--max-masks", type=int, help="keep at most this many masks, best predicted IoU first")
     anything.add_argument("--json", action="store_true", help="print JSON (captions, scores, boxes, RLE masks)")
     anything.add_argument("--out", type=_picture_path, help="write a .png or .jpg with the masks and captions drawn")
@@ -413,9 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser(
         "train", help="train SCA (Hydra config: model=..., data=..., train=..., key=value)",
-        description="Train SCA. Config groups: model (sca-tiny, sca-gpt2-large, sca-open-llama-3b, sca-vit-b-gpt2, "
-        "pretrained), data (shapes, vg-densecap, refcoco-unc, refcoco+-unc, refcocog-umd, refcocog-google, "
-        "coco-instances, objects365, v3det, lvis, jsonl), train (paper, shapes).",
+        description=f"Train SCA. Config groups: {config_groups()}.",
     )
     train.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data=vg-densecap train.args.max_steps=1000")
     train.set_defaults(run=cmd_train)
@@ -425,7 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run a model over a dataset split and write {output_dir}/infer/infer-{dataset}-{split}.json. "
         "Keys: model.path (default: the shipped model), data=..., infer.split, infer.max_images, infer.batch_size, "
         "infer.chunk_size, infer.max_new_tokens, infer.num_beams, infer.dtype, infer.device, infer.overwrite. "
-        "An interrupted run resumes; under torchrun each process takes a share.",
+        f"Config groups: {config_groups()}. An interrupted run resumes; under torchrun each process takes a share.",
     )
     infer.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model.path=runs/vg/final data=vg-densecap")
     infer.add_argument("-m", "--multirun", action="store_true",
@@ -470,7 +478,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--new-tokens. E.g. --regions 16,256 --chunks 16 shows memory bounded by the chunk, not the regions.",
     )
     speed.add_argument("--models", default="sca,sam-captioner",
-                       help="sca, sam-captioner, sca-anything (segment and caption everything)")
+                       help="model kinds: sca and sam-captioner at real size with random weights, any other registered "
+                       "kind with its defaults; KIND-anything segments and captions everything")
     speed.add_argument("--sam", default="vit-b", help="SAM sizes: vit-b, vit-l, vit-h")
     speed.add_argument("--captioner", default="blip", choices=("blip", "git"), help="SAM-Captioner's captioner (base size)")
     speed.add_argument("--mixer-layers", type=int, default=12)

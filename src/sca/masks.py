@@ -1,17 +1,9 @@
-"""Binary masks: tight boxes and COCO run-length encoding (pycocotools)."""
+"""Binary masks as COCO run-length encoding (pycocotools); their geometry is in `geometry.py`."""
 
 from __future__ import annotations
 
 import numpy as np
 from pycocotools import mask as mask_utils
-
-
-def mask_box(mask: np.ndarray) -> list[float] | None:
-    """Tight xyxy box of an `(H, W)` boolean mask in pixel edges (a lone pixel at x spans x..x+1); None if empty."""
-    ys, xs = np.nonzero(mask)
-    if len(xs) == 0:
-        return None
-    return [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
 
 
 def encode_rle(mask: np.ndarray) -> dict:

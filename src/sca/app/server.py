@@ -24,7 +24,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ..api import RegionCaptioner
 from ..assets import SAMPLE_IMAGE
-from ..automatic import AnythingOptions
+from ..options import AnythingOptions
 from ..errors import InputError
 from ..visualize import draw_regions
 

@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 from ..api import RegionCaptioner
 from ..data.records import ImageRecord
 from ..data.sources.shapes import ShapesWorld
+from ..geometry import mask_iou
 from ..masks import decode_mask
 
 GOALS = {
@@ -30,11 +31,6 @@ def interior_point(mask: np.ndarray) -> list[float]:
     ys, xs = np.nonzero(mask)
     nearest = np.argmin((xs - xs.mean()) ** 2 + (ys - ys.mean()) ** 2)
     return [xs[nearest] + 0.5, ys[nearest] + 0.5]
-
-
-def mask_iou(predicted: np.ndarray, target: np.ndarray) -> float:
-    union = np.logical_or(predicted, target).sum()
-    return float(np.logical_and(predicted, target).sum() / union) if union else 1.0
 
 
 def evaluate_quality(
@@ -60,7 +56,7 @@ def evaluate_quality(
             else:
                 regions = captioner.caption(points=[interior_point(m) for m in masks])
             results[kind]["captions"] += [r.caption for r in regions]
-            results[kind]["ious"] += [mask_iou(r.best_mask, m) for r, m in zip(regions, masks)]
+            results[kind]["ious"] += [float(mask_iou(r.best_mask, m)) for r, m in zip(regions, masks)]
 
     report = {}
     for kind, result in results.items():

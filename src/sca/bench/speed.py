@@ -21,6 +21,8 @@ import torch
 from PIL import Image
 
 from ..models.loading import DTYPES
+from ..models.registry import build_region_model
+from ..options import AnythingOptions, GenerationOptions
 
 SAM_SIZES = {
     # hidden, layers, heads, global attention layers (SAM's ViT-B/L/H)
@@ -65,9 +67,11 @@ def sam_vision_config(size: str, image_size: int) -> dict:
 
 
 def build_sca(case: Case):
+    """SCA at real size with random weights; captions are decoded as ids (there is no tokenizer to speak of)."""
     from transformers import GPT2Config
 
     from ..models import ScaConfig, ScaModel
+    from ..models.sca_region import ScaRegionModel
 
     if case.lm != "gpt2":
         raise ValueError(f"SCA benchmarks use GPT-2 124M, not {case.lm!r}")
@@ -78,7 +82,14 @@ def build_sca(case: Case):
         text_config=GPT2Config().to_dict(),
         num_task_tokens=6,
     )
-    return ScaModel(config).to(case.device, DTYPES[case.dtype]).eval()
+    model = ScaModel(config).to(case.device, DTYPES[case.dtype]).eval()
+    return ScaRegionModel(model, _IdsTokenizer(model.config.text_config), _forced_length(case))
+
+
+def _forced_length(case: Case) -> GenerationOptions:
+    """Every caption decoded to its full length, so that the time does not depend on random weights' EOS."""
+    return GenerationOptions(max_new_tokens=case.new_tokens, chunk_size=case.chunk_size,
+                             extra={"min_new_tokens": case.new_tokens})
 
 
 def build_sam_captioner(case: Case):
@@ -112,6 +123,10 @@ def build_sam_captioner(case: Case):
     return SamCaptioner(sam.to(case.device, dtype), crop_captioner, chunk_size=case.chunk_size)
 
 
+RANDOM_WEIGHTS = {"sca": build_sca, "sam-captioner": build_sam_captioner}
+"""Kinds the benchmark builds at real size with random weights (no checkpoint needed); others use their defaults."""
+
+
 class _RandomWeightsProcessor:
     """Image preprocessing of a captioner whose tokenizer is not at hand: captions are ids, decoded as such."""
 
@@ -142,13 +157,13 @@ def run_case(case: Case) -> Result:
     from ..api import RegionCaptioner
 
     torch.manual_seed(0)
-    if case.model in ("sca", "sca-anything"):
-        model = build_sca(case)
-        captioner = RegionCaptioner(model, _IdsTokenizer(model.config.text_config), chunk_size=case.chunk_size,
-                                    max_new_tokens=case.new_tokens,
-                                    generate_options={"min_new_tokens": case.new_tokens})
-    else:
-        captioner = RegionCaptioner(build_sam_captioner(case), chunk_size=case.chunk_size)
+    kind = case.model.removesuffix("-anything")
+    if kind in RANDOM_WEIGHTS:
+        model = RANDOM_WEIGHTS[kind](case)
+    else:  # any other registered kind, with its defaults
+        model = build_region_model(kind, {}, dtype=DTYPES[case.dtype], device=torch.device(case.device),
+                                   generation=_forced_length(case))
+    captioner = RegionCaptioner(model, chunk_size=case.chunk_size)
     image = benchmark_image(case.image_size)
     boxes = benchmark_boxes(case.regions, case.image_size)
     with torch.inference_mode():
@@ -161,9 +176,7 @@ def run_case(case: Case) -> Result:
         captioner.set_image(image)
         _sync(case.device)
         encoded = time.perf_counter()
-        if case.model == "sca-anything":
-            from ..automatic import AnythingOptions
-
+        if case.model.endswith("-anything"):
             regions = captioner.anything(AnythingOptions(points_per_side=case.points_per_side,
                                                          points_per_batch=case.chunk_size))
         else:
@@ -174,7 +187,7 @@ def run_case(case: Case) -> Result:
     seconds = end - start
     parts = {"encoder_s": encoded - start, "regions_s": end - encoded, "regions": len(regions)}
     peak = _peak_memory_gb(case.device)
-    if case.model == "sca":
+    if not case.model.endswith("-anything"):
         # Chunked, batched decoding must give the captions of one region at a time (checked on a few).
         with torch.inference_mode():
             alone = [captioner.caption(boxes=[box])[0].caption for box in boxes[:4]]

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import geometry
+
 IOU_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 METEOR_THRESHOLDS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25)
 MERGE_IOU = 0.7
@@ -50,19 +52,9 @@ class DenseReference:
     captions: Sequence[str]
 
 
-def box_iou(boxes: np.ndarray, others: np.ndarray, inclusive_pixels: bool = False) -> np.ndarray:
-    """`(N, 4)` × `(M, 4)` xyxy boxes → `(N, M)` IoU."""
-    one = 1.0 if inclusive_pixels else 0.0
-    boxes, others = np.asarray(boxes, float).reshape(-1, 4), np.asarray(others, float).reshape(-1, 4)
-    left = np.maximum(boxes[:, None, 0], others[None, :, 0])
-    top = np.maximum(boxes[:, None, 1], others[None, :, 1])
-    right = np.minimum(boxes[:, None, 2], others[None, :, 2])
-    bottom = np.minimum(boxes[:, None, 3], others[None, :, 3])
-    inter = np.clip(right - left + one, 0, None) * np.clip(bottom - top + one, 0, None)
-    area = (boxes[:, 2] - boxes[:, 0] + one) * (boxes[:, 3] - boxes[:, 1] + one)
-    other_area = (others[:, 2] - others[:, 0] + one) * (others[:, 3] - others[:, 1] + one)
-    union = area[:, None] + other_area[None, :] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+def box_iou(boxes, others, inclusive_pixels: bool = False) -> np.ndarray:
+    """`geometry.box_iou` on arrays: `(N, 4)` × `(M, 4)` → `(N, M)`."""
+    return geometry.box_iou(np.asarray(boxes, float), np.asarray(others, float), inclusive_pixels).numpy()
 
 
 def merge_boxes(boxes: np.ndarray, threshold: float = MERGE_IOU, inclusive_pixels: bool = False) -> list[list[int]]:

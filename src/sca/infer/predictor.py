@@ -1,16 +1,20 @@
-"""Models as region predictors: a collated batch in, each region's candidate captions and IoU scores out."""
+"""Region models as dataset predictors: a collated batch in, each image's infer.json entries out."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from transformers import PreTrainedTokenizerBase
 
-from ..data.sam_frame import FramedImage, SamFrame
-from ..models import ScaModel
-from ..models.sam_captioner import SamCaptioner
-
+from ..anything import AnythingGenerator, full_size_mask
+from ..data.records import TASK_TYPES
+from ..data.sam_frame import FramedImage
+from ..masks import encode_rle
+from ..models.prompts import Prompts
+from ..models.region_model import EncodedImages, RegionModel
+from ..options import AnythingOptions
+from ..geometry import mask_box
 
 SPLIT_FIELD = "inference"
 """The value of every entry's `split`, as in the original files (its evaluation tooling selects on it)."""
@@ -18,124 +22,102 @@ SPLIT_FIELD = "inference"
 
 @dataclass
 class RegionPrediction:
-    """candidates: one caption per text head (SCA: 1). iou_scores: SAM's score for each of its masks."""
+    """candidates: one caption per text head (SCA: 1) or per mask. iou_scores: SAM's score for each of its masks."""
 
     candidates: list[str]
     iou_scores: list[float]
 
 
-class ScaPredictor:
-    """SCA's `generate` over a batch from `RegionCollator`: one caption per region, SAM's 3 IoU scores."""
+class Predictor:
+    """What the inference runner needs of a predictor: the model (its frame, whether it reads the original
+    pixels, its settings), a batch → one prediction per image, and how a prediction becomes entries."""
 
-    needs_images = False
-
-    def __init__(
-        self,
-        model: ScaModel,
-        tokenizer: PreTrainedTokenizerBase,
-        chunk_size: int = 32,
-        max_new_tokens: int = 20,
-        num_beams: int = 1,
-    ):
-        self.model = model.eval()
-        self.tokenizer = tokenizer
-        self.frame = SamFrame.from_config(model.config)
-        self.chunk_size = chunk_size
-        self.max_new_tokens = max_new_tokens
-        self.num_beams = num_beams
+    def __init__(self, model: RegionModel):
+        self.model = model
+        self.frame = model.frame
+        self.needs_pictures = model.needs_pictures
 
     def settings(self) -> dict:
         """What decides the output; a resumed run must use the same."""
-        return {
-            "model": type(self.model).__name__,
-            "dtype": str(self.model.dtype),
-            "max_new_tokens": self.max_new_tokens,
-            "num_beams": self.num_beams,
-        }
+        return self.model.settings()
+
+    def encode(self, batch: dict) -> EncodedImages:
+        framed = [FramedImage(pixels, tuple(meta["original_size"]), tuple(meta["input_size"]))
+                  for pixels, meta in zip(batch["pixel_values"], batch["metadata"])]
+        pictures = [meta["image"] for meta in batch["metadata"]] if self.needs_pictures else None
+        return self.model.encode_framed(framed, pictures)
+
+    def __call__(self, batch: dict) -> list:
+        raise NotImplementedError
+
+    def entries(self, metadata: dict, prediction) -> list[dict]:
+        """One image's infer.json entries (without `_id`, which is given at the merge)."""
+        return [
+            {
+                "split": SPLIT_FIELD,
+                "references": list(references),
+                "candidates": list(region.candidates),
+                "metadata": {
+                    "metadata_input_boxes": [float(v) for v in box],
+                    "metadata_image_id": metadata["image_id"],
+                    "metadata_region_id": region_id,
+                },
+                "logits": {"iou_scores": [float(s) for s in region.iou_scores]},
+            }
+            for box, region_id, references, region in zip(
+                metadata["boxes"], metadata["region_ids"], metadata["references"], prediction, strict=True
+            )
+        ]
+
+
+class RegionPredictor(Predictor):
+    """Every region of each image, prompted by its ground-truth box: its candidates and the masks' IoU."""
 
     @torch.no_grad()
     def __call__(self, batch: dict) -> list[list[RegionPrediction]]:
         """batch: `pixel_values (B, 3, S, S)`, `input_boxes (B, R, 4)`, `task_type_ids (B,)`, `region_mask (B, R)`.
         Returns, per image, one prediction per real (unpadded) region."""
-        device, dtype = self.model.device, self.model.dtype
-        output = self.model.generate(
-            pixel_values=batch["pixel_values"].to(device, dtype),
-            input_boxes=batch["input_boxes"].to(device, dtype),
-            task_type_ids=batch["task_type_ids"].to(device),
-            multimask_output=True,
-            chunk_size=self.chunk_size,
-            max_new_tokens=self.max_new_tokens,
-            num_beams=self.num_beams,
-            pad_token_id=self.tokenizer.pad_token_id,
-            eos_token_id=self.tokenizer.eos_token_id,
-        )
-        iou_scores = output.iou_scores.float().cpu().tolist()
-        results = []
-        for b, count in enumerate(batch["region_mask"].sum(1).tolist()):
-            captions = self.tokenizer.batch_decode(output.sequences[b, :count], skip_special_tokens=True)
-            results.append([RegionPrediction([c.strip()], iou_scores[b][r]) for r, c in enumerate(captions)])
-        return results
+        encoded = self.encode(batch)
+        prompts = Prompts(boxes=batch["input_boxes"], valid=batch["region_mask"].bool())
+        tasks = [TASK_TYPES[int(i)] for i in batch["task_type_ids"]]
+        output = self.model.caption(encoded, prompts, tasks)
+        scores = output.iou_scores.float().cpu().tolist()
+        return [
+            [RegionPrediction(output.candidates[b][r], scores[b][r]) for r in range(count)]
+            for b, count in enumerate(batch["region_mask"].sum(1).tolist())
+        ]
 
 
-class SamCaptionerPredictor:
-    """SAM-Captioner over a batch: per region, one caption per SAM mask (crop of its box) and the masks' IoU."""
-
-    needs_images = True
-
-    def __init__(self, model: SamCaptioner):
-        self.model = model
-        self.frame = SamFrame.from_config(model.sam.config)
-
-    def settings(self) -> dict:
-        captioner = self.model.captioner
-        return {"model": "SamCaptioner", "captioner": captioner.model.config.model_type, "prompt": captioner.prompt,
-                "chain_of_thought": captioner.chain_of_thought, "dtype": str(self.model.dtype),
-                "max_new_tokens": captioner.max_new_tokens, "num_beams": captioner.num_beams}
-
-    @torch.no_grad()
-    def __call__(self, batch: dict) -> list[list[RegionPrediction]]:
-        embeddings = self.model.get_image_embeddings(batch["pixel_values"])
-        results = []
-        for b, (metadata, count) in enumerate(zip(batch["metadata"], batch["region_mask"].sum(1).tolist())):
-            boxes = batch["input_boxes"][b : b + 1, :count].to(self.model.device, self.model.dtype)
-            scores, low_res = self.model.predict_masks(embeddings[b : b + 1], input_boxes=boxes)
-            framed = FramedImage(batch["pixel_values"][b], tuple(metadata["original_size"]), tuple(metadata["input_size"]))
-            masks = self.frame.masks_to_original(low_res[0], framed).cpu().numpy()
-            captions = self.model.caption_masks(metadata["image"], masks)
-            scores = scores[0].float().cpu().tolist()
-            results.append([RegionPrediction(c, s) for c, s in zip(captions, scores)])
-        return results
-
-
-class AnythingPredictor:
+class AnythingPredictor(Predictor):
     """Anything mode over a dataset: per image, every mask that survives filtering, with its caption and score;
     infer.json holds one dense-captioning entry per image (scored by `sca eval` with DenseCap's mAP)."""
 
-    needs_images = True
-
-    def __init__(self, captioner, options):
-        self.captioner, self.options = captioner, options
-        self.frame = captioner.frame
+    def __init__(self, model: RegionModel, options: AnythingOptions):
+        super().__init__(model)
+        self.generator = AnythingGenerator(model, options)
 
     def settings(self) -> dict:
-        return {"mode": "anything", **vars(self.options)}
+        return {**self.model.settings(), "mode": "anything", **vars(self.generator.options)}
 
     @torch.no_grad()
     def __call__(self, batch: dict) -> list[list[dict]]:
+        encoded = self.encode(batch)
         results = []
-        for metadata in batch["metadata"]:
-            self.captioner.set_image(metadata["image"])
-            regions = self.captioner.anything(self.options)
-            results.append([{"box": [round(v, 2) for v in r.box], "caption": r.caption, "score": r.best_iou,
-                             "mask": r.mask_rles[0]} for r in regions])
+        for b in range(len(encoded.framed)):
+            image = encoded.image(b)
+            regions = []
+            for region in self.generator.generate(image, [TASK_TYPES[int(batch["task_type_ids"][b])]]):
+                mask = full_size_mask(self.model, region, image)
+                regions.append({"box": [round(v, 2) for v in mask_box(mask) or [0.0, 0.0, 0.0, 0.0]],
+                                "caption": region.caption, "score": region.score, "mask": encode_rle(mask)})
+            results.append(regions)
         return results
 
-    @staticmethod
-    def entries(metadata: dict, predictions: list[dict]) -> list[dict]:
+    def entries(self, metadata: dict, prediction: Sequence[dict]) -> list[dict]:
         return [{
             "split": SPLIT_FIELD,
             "image_id": metadata["image_id"],
-            "predictions": predictions,
+            "predictions": list(prediction),
             "references": [{"box": [float(v) for v in box], "captions": list(refs), "region_id": region_id}
                            for box, refs, region_id in zip(metadata["boxes"], metadata["references"], metadata["region_ids"])],
         }]

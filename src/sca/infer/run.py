@@ -7,59 +7,48 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from ..api import RegionCaptioner
-from ..assets import default_model_path
-from ..automatic import AnythingOptions
 from ..data.sources import load_records
 from ..errors import InputError, require_whole
-from ..models.loading import DTYPES, load_sca_model, load_tokenizer, resolve_device
-from ..models.sam_captioner import SamCaptioner
-from .predictor import AnythingPredictor, SamCaptionerPredictor, ScaPredictor
+from ..models.loading import DTYPES, resolve_device
+from ..models.registry import build_region_model
+from ..options import AnythingOptions, GenerationOptions
+from .predictor import AnythingPredictor, Predictor, RegionPredictor
 from .runner import infer_file_name, run_inference
 
 log = logging.getLogger("sca.infer")
 
-def build_predictor(model_cfg: DictConfig, options: DictConfig):
+
+def build_predictor(model_cfg: DictConfig, options: DictConfig) -> tuple[Predictor, dict]:
+    """The predictor the config asks for, and the settings a resumed run must match."""
     if options.dtype not in DTYPES:
         raise InputError(f"infer.dtype must be one of {', '.join(DTYPES)}, got {options.dtype!r}")
-    for name in ("batch_size", "chunk_size", "max_new_tokens", "num_beams"):
-        require_whole(options[name], f"infer.{name}")
+    require_whole(options.batch_size, "infer.batch_size")
     require_whole(options.num_workers, "infer.num_workers", minimum=0)
-    device, dtype = resolve_device(options.device), DTYPES[options.dtype]
-    if model_cfg.init == "sam_captioner":
-        model = SamCaptioner.from_pretrained(
-                model_cfg.sam, model_cfg.captioner, dtype=dtype, device=device, chunk_size=model_cfg.chunk_size,
-                prompt=model_cfg.prompt, chain_of_thought=model_cfg.chain_of_thought,
-                max_new_tokens=options.max_new_tokens, num_beams=options.num_beams, batch_size=model_cfg.batch_size,
-            )
-        predictor = SamCaptionerPredictor(model)
-        return predictor, {"sam": model_cfg.sam, "captioner_path": model_cfg.captioner, **predictor.settings()}
-    if model_cfg.init != "pretrained":
-        raise InputError(f"sca infer needs a trained model (model=pretrained model.path=...), not model.init={model_cfg.init}")
-    path = model_cfg.get("path") or default_model_path()
-    model = load_sca_model(path, dtype=dtype, device=device)
-    tokenizer = load_tokenizer(model_cfg.get("tokenizer") or path, model.config)
-    if options.mode == "anything":
-        captioner = RegionCaptioner(model, tokenizer, chunk_size=options.chunk_size,
-                                    max_new_tokens=options.max_new_tokens, num_beams=options.num_beams)
-        settings = OmegaConf.to_container(options.anything, resolve=True)
-        unknown = sorted(set(settings) - set(AnythingOptions.__dataclass_fields__))
-        if unknown:
-            raise InputError(f"infer.anything has no option {unknown[0]!r}; it has "
-                             f"{', '.join(AnythingOptions.__dataclass_fields__)}")
-        anything = AnythingOptions(**settings)
-        anything.check()
-        predictor = AnythingPredictor(captioner, anything)
-        return predictor, {"model_path": _model_name(path), **predictor.settings()}
-    if options.mode != "regions":
+    if options.mode not in ("regions", "anything"):
         raise InputError(f"infer.mode must be regions or anything, got {options.mode!r}")
-    predictor = ScaPredictor(model, tokenizer, options.chunk_size, options.max_new_tokens, options.num_beams)
-    return predictor, {"model_path": _model_name(path), **predictor.settings()}
+    generation = GenerationOptions(**_set(options, ("max_new_tokens", "num_beams", "chunk_size"))).check("infer.")
+    spec = OmegaConf.to_container(model_cfg, resolve=True)
+    kind = spec.pop("kind", None) or "sca"
+    model = build_region_model(kind, spec, dtype=DTYPES[options.dtype], device=resolve_device(options.device),
+                               generation=generation)
+    if options.mode == "anything":
+        anything = AnythingOptions.from_mapping(_set(options.anything), "infer.anything")
+        predictor = AnythingPredictor(model, anything)
+    else:
+        predictor = RegionPredictor(model)
+    named = {key: _model_name(value) for key, value in spec.items() if value is not None}
+    return predictor, {"kind": kind, **named, **predictor.settings()}
 
 
-def _model_name(path) -> str:
-    """How settings name a model: a folder by its absolute path, a hub id as given."""
-    return str(Path(path).resolve()) if Path(path).exists() else str(path)
+def _set(node: DictConfig, keys: tuple[str, ...] | None = None) -> dict:
+    """The options a config sets (null leaves an option to its one default, in `sca.options`)."""
+    values = OmegaConf.to_container(node, resolve=True)
+    return {key: value for key, value in values.items() if value is not None and (keys is None or key in keys)}
+
+
+def _model_name(value):
+    """How settings name a model: a folder by its absolute path, anything else as given."""
+    return str(Path(value).resolve()) if isinstance(value, str) and Path(value).exists() else value
 
 
 def run_dataset_inference(cfg: DictConfig) -> Path:
@@ -72,7 +61,7 @@ def run_dataset_inference(cfg: DictConfig) -> Path:
     if options.max_images:
         records = records[: options.max_images]
     if not records:
-        raise InputError(f"the {cfg.data.name} {spec.get('split')} split has no images")
+        raise InputError(f"the {cfg.data.name} {spec.get('split') or 'eval'} split has no images")
     predictor, settings = build_predictor(cfg.model, options)
     name = infer_file_name(cfg.data.name + ("-anything" if options.mode == "anything" else ""), spec.get("split") or "eval")
     output_file = Path(cfg.output_dir) / "infer" / name

@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from torch.utils.data import DataLoader, Dataset
@@ -24,30 +24,10 @@ from ..data.records import ImageRecord
 from ..data.transforms import RegionTransform
 from ..errors import InputError
 from ..files import to_json, write_json_atomically
-from .predictor import SPLIT_FIELD, RegionPrediction
+from .predictor import Predictor
 
 def infer_file_name(dataset: str, split: str) -> str:
     return f"infer-{dataset}-{split}.json"
-
-
-def region_entries(metadata: dict, predictions: Sequence[RegionPrediction]) -> list[dict]:
-    """One image's infer.json entries (without `_id`, which is given at the merge)."""
-    return [
-        {
-            "split": SPLIT_FIELD,
-            "references": list(references),
-            "candidates": list(prediction.candidates),
-            "metadata": {
-                "metadata_input_boxes": [float(v) for v in box],
-                "metadata_image_id": metadata["image_id"],
-                "metadata_region_id": region_id,
-            },
-            "logits": {"iou_scores": [float(s) for s in prediction.iou_scores]},
-        }
-        for box, region_id, references, prediction in zip(
-            metadata["boxes"], metadata["region_ids"], metadata["references"], predictions, strict=True
-        )
-    ]
 
 
 class ProcessGroup:
@@ -98,7 +78,7 @@ class _IndexedCollator:
 
 
 def run_inference(
-    predictor: Callable[[dict], list[list[RegionPrediction]]],
+    predictor: Predictor,
     records: Sequence[ImageRecord],
     output_file: str | Path,
     *,
@@ -109,8 +89,8 @@ def run_inference(
 ) -> Path:
     """Predict every region of `records` and write `output_file` (infer.json).
 
-    predictor: a batch from `RegionCollator` → per image, one `RegionPrediction` per region; it also
-        provides `frame` (the `SamFrame` its model expects).
+    predictor: a batch from `RegionCollator` → one prediction per image, which `predictor.entries` turns into
+        entries; its `frame` and `needs_pictures` say how the images are prepared.
     settings: what decides the output (model, generation options); a resumed run must match it.
     Under torchrun each process takes every world_size-th remaining image; all processes return the path.
     """
@@ -136,7 +116,7 @@ def run_inference(
         remaining = [i for i in range(len(records)) if i not in done]
         mine = remaining[group.rank :: group.world_size]
         transform = RegionTransform(predictor.frame, tokenizer=None, train=False,
-                                    keep_image=getattr(predictor, "needs_images", False))
+                                    keep_image=predictor.needs_pictures)
         loader = DataLoader(_IndexedImages(records, mine, transform), batch_size=batch_size,
                             num_workers=num_workers, collate_fn=_IndexedCollator())
         with parts.writer(group.rank) as write:
@@ -153,7 +133,6 @@ def run_inference(
 
 def _predict(predictor, loader, write, total: int, show: bool, done: int) -> None:
     start, regions = time.perf_counter(), 0
-    make_entries = getattr(predictor, "entries", region_entries)
     with tqdm(total=total, unit="img", desc="infer", disable=not show, dynamic_ncols=True) as bar:
         if done and show:
             bar.write(f"resuming: {done} images already done")
@@ -161,7 +140,7 @@ def _predict(predictor, loader, write, total: int, show: bool, done: int) -> Non
             predictions = iter(predictor(batch) if batch is not None else [])
             metadata = iter(batch["metadata"] if batch is not None else [])
             for index, sample in zip(indices, samples):
-                entries = make_entries(next(metadata), next(predictions)) if sample is not None else []
+                entries = predictor.entries(next(metadata), next(predictions)) if sample is not None else []
                 write(index, entries)
                 regions += len(entries)
             bar.update(len(indices))

@@ -10,13 +10,14 @@ import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from ..errors import InputError
+from ..options import PRECISIONS
 from .configuration import ScaConfig
 from .hub import ModelSource
 from .sca import ScaModel
 
 SUPPORTED_ARCHITECTURES = {"ScaModel", "ScaMultitaskV2Model"}
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-"""The precisions a model can run in, by the names configs and command lines use."""
+DTYPES = {name: getattr(torch, name) for name in PRECISIONS}
+"""The precisions a model can run in (`options.PRECISIONS`), by the names configs and command lines use."""
 TOKENIZER_FILE = "tokenizer_config.json"
 
 

@@ -16,10 +16,13 @@ from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor, PreTrainedModel, SamModel
 
 from ..errors import InputError
-from ..masks import mask_box
+from ..geometry import mask_box
 from .hub import ModelSource
-from .sca import take_regions
-from .vision_attention import use_blocked_attention
+from ..data.sam_frame import SamFrame
+from ..options import GenerationOptions
+from .prompts import Prompts
+from .region_model import EncodedImages, RegionModel, RegionOutputs
+from .vision_attention import encoder_for
 
 PROMPTABLE = {"blip-2", "instructblip", "git", "blip"}
 """Captioner families that take a text prompt (BLIP and GIT continue it; BLIP-2 and InstructBLIP answer it)."""
@@ -115,33 +118,22 @@ def crop_box(image: Image.Image, mask: np.ndarray) -> Image.Image:
     return image.crop(tuple(int(round(v)) for v in box))
 
 
-class SamCaptioner:
-    """SAM + a `CropCaptioner`: one caption per SAM mask, so 3 candidates per region with multimask output.
+class SamCaptioner(RegionModel):
+    """SAM + a `CropCaptioner`: one caption per SAM mask (the crop of its box), so 3 candidates per region with
+    multimask output.
 
-    sam: transformers' `SamModel`; its encoder's attention is swapped for `BlockedSamVisionAttention` (same
-    weights, same results). The image encoder runs once per image; prompts go through SAM's decoder in
-    chunks of `chunk_size` regions, and their crops through the captioner in its batches.
+    sam: transformers' `SamModel`, left as it is (on a CPU its encoder runs through a blocked view that shares its
+    weights, as SCA's does: a fair comparison). The image encoder runs once per image; prompts go through SAM's
+    decoder in chunks of `chunk_size` regions, and their crops through the captioner in its batches.
     """
+
+    needs_pictures = True
 
     def __init__(self, sam: SamModel, captioner: CropCaptioner, chunk_size: int = 16):
         self.sam = sam.eval()
-        use_blocked_attention(self.sam.vision_encoder)  # SCA's encoder runs the same way: a fair comparison
         self.captioner = captioner
         self.chunk_size = chunk_size
-
-    @classmethod
-    def from_pretrained(cls, sam: str, captioner: str, dtype: torch.dtype = torch.float32, device="cpu",
-                        chunk_size: int = 16, **captioner_options) -> "SamCaptioner":
-        """SAM and captioner from folders or hub names (e.g. facebook/sam-vit-huge, Salesforce/blip2-opt-2.7b)."""
-        source = ModelSource.parse(sam)
-        if source.file("config.json") is None:
-            raise InputError(f"{source} is not a model folder (no config.json)")
-        try:
-            sam_model = SamModel.from_pretrained(source.location, dtype=dtype, **source.pretrained_kwargs).to(device)
-        except (OSError, ValueError) as error:
-            raise source.failure("load SAM", error) from error
-        return cls(sam_model, CropCaptioner.from_pretrained(captioner, dtype=dtype, device=device, **captioner_options),
-                   chunk_size)
+        self.frame = SamFrame.from_config(sam.config)
 
     @property
     def device(self) -> torch.device:
@@ -152,33 +144,82 @@ class SamCaptioner:
         return self.sam.dtype
 
     @torch.no_grad()
-    def get_image_embeddings(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.sam.get_image_embeddings(pixel_values.to(self.device, self.dtype))
+    def image_embeddings(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        pixel_values = pixel_values.to(self.device, self.dtype)
+        return encoder_for(self.sam.vision_encoder, pixel_values.device)(pixel_values).last_hidden_state
 
     @torch.no_grad()
-    def predict_masks(self, image_embeddings, input_points=None, input_labels=None, input_boxes=None,
-                multimask_output: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        """`(B, R, M)` IoU scores and `(B, R, M, h, w)` low-res mask logits, R regions in chunks.
-
-        input_points `(B, R, K, 2)` with input_labels `(B, R, K)`, input_boxes `(B, R, 4)`: SAM's input frame."""
-        count = (input_boxes if input_boxes is not None else input_points).shape[1]
+    def segment(self, encoded: EncodedImages, prompts: Prompts, multimask_output: bool = True):
+        """`(B, R, M)` IoU scores and `(B, R, M, h, w)` low-res mask logits, R regions in chunks."""
+        if prompts.masks is not None:
+            raise InputError("SAM-Captioner takes box and point prompts, not mask prompts")
+        prompts = prompts.to(self.device, self.dtype)
         scores, masks = [], []
-        for start in range(0, count, self.chunk_size):
-            chunk = slice(start, start + self.chunk_size)
-            output = self.sam(
-                image_embeddings=image_embeddings,
-                input_points=take_regions(input_points, chunk),
-                input_labels=take_regions(input_labels, chunk),
-                input_boxes=take_regions(input_boxes, chunk),
-                multimask_output=multimask_output,
-            )
+        for start in range(0, prompts.num_regions, self.chunk_size):
+            chunk = prompts.take(slice(start, start + self.chunk_size)).as_sam_inputs()
+            chunk.pop("input_masks")
+            output = self.sam(image_embeddings=encoded.embeddings, multimask_output=multimask_output, **chunk)
             scores.append(output.iou_scores)
             masks.append(output.pred_masks)
         return torch.cat(scores, 1), torch.cat(masks, 1)
 
-    def caption_masks(self, image: Image.Image, masks: np.ndarray) -> list[list[str]]:
-        """`(R, M, H, W)` boolean masks at the image's size → R lists of M captions, one per mask's crop."""
-        crops = [crop_box(image, mask) for region in masks for mask in region]
-        captions = self.captioner(crops)
-        per_region = masks.shape[1]
-        return [captions[i : i + per_region] for i in range(0, len(captions), per_region)]
+    @torch.no_grad()
+    def caption(self, encoded: EncodedImages, prompts: Prompts, tasks: Sequence[str] | None = None,
+                multimask_output: bool = True) -> RegionOutputs:
+        scores, low_res = self.segment(encoded, prompts, multimask_output)
+        valid = prompts.valid.tolist() if prompts.valid is not None else None
+        candidates = []
+        for b, picture in enumerate(encoded.pictures):
+            regions = [r for r in range(prompts.num_regions) if valid is None or valid[b][r]]
+            crops = [crop_box(picture, mask) for r in regions for mask in self._full_masks(low_res[b, r], encoded, b)]
+            captions = iter(self.captioner(crops))
+            per_region = {r: [next(captions) for _ in range(low_res.shape[2])] for r in regions}
+            candidates.append([per_region.get(r, []) for r in range(prompts.num_regions)])
+        return RegionOutputs(scores, low_res, candidates)
+
+    @torch.no_grad()
+    def describe(self, encoded: EncodedImages, prompts: Prompts, masks: torch.Tensor,
+                 tasks: Sequence[str] | None = None) -> list[list[str]]:
+        """The crop of each given mask, captioned (SAM does not run again)."""
+        described = []
+        for b, picture in enumerate(encoded.pictures):
+            crops = [crop_box(picture, self._full_masks(mask[None], encoded, b)[0]) for mask in masks[b]]
+            described.append(self.captioner(crops))
+        return described
+
+    def _full_masks(self, low_res: torch.Tensor, encoded: EncodedImages, index: int) -> np.ndarray:
+        """`(M, h, w)` low-res logits of one region → `(M, H, W)` boolean masks at the image's size."""
+        return self.frame.masks_to_original(low_res[None], encoded.framed[index])[0].cpu().numpy()
+
+    def settings(self) -> dict:
+        captioner = self.captioner
+        return {"model": "SamCaptioner", "captioner": captioner.family, "prompt": captioner.prompt,
+                "chain_of_thought": captioner.chain_of_thought, "dtype": str(self.dtype),
+                "max_new_tokens": captioner.max_new_tokens, "num_beams": captioner.num_beams}
+
+
+def build_sam_captioner(
+    sam: str = "facebook/sam-vit-huge",
+    captioner: str = "Salesforce/blip2-opt-2.7b",
+    prompt: str | None = None,
+    chain_of_thought: bool = False,
+    chunk_size: int = 16,
+    batch_size: int = 16,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    generation: GenerationOptions | None = None,
+) -> SamCaptioner:
+    """SAM and an image captioner, each a folder or a hub id (`org/name[@revision]`)."""
+    generation = (generation or GenerationOptions()).check()
+    source = ModelSource.parse(sam)
+    if source.file("config.json") is None:
+        raise InputError(f"{source} is not a model folder (no config.json)")
+    try:
+        sam_model = SamModel.from_pretrained(source.location, dtype=dtype, **source.pretrained_kwargs).to(device)
+    except (OSError, ValueError) as error:
+        raise source.failure("load SAM", error) from error
+    crops = CropCaptioner.from_pretrained(captioner, dtype=dtype, device=device, prompt=prompt,
+                                          chain_of_thought=chain_of_thought, max_new_tokens=generation.max_new_tokens,
+                                          num_beams=generation.num_beams, batch_size=batch_size,
+                                          generate_options=dict(generation.extra))
+    return SamCaptioner(sam_model, crops, chunk_size)

@@ -21,7 +21,8 @@ from transformers import initialization as init
 
 from .configuration import TASK_TYPES, ScaConfig, ScaMaskCaptionDecoderConfig
 from .mask_caption_decoder import ScaMaskCaptionDecoder, Segmentation
-from .vision_attention import use_blocked_attention
+from .prompts import Prompts
+from .vision_attention import encoder_for
 
 DEFAULT_TRAINABLE_MODULES = (
     "mask_decoder.additional_transformer",
@@ -108,7 +109,6 @@ class ScaModel(ScaPreTrainedModel):
         config.mask_caption_decoder_config._attn_implementation = config._attn_implementation
         self.shared_image_embedding = SamPositionalEmbedding(config.vision_config)
         self.vision_encoder = SamVisionEncoder(config.vision_config)
-        use_blocked_attention(self.vision_encoder)
         self.prompt_encoder = SamPromptEncoder(config)
         self.mask_decoder = ScaMaskCaptionDecoder(config.mask_caption_decoder_config)
 
@@ -196,8 +196,12 @@ class ScaModel(ScaPreTrainedModel):
     # ------------------------------------------------------------------ the parts of the pass
 
     def get_image_embeddings(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """`(B, 3, S, S)` preprocessed images → `(B, C, H, W)` image embeddings."""
-        return self.vision_encoder(pixel_values.to(self.dtype)).last_hidden_state
+        """`(B, 3, S, S)` preprocessed images → `(B, C, H, W)` image embeddings.
+
+        On a CPU the encoder attends block by block (`vision_attention.py`: same weights, same results, half the
+        time there); elsewhere it uses its own attention (SDPA).
+        """
+        return encoder_for(self.vision_encoder, pixel_values.device)(pixel_values.to(self.dtype)).last_hidden_state
 
     def get_image_wide_positional_embeddings(self) -> torch.Tensor:
         """`(1, C, H, W)` positional encoding of the cell centres of the image-embedding grid."""
@@ -208,35 +212,17 @@ class ScaModel(ScaPreTrainedModel):
         embedding = self.shared_image_embedding(torch.stack([x, y], dim=-1))
         return embedding.permute(2, 0, 1).unsqueeze(0)
 
-    def segment(
-        self,
-        image_embeddings: torch.Tensor,
-        input_points: torch.Tensor | None = None,
-        input_labels: torch.Tensor | None = None,
-        input_boxes: torch.Tensor | None = None,
-        input_masks: torch.Tensor | None = None,
-        multimask_output: bool = True,
-    ) -> Segmentation:
-        """Encode the prompts and run SAM's decoder.
-
-        Prompts are in the model's input frame (the resized, padded `S × S` image):
-            input_points: `(B, R, K, 2)` xy, with input_labels `(B, R, K)` (1 fg, 0 bg, -10 padding).
-            input_boxes: `(B, R, 4)` xyxy.
-            input_masks: `(B, R, 4H, 4W)` mask logits in the low-resolution frame.
-        All prompt kinds given describe the same R regions.
-        """
-        batch_size = image_embeddings.shape[0]
-        num_regions = _count_regions(input_points, input_boxes, input_masks)
-        if input_points is not None and input_labels is None:
-            input_labels = torch.ones(input_points.shape[:-1], dtype=torch.long, device=input_points.device)
+    def segment(self, image_embeddings: torch.Tensor, prompts: Prompts, multimask_output: bool = True) -> Segmentation:
+        """Encode the prompts (`(B, R, ...)` in the model's input frame, see `Prompts`) and run SAM's decoder."""
+        batch_size, num_regions = image_embeddings.shape[0], prompts.num_regions
         sparse, _ = self.prompt_encoder(
-            input_points=input_points, input_labels=input_labels, input_boxes=input_boxes, input_masks=None
+            input_points=prompts.points, input_labels=prompts.labels, input_boxes=prompts.boxes, input_masks=None
         )
         if sparse is None:
             hidden = self.config.prompt_encoder_config.hidden_size
             sparse = image_embeddings.new_zeros(batch_size, num_regions, 0, hidden)
-        if input_masks is not None:
-            masks = input_masks.to(image_embeddings.dtype).flatten(0, 1).unsqueeze(1)
+        if prompts.masks is not None:
+            masks = prompts.masks.to(image_embeddings.dtype).flatten(0, 1).unsqueeze(1)
             dense = self.prompt_encoder.mask_embed(masks)
         else:
             dense = self.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
@@ -245,20 +231,12 @@ class ScaModel(ScaPreTrainedModel):
         )
 
     @torch.no_grad()
-    def predict_masks(
-        self,
-        image_embeddings: torch.Tensor,
-        input_points: torch.Tensor | None = None,
-        input_labels: torch.Tensor | None = None,
-        input_boxes: torch.Tensor | None = None,
-        input_masks: torch.Tensor | None = None,
-        multimask_output: bool = True,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def predict_masks(self, image_embeddings: torch.Tensor, prompts: Prompts, multimask_output: bool = True
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
         """SAM alone (no captions): `(B, R, M)` IoU scores and `(B, R, M, h, w)` low-res mask logits.
 
-        Prompts as in `segment`. On a CPU the regions go through in cache-sized groups (see `generate`).
+        On a CPU the regions go through in cache-sized groups (see `generate`).
         """
-        prompts = (input_points, input_labels, input_boxes, input_masks)
         parts = [(s.iou_scores, s.pred_masks) for s in self._segment_in_groups(image_embeddings, prompts, multimask_output)]
         scores, masks = (torch.cat(part, dim=1) for part in zip(*parts))
         return scores, masks
@@ -322,9 +300,8 @@ class ScaModel(ScaPreTrainedModel):
         batch_size = image_embeddings.shape[0]
         if task_type_ids is None:
             task_type_ids = self.task_type_ids(None, batch_size)
-        segmentation = self.segment(
-            image_embeddings, input_points, input_labels, input_boxes, input_masks, multimask_output
-        )
+        prompts = Prompts(points=input_points, labels=input_labels, boxes=input_boxes, masks=input_masks)
+        segmentation = self.segment(image_embeddings, prompts, multimask_output)
         caption_queries, prefix = self.caption_prefix(segmentation, task_type_ids)
         output = ScaOutput(
             iou_scores=segmentation.iou_scores,
@@ -394,7 +371,8 @@ class ScaModel(ScaPreTrainedModel):
         batch_size = image_embeddings.shape[0]
         if task_type_ids is None:
             task_type_ids = self.task_type_ids(None, batch_size)
-        num_regions = _count_regions(input_points, input_boxes, input_masks)
+        prompts = Prompts(points=input_points, labels=input_labels, boxes=input_boxes, masks=input_masks)
+        num_regions = prompts.num_regions
         chunk_size = num_regions if not chunk_size else chunk_size
         eos_token_id = self.language_model.generation_config.eos_token_id if eos_token_id is None else eos_token_id
         if isinstance(eos_token_id, list):
@@ -405,15 +383,12 @@ class ScaModel(ScaPreTrainedModel):
             pad_token_id = eos_token_id
 
         generate_kwargs.setdefault("do_sample", False)  # the LM's own generation config may say otherwise
-        prompts = (input_points, input_labels, input_boxes, input_masks)
         sequences, iou_scores, pred_masks = [], [], []
         for start in range(0, num_regions, chunk_size):
             chunk = slice(start, start + chunk_size)
             parts = [
                 (segmentation.iou_scores, segmentation.pred_masks, self.caption_prefix(segmentation, task_type_ids)[1])
-                for segmentation in self._segment_in_groups(
-                    image_embeddings, [take_regions(p, chunk) for p in prompts], multimask_output
-                )
+                for segmentation in self._segment_in_groups(image_embeddings, prompts.take(chunk), multimask_output)
             ]
             scores, masks, prefix = (torch.cat(part, dim=1) for part in zip(*parts))
             regions = prefix.shape[1]
@@ -439,37 +414,21 @@ class ScaModel(ScaPreTrainedModel):
             pred_masks=torch.cat(pred_masks, dim=1),
         )
 
-    def _segment_in_groups(
-        self, image_embeddings: torch.Tensor, prompts: Sequence[torch.Tensor | None], multimask_output: bool
-    ) -> Iterator[Segmentation]:
-        """`segment` for the regions of `prompts` (points, labels, boxes, masks), a group of regions at a time.
+    def _segment_in_groups(self, image_embeddings: torch.Tensor, prompts: Prompts, multimask_output: bool
+                           ) -> Iterator[Segmentation]:
+        """`segment`, a group of regions at a time.
 
         On a CPU the groups are cache-sized: every region reworks its own copy of the image features through
         each layer of SAM and the mixer, and copies that stay in cache run ~1.5× faster than one large batch.
         On an accelerator all regions go at once.
         """
-        num_regions = _count_regions(prompts[0], prompts[2], prompts[3])
+        num_regions = prompts.num_regions
         group = num_regions
         if image_embeddings.device.type == "cpu":
             group = max(1, CPU_REGION_GROUP_BYTES // (image_embeddings.numel() * image_embeddings.element_size()))
         for start in range(0, num_regions, group):
-            regions = slice(start, start + group)
-            yield self.segment(image_embeddings, *(take_regions(p, regions) for p in prompts), multimask_output)
+            yield self.segment(image_embeddings, prompts.take(slice(start, start + group)), multimask_output)
 
 
 def _contiguous_inputs(module: nn.Module, args: tuple) -> tuple:
     return tuple(a.contiguous() if isinstance(a, torch.Tensor) else a for a in args)
-
-
-def _count_regions(*prompts: torch.Tensor | None) -> int:
-    counts = {p.shape[1] for p in prompts if p is not None}
-    if not counts:
-        raise ValueError("no prompt given: pass points, boxes or masks")
-    if len(counts) > 1:
-        raise ValueError(f"prompts disagree on the number of regions: {sorted(counts)}")
-    return counts.pop()
-
-
-def take_regions(prompt: torch.Tensor | None, regions: slice) -> torch.Tensor | None:
-    """The regions (dim 1) of a `(B, R, ...)` prompt tensor; None stays None."""
-    return None if prompt is None else prompt[:, regions]

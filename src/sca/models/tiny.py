@@ -1,7 +1,6 @@
-"""Tiny models and tokenizers built locally from configs: for tests, examples and the offline default.
+"""Small SCA configurations and tokenizers built locally: the `sca-tiny` kind and the shipped shapes model.
 
-Nothing here downloads: tokenizers are trained in milliseconds on the phrases given, and models are
-built from configs with random weights.
+Nothing here downloads: tokenizers are trained in milliseconds on the phrases given.
 """
 
 from __future__ import annotations
@@ -138,45 +137,3 @@ def tiny_sca_config(
         text_config=text_config.to_dict(),
         num_task_tokens=task_tokens,
     )
-
-
-SHAPE_PHRASES = [
-    f"a {size} {colour} {kind}"
-    for size in ("small", "large")
-    for colour in ("red", "green", "blue", "yellow", "purple", "orange")
-    for kind in ("circle", "square", "triangle", "star")
-]
-
-
-def save_random_tiny_sca(out_dir: str | Path, seed: int = 0) -> Path:
-    """Save an untrained tiny SCA with a tokenizer, so the whole pipeline runs with nothing downloaded."""
-    import torch
-
-    from .sca import ScaModel
-
-    torch.manual_seed(seed)
-    tokenizer = build_bpe_tokenizer(SHAPE_PHRASES, vocab_size=300)
-    model = ScaModel(tiny_sca_config(tiny_text_config(tokenizer)))
-    out_dir = Path(out_dir)
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-    return out_dir
-
-
-if __name__ == "__main__":
-    import sys
-
-    print(save_random_tiny_sca(sys.argv[1] if len(sys.argv) > 1 else "build/tiny-sca"))
-
-
-def tiny_sam(image_size: int = 64, hidden_size: int = 32, patch_size: int = 16):
-    """A small random transformers `SamModel` with the same structure as `tiny_sca_config`'s SAM."""
-    from transformers import SamConfig, SamModel
-
-    sca = tiny_sca_config(GPT2Config(n_embd=8, n_layer=1, n_head=1, vocab_size=8), image_size=image_size,
-                          hidden_size=hidden_size, patch_size=patch_size)
-    decoder = {k: v for k, v in sca.mask_caption_decoder_config.to_dict().items()
-               if k not in ("additional_num_hidden_layers", "num_caption_tokens", "num_caption_heads")}
-    config = SamConfig(vision_config=sca.vision_config.to_dict(), prompt_encoder_config=sca.prompt_encoder_config.to_dict(),
-                       mask_decoder_config=decoder)
-    return SamModel(config).eval()

@@ -4,12 +4,18 @@ transformers' SAM attention adds the decomposed relative-position term as a dens
 in a global layer of ViT-B at 1024² that is 200 M floats (800 MB in fp32), written, copied into shape and
 read back, four times per image: half of the encoder's time on a CPU. Here each block of queries gets its
 logits, adds the two small row and column terms in place and attends while the block is still in cache.
-The parameters and the arithmetic are those of `SamVisionAttention`, so checkpoints load unchanged.
+The parameters and the arithmetic are those of `SamVisionAttention`, so checkpoints load unchanged. It is a CPU
+fast path: models run their encoder through `encoder_for(encoder, device)`, which gives a blocked view of the
+encoder on a CPU and the encoder itself (SDPA) elsewhere.
 """
 
 from __future__ import annotations
 
+import copy
+import weakref
+
 import torch
+from torch import nn
 from transformers.models.sam.modeling_sam import SamVisionAttention, SamVisionEncoder
 
 LOGITS_BLOCK_BYTES = 8 * 2**20
@@ -18,6 +24,13 @@ LOGITS_BLOCK_BYTES = 8 * 2**20
 
 class BlockedSamVisionAttention(SamVisionAttention):
     """`SamVisionAttention`, with the same weights and results, attending block by block."""
+
+    @classmethod
+    def sharing(cls, attention: SamVisionAttention) -> BlockedSamVisionAttention:
+        """A blocked attention that uses `attention`'s own parameters (shared, not copied)."""
+        blocked = cls.__new__(cls)
+        blocked.__dict__.update(attention.__dict__)
+        return blocked
 
     def forward(self, hidden_states: torch.Tensor, output_attentions=None) -> tuple[torch.Tensor, None]:
         """`(B, H, W, C)` → `(B, H, W, C)` (and no attention weights)."""
@@ -58,10 +71,30 @@ class BlockedSamVisionAttention(SamVisionAttention):
         return rel_h, rel_w
 
 
-def use_blocked_attention(encoder: SamVisionEncoder) -> None:
-    """Swap every layer's attention for `BlockedSamVisionAttention`, keeping its weights."""
+def blocked_view(encoder: SamVisionEncoder) -> SamVisionEncoder:
+    """The encoder with every layer attending block by block: a shallow copy that shares every weight with
+    `encoder` (nothing is copied, and `encoder` itself is left as it was)."""
+    view = copy.copy(encoder)
+    view._modules = dict(encoder._modules)
+    layers = []
     for layer in encoder.layers:
-        weight = layer.attn.qkv.weight
-        blocked = BlockedSamVisionAttention(encoder.config, layer.window_size).to(weight.device, weight.dtype)
-        blocked.load_state_dict(layer.attn.state_dict())
-        layer.attn = blocked
+        shared = copy.copy(layer)
+        shared._modules = dict(layer._modules)
+        shared._modules["attn"] = BlockedSamVisionAttention.sharing(layer.attn)
+        layers.append(shared)
+    view._modules["layers"] = nn.ModuleList(layers)
+    return view
+
+
+_VIEWS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def encoder_for(encoder: SamVisionEncoder, device: torch.device) -> SamVisionEncoder:
+    """The encoder to run on `device`: on a CPU its blocked view (made once), elsewhere the encoder itself
+    (transformers' SDPA attention, which uses the GPU's fused kernels)."""
+    if device.type != "cpu":
+        return encoder
+    view = _VIEWS.get(encoder)
+    if view is None:
+        view = _VIEWS[encoder] = blocked_view(encoder)
+    return view

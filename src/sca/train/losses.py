@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..geometry import mask_iou
+
 FOCAL_WEIGHT = 20.0  # SAM: focal and dice in a 20:1 ratio
 FOCAL_ALPHA = 0.25
 FOCAL_GAMMA = 2.0
@@ -42,15 +44,6 @@ def dice_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return 1 - (numerator + 1) / (denominator + 1)
 
 
-def mask_iou(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """`(..., H, W)` → `(...)`: IoU of the thresholded prediction with the target."""
-    predicted = logits > 0
-    targets = targets > 0.5
-    intersection = (predicted & targets).flatten(-2).sum(-1)
-    union = (predicted | targets).flatten(-2).sum(-1)
-    return intersection / union.clamp(min=1)
-
-
 def segmentation_loss(
     pred_masks: torch.Tensor, iou_scores: torch.Tensor, mask_labels: torch.Tensor, mask_valid: torch.Tensor
 ) -> SegmentationLoss:
@@ -64,5 +57,5 @@ def segmentation_loss(
     targets = mask_labels[valid].float()[:, None].expand_as(logits)
     per_mask = FOCAL_WEIGHT * sigmoid_focal_loss(logits, targets) + dice_loss(logits, targets)
     mask_loss = per_mask.min(dim=1).values.mean()
-    iou_loss = F.mse_loss(iou_scores[valid].float(), mask_iou(logits, targets).detach())
+    iou_loss = F.mse_loss(iou_scores[valid].float(), mask_iou(logits > 0, targets > 0.5).float().detach())
     return SegmentationLoss(mask_loss + iou_loss, mask_loss, iou_loss)

@@ -17,10 +17,13 @@ from ..data.sam_frame import SamFrame
 from ..data.sources import load_records
 from ..data.transforms import LargeScaleJitter, RegionTransform
 from ..errors import InputError
-from ..models.factory import build_model
+from ..models.registry import build_region_model
 from .trainer import ScaTrainer
 
 log = logging.getLogger("sca.train")
+
+TRAINABLE_KINDS = ("sca", "sca-from-sam-and-lm", "sca-tiny")
+"""The model kinds `sca train` trains: SCA from a checkpoint, from SAM and an LM, or from scratch."""
 
 
 def training_arguments(cfg: DictConfig) -> TrainingArguments:
@@ -85,7 +88,12 @@ def run_training(cfg: DictConfig) -> Path:
         raise InputError("data.train lists no training set")
     train_records = [load_records(spec) for spec in train_specs]
     captions = [c for records in train_records for r in records for g in r.regions for c in g.captions]
-    model, tokenizer = build_model(OmegaConf.to_container(cfg.model, resolve=True), captions)
+    spec = OmegaConf.to_container(cfg.model, resolve=True)
+    kind = spec.pop("kind", None)
+    if kind not in TRAINABLE_KINDS:
+        raise InputError(f"sca train trains SCA models (model.kind {', '.join(TRAINABLE_KINDS)}), not {kind!r}")
+    sca = build_region_model(kind, spec, captions=captions)
+    model, tokenizer = sca.model, sca.tokenizer
     try:
         model.set_trainable(list(cfg.train.trainable_modules))
     except ValueError as error:

@@ -7,7 +7,12 @@ from collections.abc import Mapping
 import torch
 from transformers import Trainer
 
+from ..data.records import TASK_TYPES
+from ..data.sam_frame import FramedImage
 from ..eval.captions import meteor
+from ..models.prompts import Prompts
+from ..models.sca_region import ScaRegionModel
+from ..options import GenerationOptions
 from .losses import segmentation_loss
 from .optim import param_groups
 
@@ -45,26 +50,20 @@ class ScaTrainer(Trainer):
 
     @torch.no_grad()
     def _caption_meteor(self) -> float:
-        model, tokenizer, spec = self.model, self.processing_class, self.caption_eval
+        model, spec = self.model, self.caption_eval
         was_training = model.training
-        model.eval()
+        generation = GenerationOptions(max_new_tokens=spec.get("max_new_tokens", 20), num_beams=spec.get("num_beams", 1))
+        region_model = ScaRegionModel(model, self.processing_class, generation)
         references, candidates = {}, {}
         dataset = spec["dataset"]
         for index in range(min(spec.get("max_images", 50), len(dataset))):
             sample = dataset[index]
-            output = model.generate(
-                pixel_values=sample["pixel_values"][None].to(model.device, model.dtype),
-                input_boxes=sample["input_boxes"][None].to(model.device, model.dtype),
-                task_type_ids=torch.tensor([sample["task_type_id"]], device=model.device),
-                max_new_tokens=spec.get("max_new_tokens", 20),
-                num_beams=spec.get("num_beams", 1),
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-            )
-            captions = tokenizer.batch_decode(output.sequences[0], skip_special_tokens=True)
-            for region, (caption, refs) in enumerate(zip(captions, sample["references"])):
+            framed = FramedImage(sample["pixel_values"], sample["original_size"], sample["input_size"])
+            output = region_model.caption(region_model.encode_framed([framed]), Prompts(boxes=sample["input_boxes"][None]),
+                                          [TASK_TYPES[sample["task_type_id"]]])
+            for region, (texts, refs) in enumerate(zip(output.candidates[0], sample["references"])):
                 references[f"{index}-{region}"] = refs
-                candidates[f"{index}-{region}"] = caption
+                candidates[f"{index}-{region}"] = texts[0]
         model.train(was_training)
         return meteor(references, candidates)
 

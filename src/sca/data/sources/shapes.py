@@ -14,7 +14,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ...errors import InputError
-from ...masks import encode_rle, mask_box
+from ...geometry import mask_box
+from ...masks import encode_rle
 from ..records import TASK_CAPTION, ImageRecord, Region
 
 KINDS = ("circle", "square", "triangle", "star")

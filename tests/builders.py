@@ -1,11 +1,13 @@
-"""Tiny image captioners of each family SAM-Captioner uses (BLIP, BLIP-2, GIT, InstructBLIP), built locally with
-their real model and processor classes: for tests and offline runs. Weights are random.
-"""
+"""Tiny models of every family the tests use, built locally from configs with their real classes, processors and
+tokenizers (trained here in milliseconds): SCA, transformers' SAM, and the captioners SAM-Captioner takes
+(BLIP, BLIP-2, GIT, InstructBLIP). Weights are random; nothing is downloaded."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
+import torch
 from tokenizers import AddedToken, Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import (
     Blip2Config,
@@ -20,12 +22,41 @@ from transformers import (
     GitConfig,
     GitForCausalLM,
     GitProcessor,
+    GPT2Config,
     InstructBlipConfig,
     InstructBlipForConditionalGeneration,
     InstructBlipProcessor,
+    SamConfig,
+    SamModel,
 )
 
-from .tiny import SHAPE_PHRASES, build_bpe_tokenizer
+from sca.data.sources.shapes import all_captions
+from sca.models import ScaModel
+from sca.models.tiny import build_bpe_tokenizer, tiny_sca_config, tiny_text_config
+
+SHAPE_PHRASES = all_captions()
+
+
+def save_random_tiny_sca(out_dir: str | Path, seed: int = 0) -> Path:
+    """Save an untrained tiny SCA with a tokenizer, so the whole pipeline runs with nothing downloaded."""
+    torch.manual_seed(seed)
+    tokenizer = build_bpe_tokenizer(SHAPE_PHRASES, vocab_size=300)
+    model = ScaModel(tiny_sca_config(tiny_text_config(tokenizer)))
+    out_dir = Path(out_dir)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
+
+
+def tiny_sam(image_size: int = 64, hidden_size: int = 32, patch_size: int = 16) -> SamModel:
+    """A small random transformers `SamModel` with the same structure as `tiny_sca_config`'s SAM."""
+    sca = tiny_sca_config(GPT2Config(n_embd=8, n_layer=1, n_head=1, vocab_size=8), image_size=image_size,
+                          hidden_size=hidden_size, patch_size=patch_size)
+    decoder = {k: v for k, v in sca.mask_caption_decoder_config.to_dict().items()
+               if k not in ("additional_num_hidden_layers", "num_caption_tokens", "num_caption_heads")}
+    config = SamConfig(vision_config=sca.vision_config.to_dict(), prompt_encoder_config=sca.prompt_encoder_config.to_dict(),
+                       mask_decoder_config=decoder)
+    return SamModel(config).eval()
 
 FAMILIES = ("blip", "blip-2", "git", "instructblip")
 IMAGE_SIZE, PATCH, HIDDEN, QUERY_TOKENS = 32, 8, 32, 4

@@ -1,0 +1,91 @@
+"""Anything mode: segment everything in an image with a grid of point prompts, then caption what survives.
+
+As SAM's automatic mask generator sits on its predictor, `AnythingGenerator` sits on a `RegionModel`: the image is
+encoded once; the grid goes through the segmenter in batches; masks are kept by predicted IoU and stability
+score, de-duplicated by box NMS, and only the survivors are captioned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .geometry import masks_to_boxes, nms, point_grid, stability_score
+from .models.prompts import Prompts
+from .models.region_model import EncodedImages, RegionModel
+from .options import AnythingOptions
+
+BOX_CHUNK = 32
+"""Candidate masks upsampled to the image's size at a time, to box them."""
+
+
+@dataclass
+class FoundRegion:
+    """A mask anything mode kept: its grid point (original pixels), SAM's predicted IoU and stability score,
+    its low-resolution logits `(h, w)` and its caption."""
+
+    point: list[float]
+    score: float
+    stability: float
+    low_res_mask: torch.Tensor
+    caption: str
+
+
+class AnythingGenerator:
+    """Segment and caption everything in an encoded image (SAM's automatic mask generator, then captions)."""
+
+    def __init__(self, model: RegionModel, options: AnythingOptions | None = None):
+        self.model = model
+        self.options = (options or AnythingOptions()).check()
+
+    @torch.no_grad()
+    def generate(self, encoded: EncodedImages, tasks: Sequence[str] | None = None) -> list[FoundRegion]:
+        """The kept masks of one encoded image, best predicted IoU first. Stability scores come from the
+        segmenter's low-resolution logits, boxes (for NMS) from the masks at the image's size."""
+        options, frame = self.options, self.model.frame
+        framed = encoded.framed[0]
+        height, width = framed.original_size
+        points = point_grid(options.points_per_side, width, height)
+        frame_points = framed.scale(points).float()
+        scale = frame.mask_size / frame.image_size
+        valid_h, valid_w = (max(1, round(side * scale)) for side in framed.input_size)
+
+        kept_logits, kept_scores, kept_points, kept_stability = [], [], [], []
+        for start in range(0, len(points), options.points_per_batch):
+            batch = frame_points[start : start + options.points_per_batch][None, :, None]
+            scores, logits = self.model.segment(encoded, Prompts(points=batch))
+            scores, logits = scores[0].float(), logits[0].float()  # (P, M), (P, M, h, w)
+            stability = stability_score(logits[..., :valid_h, :valid_w], 0.0, options.stability_score_offset)
+            keep = (scores > options.pred_iou_thresh) & (stability >= options.stability_score_thresh)
+            point_index, _ = torch.nonzero(keep, as_tuple=True)
+            kept_logits.append(logits[keep].cpu())
+            kept_scores.append(scores[keep].cpu())
+            kept_stability.append(stability[keep].cpu())
+            kept_points.append(point_index.cpu() + start)
+        logits, scores = torch.cat(kept_logits), torch.cat(kept_scores)
+        stability, point_index = torch.cat(kept_stability), torch.cat(kept_points)
+        if len(scores) == 0:
+            return []
+        # Boxes of the masks as they are returned (at the image's size): low-res logits can hold specks that
+        # vanish when upsampled, and would stretch a low-res box.
+        boxes = torch.cat([
+            masks_to_boxes(frame.masks_to_original(logits[i : i + BOX_CHUNK, None], framed)[:, 0])
+            for i in range(0, len(logits), BOX_CHUNK)
+        ])
+        survivors = nms(boxes, scores, options.box_nms_thresh)[: options.max_masks]
+        logits, scores, stability, point_index = (t[survivors] for t in (logits, scores, stability, point_index))
+        survivor_points = points[point_index]
+        captions = self.model.describe(
+            encoded, Prompts(points=framed.scale(survivor_points).float()[None, :, None]), logits[None], tasks
+        )[0]
+        return [FoundRegion(point, float(score), float(stable), mask, caption)
+                for point, score, stable, mask, caption in zip(survivor_points.tolist(), scores, stability, logits,
+                                                               captions)]
+
+
+def full_size_mask(model: RegionModel, region: FoundRegion, encoded: EncodedImages) -> np.ndarray:
+    """A kept region's mask at the image's size, `(H, W)` bool."""
+    return model.frame.masks_to_original(region.low_res_mask[None, None], encoded.framed[0])[0, 0].cpu().numpy()

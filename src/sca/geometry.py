@@ -1,0 +1,84 @@
+"""Boxes and masks in plain torch (no torchvision): IoU, boxes of masks, non-maximum suppression, stability.
+
+Boxes are `[x1, y1, x2, y2]` in continuous pixel coordinates: a lone pixel at x spans x..x+1, and a box's area is
+`(x2 - x1) * (y2 - y1)`. DenseCap's Lua code counted inclusive integer pixels (`inclusive_pixels=True`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def box_iou(boxes, others, inclusive_pixels: bool = False) -> torch.Tensor:
+    """`(N, 4)` × `(M, 4)` xyxy boxes (tensors or arrays) → `(N, M)` IoU (float64 for arrays)."""
+    boxes = torch.as_tensor(np.asarray(boxes, dtype=np.float64) if not torch.is_tensor(boxes) else boxes).reshape(-1, 4)
+    others = torch.as_tensor(np.asarray(others, dtype=np.float64) if not torch.is_tensor(others) else others).reshape(-1, 4)
+    one = 1.0 if inclusive_pixels else 0.0
+    area = ((boxes[:, 2] - boxes[:, 0] + one).clamp(min=0) * (boxes[:, 3] - boxes[:, 1] + one).clamp(min=0))
+    other_area = ((others[:, 2] - others[:, 0] + one).clamp(min=0) * (others[:, 3] - others[:, 1] + one).clamp(min=0))
+    top_left = torch.maximum(boxes[:, None, :2], others[None, :, :2])
+    bottom_right = torch.minimum(boxes[:, None, 2:], others[None, :, 2:])
+    inter = (bottom_right - top_left + one).clamp(min=0).prod(-1)
+    union = area[:, None] + other_area[None, :] - inter
+    return inter / union.clamp(min=1e-9)
+
+
+def mask_iou(masks: torch.Tensor | np.ndarray, others: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """`(..., H, W)` boolean masks → `(...)` IoU; two empty masks agree (IoU 1)."""
+    masks, others = torch.as_tensor(masks).bool(), torch.as_tensor(others).bool()
+    intersection = (masks & others).flatten(-2).sum(-1)
+    union = (masks | others).flatten(-2).sum(-1)
+    return torch.where(union > 0, intersection / union.clamp(min=1), torch.ones_like(union, dtype=torch.float))
+
+
+def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
+    """`(N, H, W)` boolean → `(N, 4)` xyxy boxes in pixel edges (zeros for empty masks)."""
+    if masks.numel() == 0:
+        return masks.new_zeros(0, 4, dtype=torch.float32)
+    rows, cols = masks.any(-1), masks.any(-2)
+    height, width = masks.shape[-2:]
+    y = torch.arange(height, device=masks.device)
+    x = torch.arange(width, device=masks.device)
+    y1 = torch.where(rows, y, height).min(-1).values
+    y2 = torch.where(rows, y + 1, 0).max(-1).values
+    x1 = torch.where(cols, x, width).min(-1).values
+    x2 = torch.where(cols, x + 1, 0).max(-1).values
+    boxes = torch.stack([x1, y1, x2, y2], -1).float()
+    return torch.where(masks.flatten(1).any(-1, keepdim=True), boxes, torch.zeros_like(boxes))
+
+
+def mask_box(mask: np.ndarray | torch.Tensor) -> list[float] | None:
+    """The tight box of one `(H, W)` boolean mask, as a list; None if the mask is empty."""
+    mask = torch.as_tensor(np.asarray(mask, dtype=bool) if not torch.is_tensor(mask) else mask)
+    if not mask.any():
+        return None
+    return masks_to_boxes(mask[None])[0].tolist()
+
+
+def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """Indexes of the boxes kept by greedy non-maximum suppression, best score first (torchvision's `nms`)."""
+    order = scores.argsort(descending=True, stable=True)
+    overlaps = box_iou(boxes[order], boxes[order])
+    suppressed = torch.zeros(len(order), dtype=torch.bool)
+    keep = []
+    for i in range(len(order)):
+        if suppressed[i]:
+            continue
+        keep.append(order[i])
+        suppressed |= overlaps[i] > iou_threshold
+    return torch.stack(keep) if keep else order.new_zeros(0)
+
+
+def stability_score(logits: torch.Tensor, threshold: float = 0.0, offset: float = 1.0) -> torch.Tensor:
+    """`(..., H, W)` mask logits → `(...)`: IoU of the masks thresholded at threshold + offset and − offset."""
+    intersections = (logits > threshold + offset).flatten(-2).sum(-1, dtype=torch.int64)
+    unions = (logits > threshold - offset).flatten(-2).sum(-1, dtype=torch.int64)
+    return intersections / unions.clamp(min=1)
+
+
+def point_grid(points_per_side: int, width: int, height: int) -> torch.Tensor:
+    """`(n*n, 2)` xy points at the centres of an n x n grid of cells over a width x height image."""
+    offsets = (torch.arange(points_per_side, dtype=torch.float64) + 0.5) / points_per_side
+    ys, xs = torch.meshgrid(offsets * height, offsets * width, indexing="ij")
+    return torch.stack([xs.flatten(), ys.flatten()], dim=-1)

@@ -1,0 +1,114 @@
+"""The one interface every model family implements: encode an image once, then segment and caption regions.
+
+A family (SCA; SAM + an image captioner; ...) is one subclass of `RegionModel` plus a row in `registry.py`. The
+Python API (`RegionCaptioner`), anything mode, dataset inference, the training metric, the benchmarks and the
+server call only this interface.
+
+Why a base class and not a `typing.Protocol`: encoding is the same for every SAM-like segmenter (frame the
+pictures, run the image encoder once), so it is written once here; a family implements three methods.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from PIL import Image
+
+from ..data.sam_frame import FramedImage, SamFrame, load_image
+from .prompts import Prompts
+
+
+@dataclass
+class EncodedImages:
+    """B images, encoded once and answered many times.
+
+    embeddings: `(B, C, h, w)` the segmenter's image embeddings.
+    framed: each image in the segmenter's frame (sizes, to map masks back to the original pixels).
+    pictures: the original images, for families that look at pixels (crop captioners, VLMs); None otherwise.
+    """
+
+    embeddings: torch.Tensor
+    framed: list[FramedImage]
+    pictures: list[Image.Image] | None = None
+
+    def image(self, index: int) -> EncodedImages:
+        """One of the images, as a batch of one."""
+        pictures = None if self.pictures is None else self.pictures[index : index + 1]
+        return EncodedImages(self.embeddings[index : index + 1], self.framed[index : index + 1], pictures)
+
+
+@dataclass
+class RegionOutputs:
+    """What a family says about R regions of B images.
+
+    iou_scores: `(B, R, M)` the segmenter's predicted IoU of each candidate mask.
+    low_res_masks: `(B, R, M, h, w)` mask logits in the segmenter's low-resolution frame.
+    candidates: `[image][region]` the region's candidate captions: one (SCA) or one per mask (crop captioners);
+        empty for padding regions (`Prompts.valid` False).
+    """
+
+    iou_scores: torch.Tensor
+    low_res_masks: torch.Tensor
+    candidates: list[list[list[str]]]
+
+
+class RegionModel(ABC):
+    """Segments and captions prompted regions of images.
+
+    Subclasses give `frame` (their segmenter's input frame), `device`, `dtype`, and implement
+    `image_embeddings`, `segment` and `caption`; `needs_pictures` says whether `caption` reads the original pixels.
+    """
+
+    frame: SamFrame
+    needs_pictures: bool = False
+
+    @property
+    @abstractmethod
+    def device(self) -> torch.device: ...
+
+    @property
+    @abstractmethod
+    def dtype(self) -> torch.dtype: ...
+
+    @abstractmethod
+    def image_embeddings(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """`(B, 3, S, S)` framed images → `(B, C, h, w)` image embeddings."""
+
+    @abstractmethod
+    def segment(self, encoded: EncodedImages, prompts: Prompts, multimask_output: bool = True
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Masks alone: `(B, R, M)` predicted IoU and `(B, R, M, h, w)` low-resolution mask logits."""
+
+    @abstractmethod
+    def caption(self, encoded: EncodedImages, prompts: Prompts, tasks: Sequence[str] | None = None,
+                multimask_output: bool = True) -> RegionOutputs:
+        """Masks and captions of the prompted regions. `tasks`: one task name per image (`data.records.TASK_TYPES`;
+        families without task tokens ignore it); None: captioning."""
+
+    def describe(self, encoded: EncodedImages, prompts: Prompts, masks: torch.Tensor,
+                 tasks: Sequence[str] | None = None) -> list[list[str]]:
+        """One caption per region for the given mask of each region (`(B, R, h, w)` low-res logits): what anything
+        mode asks of the masks it kept. By default the region's first candidate for its prompt; families that
+        look at pixels describe the mask itself."""
+        return [[texts[0] if texts else "" for texts in image] for image in
+                self.caption(encoded, prompts, tasks).candidates]
+
+    def settings(self) -> dict:
+        """What decides the output (a resumed dataset run must use the same)."""
+        return {"model": type(self).__name__, "dtype": str(self.dtype)}
+
+    @torch.no_grad()
+    def encode(self, images: Sequence) -> EncodedImages:
+        """Paths, PIL images or `(H, W, 3)` uint8 arrays → their encoding (the image encoder runs here, once)."""
+        pictures = [load_image(image) for image in images]
+        return self.encode_framed([self.frame.frame(picture) for picture in pictures], pictures)
+
+    @torch.no_grad()
+    def encode_framed(self, framed: list[FramedImage], pictures: list[Image.Image] | None = None) -> EncodedImages:
+        """Images already in the frame (what dataset loaders prepare in their workers)."""
+        pixel_values = torch.stack([f.pixel_values for f in framed]).to(self.device, self.dtype)
+        return EncodedImages(self.image_embeddings(pixel_values), list(framed),
+                             list(pictures) if pictures is not None and self.needs_pictures else None)

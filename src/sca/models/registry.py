@@ -1,0 +1,71 @@
+"""Model kinds: a name (what `model.kind`, `--kind` and `sca bench speed --models` take) → the builder of a
+`RegionModel`.
+
+A builder's parameters are its options, with their defaults, in one place: configs and command lines pass the
+options they set (None means "not set"), and the registry refuses options a builder does not take. `dtype`,
+`device`, `generation` (`GenerationOptions`) and `captions` (the training captions) are passed to the builders
+that take them.
+
+A family outside this project registers itself with an entry point in the group `sca.model_kinds`
+(`x = "my_package.x:build_x"`); one in it adds a row here.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from importlib.metadata import entry_points
+
+from pydantic import ValidationError, validate_call
+
+from ..data.schemas import describe
+from ..errors import InputError
+from .region_model import RegionModel
+from .sam_captioner import build_sam_captioner
+from .sca_region import build_sca, build_sca_from_sam_and_lm, build_tiny_sca
+
+MODEL_KINDS: dict[str, Callable[..., RegionModel]] = {
+    "sca": build_sca,
+    "sca-from-sam-and-lm": build_sca_from_sam_and_lm,
+    "sca-tiny": build_tiny_sca,
+    "sam-captioner": build_sam_captioner,
+}
+ENTRY_POINTS = "sca.model_kinds"
+CONTEXT = ("dtype", "device", "generation", "captions")
+"""What the caller knows rather than the config: passed to the builders that take it."""
+
+
+def model_kinds() -> dict[str, Callable[..., RegionModel]]:
+    """This project's kinds and those other packages register (entry points of group `sca.model_kinds`)."""
+    kinds = dict(MODEL_KINDS)
+    for entry in entry_points(group=ENTRY_POINTS):
+        kinds.setdefault(entry.name, entry)
+    return kinds
+
+
+def build_region_model(kind: str, options: Mapping | None = None, **context) -> RegionModel:
+    """The region model of a kind, from its options (None values are left to the builder's defaults)."""
+    kinds = model_kinds()
+    if kind not in kinds:
+        raise InputError(f"unknown model kind {kind!r}: use one of {', '.join(sorted(kinds))}")
+    builder = kinds[kind]
+    if not callable(builder) or hasattr(builder, "load"):
+        builder = builder.load()
+    accepted = inspect.signature(builder).parameters
+    given = {key: value for key, value in (options or {}).items() if value is not None and key != "kind"}
+    missing = [name for name, parameter in accepted.items()
+               if parameter.default is inspect.Parameter.empty and name not in given and name not in context]
+    if "captions" in missing:
+        raise InputError(f"{kind} models are made from scratch for training (they need the training captions): "
+                         "sca infer needs a trained model (model=pretrained model.path=...)")
+    unknown = sorted(set(given) - set(accepted) - set(CONTEXT))
+    if unknown:
+        settable = [name for name in accepted if name not in CONTEXT]
+        raise InputError(f"{kind} models take no option {unknown[0]!r}; they take {', '.join(settable) or 'none'}")
+    if missing:
+        raise InputError(f"{kind} models need {missing[0]!r} (e.g. model.{missing[0]}=...)")
+    arguments = {**given, **{key: value for key, value in context.items() if key in accepted}}
+    try:
+        return validate_call(builder, config={"arbitrary_types_allowed": True})(**arguments)
+    except ValidationError as error:
+        raise InputError(f"{kind} model option {describe(error)}") from None

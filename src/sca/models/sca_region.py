@@ -1,0 +1,149 @@
+"""SCA as a region model: a `ScaModel`, its tokenizer and how to decode; and the builders of the `sca*` kinds."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import torch
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from ..data.records import TASK_CAPTION
+from ..data.sam_frame import SamFrame
+from ..errors import InputError
+from ..options import GenerationOptions
+from .hub import ModelSource
+from .loading import load_sca_model, load_tokenizer
+from .prompts import Prompts
+from .region_model import EncodedImages, RegionModel, RegionOutputs
+from .sca import ScaModel
+from .tiny import build_bpe_tokenizer, build_sentencepiece_tokenizer, tiny_sca_config, tiny_text_config
+
+
+class ScaRegionModel(RegionModel):
+    """SCA (SAM + the feature mixer + a causal LM): one caption per region, SAM's 3 masks and their IoU."""
+
+    def __init__(self, model: ScaModel, tokenizer: PreTrainedTokenizerBase, generation: GenerationOptions | None = None):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.generation = (generation or GenerationOptions()).check()
+        self.frame = SamFrame.from_config(model.config)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.dtype
+
+    @torch.no_grad()
+    def image_embeddings(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.model.get_image_embeddings(pixel_values)
+
+    @torch.no_grad()
+    def segment(self, encoded: EncodedImages, prompts: Prompts, multimask_output: bool = True):
+        return self.model.predict_masks(encoded.embeddings, prompts.to(self.device, self.dtype), multimask_output)
+
+    @torch.no_grad()
+    def caption(self, encoded: EncodedImages, prompts: Prompts, tasks: Sequence[str] | None = None,
+                multimask_output: bool = True) -> RegionOutputs:
+        prompts = prompts.to(self.device, self.dtype)
+        options = self.generation
+        output = self.model.generate(
+            image_embeddings=encoded.embeddings,
+            **prompts.as_sam_inputs(),
+            task_type_ids=self.model.task_type_ids(list(tasks) if tasks else TASK_CAPTION, prompts.batch_size),
+            multimask_output=multimask_output,
+            chunk_size=options.chunk_size,
+            max_new_tokens=options.max_new_tokens,
+            num_beams=options.num_beams,
+            pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=self.tokenizer.eos_token_id,
+            **options.extra,
+        )
+        valid = prompts.valid.tolist() if prompts.valid is not None else None
+        candidates = []
+        for b, sequences in enumerate(output.sequences):
+            texts = [text.strip() for text in self.tokenizer.batch_decode(sequences, skip_special_tokens=True)]
+            candidates.append([[text] if valid is None or valid[b][r] else [] for r, text in enumerate(texts)])
+        return RegionOutputs(output.iou_scores, output.pred_masks, candidates)
+
+    def settings(self) -> dict:
+        return {"model": "ScaModel", "dtype": str(self.dtype), "max_new_tokens": self.generation.max_new_tokens,
+                "num_beams": self.generation.num_beams, **({"generate": self.generation.extra} if self.generation.extra
+                                                           else {})}
+
+
+def build_sca(
+    path: str | Path | None = None,
+    tokenizer: str | Path | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    generation: GenerationOptions | None = None,
+) -> ScaRegionModel:
+    """A trained SCA checkpoint (this project's or the original release's): a folder or a hub id; the shipped
+    shapes model (or `$SCA_MODEL`) when no path is given."""
+    if path is None:
+        from ..assets import default_model_path
+
+        path = default_model_path()
+    model = load_sca_model(path, dtype=dtype, device=device)
+    return ScaRegionModel(model, load_tokenizer(tokenizer or path, model.config), generation)
+
+
+def build_sca_from_sam_and_lm(
+    sam: str,
+    lm: str,
+    mixer_layers: int = 12,
+    caption_tokens: int = 8,
+    task_tokens: int = 6,
+    tokenizer: str | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    generation: GenerationOptions | None = None,
+) -> ScaRegionModel:
+    """A fresh SCA from a SAM checkpoint and a causal LM (folders or hub ids): SAM's and the LM's weights loaded,
+    the mixer, queries, task tokens and projection new."""
+    sources = [ModelSource.parse(name) for name in (sam, lm)]
+    try:
+        model = ScaModel.from_sam_and_lm(sam=sam, lm=lm, mixer_layers=mixer_layers, caption_tokens=caption_tokens,
+                                         task_tokens=task_tokens, dtype=dtype)
+        text = AutoTokenizer.from_pretrained(tokenizer or sources[1].location, **sources[1].pretrained_kwargs)
+    except OSError as error:
+        raise sources[1].failure("load SAM or the LM for", error) from error
+    if text.pad_token is None:
+        text.pad_token = text.eos_token
+    return ScaRegionModel(model.to(device), text, generation)
+
+
+def build_tiny_sca(
+    captions: Iterable[str],
+    image_size: int = 128,
+    patch_size: int = 16,
+    hidden_size: int = 32,
+    vision_layers: int = 2,
+    mixer_layers: int = 2,
+    caption_tokens: int = 4,
+    task_tokens: int = 2,
+    lm_kind: str = "gpt2",
+    lm_hidden_size: int = 64,
+    vocab_size: int = 300,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    generation: GenerationOptions | None = None,
+) -> ScaRegionModel:
+    """A small SCA from scratch, its tokenizer trained on `captions` (the training captions): runs offline."""
+    texts = sorted(set(captions))
+    if not texts:
+        raise InputError("a tiny model trains its tokenizer on the training captions, and there are none")
+    if lm_kind == "llama":
+        tokenizer = build_sentencepiece_tokenizer(texts, vocab_size)
+    elif lm_kind == "gpt2":
+        tokenizer = build_bpe_tokenizer(texts, vocab_size)
+    else:
+        raise InputError(f"lm_kind must be gpt2 or llama, got {lm_kind!r}")
+    config = tiny_sca_config(tiny_text_config(tokenizer, lm_kind, lm_hidden_size), image_size=image_size,
+                             hidden_size=hidden_size, vision_layers=vision_layers, mixer_layers=mixer_layers,
+                             caption_tokens=caption_tokens, task_tokens=task_tokens, patch_size=patch_size)
+    return ScaRegionModel(ScaModel(config).to(device, dtype), tokenizer, generation)

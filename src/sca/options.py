@@ -1,0 +1,86 @@
+"""Options shared by the Python API, the command line and the Hydra configs, each default defined once here.
+
+This module imports no torch, so that `sca --help` and argument checks are instant.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+
+from .errors import InputError, require_whole
+
+PRECISIONS = ("float32", "bfloat16", "float16")
+"""The precisions a model runs in, by the names configs and command lines use (`models.loading.DTYPES`)."""
+
+MAX_POINTS_PER_SIDE = 256
+"""The densest grid anything mode takes: 65,536 prompts, far past SAM's own 32 × 32 (and every point costs time)."""
+
+
+@dataclass
+class GenerationOptions:
+    """How captions are decoded.
+
+    max_new_tokens: the longest caption, in tokens.
+    num_beams: beam width (1: greedy; the paper evaluated with 3).
+    chunk_size: regions decoded together; bounds memory (larger chunks decode faster on a GPU).
+    extra: more arguments for the LM's `generate` (e.g. `{"do_sample": True, "top_p": 0.9}`).
+    """
+
+    max_new_tokens: int = 20
+    num_beams: int = 1
+    chunk_size: int = 32
+    extra: dict = field(default_factory=dict)
+
+    def check(self, prefix: str = "") -> GenerationOptions:
+        for name in ("max_new_tokens", "num_beams", "chunk_size"):
+            require_whole(getattr(self, name), f"{prefix}{name}")
+        return self
+
+
+@dataclass
+class AnythingOptions:
+    """SAM's automatic mask generator settings (the original demo's values).
+
+    points_per_side: an n x n grid of point prompts over the image.
+    points_per_batch: prompts through SAM's decoder at a time (bounds memory).
+    pred_iou_thresh: keep masks whose predicted IoU is above this.
+    stability_score_thresh: keep masks whose stability score is at least this.
+    stability_score_offset: the logit offset of the stability score.
+    box_nms_thresh: drop a mask whose box overlaps a better one's at IoU above this.
+    max_masks: keep at most this many masks, the best predicted IoU first (None: all that pass).
+    """
+
+    points_per_side: int = 32
+    points_per_batch: int = 64
+    pred_iou_thresh: float = 0.88
+    stability_score_thresh: float = 0.95
+    stability_score_offset: float = 1.0
+    box_nms_thresh: float = 0.7
+    max_masks: int | None = None
+
+    @classmethod
+    def from_mapping(cls, values: dict, where: str = "anything") -> AnythingOptions:
+        """From a config's mapping (unknown keys named in the error), checked."""
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise InputError(f"{where} has no option {unknown[0]!r}; it has {', '.join(known)}")
+        return cls(**values).check()
+
+    def check(self) -> AnythingOptions:
+        """Raise `InputError` naming the first option out of range."""
+        require_whole(self.points_per_side, "points_per_side")
+        require_whole(self.points_per_batch, "points_per_batch")
+        if self.points_per_side > MAX_POINTS_PER_SIDE:
+            raise InputError(f"points_per_side must be at most {MAX_POINTS_PER_SIDE} ({MAX_POINTS_PER_SIDE}² = "
+                             f"{MAX_POINTS_PER_SIDE**2} prompts), got {self.points_per_side}")
+        for name in ("pred_iou_thresh", "stability_score_thresh", "stability_score_offset", "box_nms_thresh"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise InputError(f"{name} must be a finite number, got {value!r}")
+        if not 0 <= self.box_nms_thresh <= 1:
+            raise InputError(f"box_nms_thresh is an IoU, from 0 to 1, got {self.box_nms_thresh!r}")
+        if self.max_masks is not None:
+            require_whole(self.max_masks, "max_masks (or None for every mask that passes the filters)")
+        return self
