@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from tokenizers import AddedToken, Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import (
+    BertTokenizerFast,
     Blip2Config,
     Blip2ForConditionalGeneration,
     Blip2Processor,
@@ -17,7 +18,6 @@ from transformers import (
     BlipForConditionalGeneration,
     BlipImageProcessorPil,
     BlipProcessor,
-    BertTokenizerFast,
     CLIPImageProcessorPil,
     GitConfig,
     GitForCausalLM,

@@ -4,20 +4,21 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from pathlib import Path  # noqa: E402
+from pathlib import Path
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from hypothesis import settings  # noqa: E402
+import pytest
+import torch
+from hypothesis import settings
 
-from sca.models import ScaModel  # noqa: E402
-from builders import SHAPE_PHRASES  # noqa: E402
-from sca.models.tiny import (  # noqa: E402
+from sca.models import ScaModel
+from sca.models.tiny import (
     build_bpe_tokenizer,
     build_sentencepiece_tokenizer,
     tiny_sca_config,
     tiny_text_config,
 )
+
+from builders import SHAPE_PHRASES
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REFERENCE = FIXTURES / "sca-reference-tiny"

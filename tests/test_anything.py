@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from sca.api import InputError, RegionCaptioner
+from sca.cli import main
 from sca.geometry import box_iou, masks_to_boxes, nms, point_grid, stability_score
 from sca.models.sca_region import ScaRegionModel
 from sca.options import AnythingOptions, GenerationOptions
-from sca.cli import main
 
 
 def test_point_grid_covers_cell_centres():

@@ -86,7 +86,7 @@ def test_command_line_precisions_are_the_models():
     from sca.cli import PRECISIONS
     from sca.models.loading import DTYPES
 
-    assert PRECISIONS == tuple(DTYPES)
+    assert tuple(DTYPES) == PRECISIONS
 
 
 def _bad_jsonl(tmp_path):

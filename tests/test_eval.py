@@ -69,7 +69,7 @@ def test_scores_equal_pycocoevalcap_run_by_hand():
     for name, value in expected.items():
         assert corpus[name] == pytest.approx(float(value), abs=1e-12), name
         assert len(per_entry[name]) == len(CANDIDATES)
-    assert 0 < corpus["CIDEr-D"] and per_entry["CIDEr-D"][2] > per_entry["CIDEr-D"][3]
+    assert corpus["CIDEr-D"] > 0 and per_entry["CIDEr-D"][2] > per_entry["CIDEr-D"][3]
 
 
 def test_file_with_one_candidate_per_mask_scores_the_highest_iou_caption(tmp_path):
@@ -276,8 +276,9 @@ def test_optional_extras_name_what_is_missing(tmp_path, capsys):
     except ImportError:
         assert main(["eval", str(path), "--content-recall"]) == 2
         assert "spaCy" in capsys.readouterr().err
-    import pycocoevalcap.spice as spice_package
     from pathlib import Path
+
+    import pycocoevalcap.spice as spice_package
 
     if not list((Path(spice_package.__file__).parent / "lib").glob("stanford-corenlp-3.6.0*.jar")):
         assert main(["eval", str(path), "--spice"]) == 2

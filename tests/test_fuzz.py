@@ -5,6 +5,7 @@ nesting, bytes that are not UTF-8, truncated files, and valid documents with one
 (conftest) fixes the seed and the number of examples.
 """
 
+import contextlib
 import json
 import pickle
 import re
@@ -17,8 +18,8 @@ from PIL import Image
 
 from sca.data.sources import load_records
 from sca.errors import InputError
-from sca.eval.infer_file import read_infer_file, select_candidates
 from sca.eval.dense import DensePrediction, DenseReference, dense_captioning_map
+from sca.eval.infer_file import read_infer_file, select_candidates
 
 WIDTH, HEIGHT = 40, 30
 FUZZ = settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow], deadline=None)
@@ -96,10 +97,8 @@ def _write(path, data: bytes):
 
 
 def _only_input_errors(load):
-    try:
+    with contextlib.suppress(InputError):
         load()
-    except InputError:
-        pass
 
 
 # ------------------------------------------------------------------ JSONL

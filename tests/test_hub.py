@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from sca.assets import SAMPLE_IMAGE
+
 from builders import build_tiny_captioner, tiny_sam
 
 pytestmark = pytest.mark.slow  # each case starts a Python process that loads torch and transformers

@@ -13,9 +13,9 @@ from sca.data.records import ImageRecord
 from sca.data.sources import load_records
 from sca.errors import InputError
 from sca.infer.predictor import RegionPrediction, RegionPredictor
+from sca.infer.runner import run_inference
 from sca.models.sca_region import ScaRegionModel
 from sca.options import GenerationOptions
-from sca.infer.runner import run_inference
 
 SHAPES = {"source": "shapes", "split": "val", "num_images": 6, "image_size": 128, "min_shapes": 1, "max_shapes": 3}
 

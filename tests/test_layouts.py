@@ -36,9 +36,11 @@ def test_visual_genome_with_annotations_folder(tmp_path):
         {"image_id": 1, "url": "https://cs.stanford.edu/people/rak248/VG_100K/1.jpg", "width": 60, "height": 40},
         {"image_id": 2, "url": "https://cs.stanford.edu/people/rak248/VG_100K_2/2.jpg", "width": 50, "height": 50}]))
     (annotations / "region_descriptions.json").write_text(json.dumps([
-        {"id": 1, "regions": [{"region_id": 11, "image_id": 1, "phrase": "a red wall", "x": 1, "y": 2, "width": 30, "height": 20},
-                              {"region_id": 12, "image_id": 1, "phrase": "past the edge", "x": 40, "y": 0, "width": 30, "height": 20}]},
-        {"id": 2, "regions": [{"region_id": 21, "image_id": 2, "phrase": "the floor", "x": 0, "y": 30, "width": 50, "height": 20}]}]))
+        {"id": 1, "regions": [
+            {"region_id": 11, "image_id": 1, "phrase": "a red wall", "x": 1, "y": 2, "width": 30, "height": 20},
+            {"region_id": 12, "image_id": 1, "phrase": "past the edge", "x": 40, "y": 0, "width": 30, "height": 20}]},
+        {"id": 2, "regions": [
+            {"region_id": 21, "image_id": 2, "phrase": "the floor", "x": 0, "y": 30, "width": 50, "height": 20}]}]))
     path, entries = _infer(tmp_path, "data=vg-densecap", f"data.root={root}")
     assert path.name == "infer-vg-densecap-test.json"
     assert [e["references"] for e in entries] == [["a red wall"], ["past the edge"], ["the floor"]]

@@ -49,7 +49,7 @@ def test_every_original_key_loads_with_its_shape(reference):
     info, model = reference["info"], reference["model"]
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
     state = model.state_dict()
-    for key, shape, _, _, trainable, _ in reference["keys"]:
+    for key, shape, _, _, _trainable, _ in reference["keys"]:
         assert key in state, key
         assert list(state[key].shape) == json.loads(shape), key
     trainable_keys = {key for key, *_, trainable, _ in reference["keys"] if trainable == "True"}

@@ -7,6 +7,7 @@ from PIL import Image
 
 from sca.api import RegionCaptioner
 from sca.models.sam_captioner import CropCaptioner, SamCaptioner, crop_box
+
 from builders import FAMILIES, build_tiny_captioner, tiny_sam
 
 

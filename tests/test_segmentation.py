@@ -11,8 +11,8 @@ from sca.data.collate import RegionCollator
 from sca.data.sam_frame import SamFrame
 from sca.data.sources import load_records
 from sca.data.transforms import LargeScaleJitter, RegionTransform
-from sca.masks import decode_mask
 from sca.geometry import mask_iou
+from sca.masks import decode_mask
 from sca.train.losses import dice_loss, segmentation_loss, sigmoid_focal_loss
 
 

@@ -24,8 +24,8 @@ from PIL import Image, UnidentifiedImageError
 
 from ..api import RegionCaptioner
 from ..assets import SAMPLE_IMAGE
-from ..options import AnythingOptions
 from ..errors import InputError
+from ..options import AnythingOptions
 from ..visualize import draw_regions
 
 STATIC = Path(__file__).parent / "static"
@@ -121,7 +121,7 @@ def _response(image: Image.Image, regions) -> dict:
 
 def make_handler(demo: Demo):
     class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format, *args):  # noqa: A002 - the standard library's name
+        def log_message(self, format, *args):
             pass
 
         def _send(self, status: HTTPStatus, body: bytes, content_type: str) -> None:
@@ -134,7 +134,7 @@ def make_handler(demo: Demo):
         def _json(self, payload: dict, status: HTTPStatus = HTTPStatus.OK) -> None:
             self._send(status, json.dumps(payload).encode(), "application/json")
 
-        def do_GET(self):  # noqa: N802 - the standard library's name
+        def do_GET(self):
             if self.path in ("/", "/index.html"):
                 self._send(HTTPStatus.OK, (STATIC / "index.html").read_bytes(), "text/html; charset=utf-8")
             elif self.path == "/api/samples":
@@ -144,7 +144,7 @@ def make_handler(demo: Demo):
             else:
                 self._json({"error": f"no page {self.path}"}, HTTPStatus.NOT_FOUND)
 
-        def do_POST(self):  # noqa: N802
+        def do_POST(self):
             try:
                 length = int(self.headers.get("Content-Length") or 0)
                 if length > MAX_UPLOAD_BYTES:

@@ -13,6 +13,7 @@ from ..data.records import ImageRecord
 from ..data.sources.shapes import ShapesWorld
 from ..geometry import mask_iou
 from ..masks import decode_mask
+from ..tables import markdown_table
 
 GOALS = {
     ("box", "exact_match"): 0.90,
@@ -79,8 +80,7 @@ def evaluate_quality(
 def quality_table(report: dict[str, dict[str, float]], images: int) -> str:
     """Markdown: one row per prompt kind, the goals beside the figures."""
     names = ["exact_match", "mIoU", "CIDEr-D", "METEOR"]
-    lines = [f"Quality on {images} held-out shapes images (scores x100; goal in brackets)", "",
-             "| prompt | regions | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+    rows = []
     for kind, figures in report.items():
         cells = []
         for name in names:
@@ -90,8 +90,9 @@ def quality_table(report: dict[str, dict[str, float]], images: int) -> str:
             goal = GOALS.get((kind, name))
             mark = "" if goal is None else f" ({'≥' if figures[name] >= goal else 'below '}{100 * goal:.0f})"
             cells.append(f"{100 * figures[name]:.1f}{mark}")
-        lines.append(f"| {kind} | {figures['regions']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        rows.append([kind, figures["regions"], *cells])
+    return markdown_table(["prompt", "regions", *names], rows,
+                          title=f"Quality on {images} held-out shapes images (scores x100; goal in brackets)")
 
 
 def goals_met(report: dict[str, dict[str, float]]) -> bool:

@@ -23,6 +23,7 @@ from PIL import Image
 from ..models.loading import DTYPES
 from ..models.registry import build_region_model
 from ..options import AnythingOptions, GenerationOptions
+from ..tables import markdown_table
 
 SAM_SIZES = {
     # hidden, layers, heads, global attention layers (SAM's ViT-B/L/H)
@@ -234,19 +235,21 @@ def run_in_subprocess(case: Case, timeout: float | None = None) -> Result:
 
 
 def markdown(results: list[Result]) -> str:
-    header = ("| model | SAM | LM / captioner | precision | chunk | regions | s / image | regions / s | peak memory (GB) |"
-              " encoder s | = one at a time |\n|---|---|---|---|---|---|---|---|---|---|---|")
-    rows = [
-        f"| {r.case.model} | {r.case.sam} | {r.case.lm} | {r.case.dtype} | {r.case.chunk_size} | "
-        f"{r.parts.get('regions', r.case.regions) if r.case.model != 'sca-anything' else f'{r.case.points_per_side}² grid → ' + str(r.parts.get('regions'))} | "
-        f"{r.seconds_per_image:.2f} | {r.regions_per_second:.1f} | {r.peak_memory_gb:.2f} | {r.parts.get('encoder_s', 0):.2f} | "
-        f"{ {True: 'yes', False: 'no'}.get(r.parts.get('same_as_one_at_a_time'), '') } |"
-        for r in results
-    ]
+    header = ["model", "SAM", "LM / captioner", "precision", "chunk", "regions", "s / image", "regions / s",
+              "peak memory (GB)", "encoder s", "= one at a time"]
+    rows = []
+    for r in results:
+        regions = r.parts.get("regions", r.case.regions)
+        if r.case.model.endswith("-anything"):
+            regions = f"{r.case.points_per_side}² grid → {regions}"
+        same = {True: "yes", False: "no"}.get(r.parts.get("same_as_one_at_a_time"), "")
+        rows.append([r.case.model, r.case.sam, r.case.lm, r.case.dtype, r.case.chunk_size, regions,
+                     f"{r.seconds_per_image:.2f}", f"{r.regions_per_second:.1f}", f"{r.peak_memory_gb:.2f}",
+                     f"{r.parts.get('encoder_s', 0):.2f}", same])
     devices = sorted({r.case.device for r in results})
-    note = (f"\nOne {results[0].case.image_size}² image, {results[0].case.new_tokens} new tokens per caption, box prompts; "
-            f"device {', '.join(devices)}; weights: {results[0].weights}.\n")
-    return "\n".join([header, *rows]) + "\n" + note
+    note = (f"One {results[0].case.image_size}² image, {results[0].case.new_tokens} new tokens per caption, box prompts; "
+            f"device {', '.join(devices)}; weights: {results[0].weights}.")
+    return markdown_table(header, rows, note=note)
 
 
 if __name__ == "__main__":

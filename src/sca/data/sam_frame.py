@@ -81,7 +81,7 @@ class SamFrame:
         )
 
     @classmethod
-    def from_config(cls, config) -> "SamFrame":
+    def from_config(cls, config) -> SamFrame:
         return cls(config.vision_config.image_size, config.prompt_encoder_config.image_embedding_size)
 
     def frame(self, image: Image.Image) -> FramedImage:

@@ -27,7 +27,8 @@ def load_spacy(name: str = SPACY_MODEL):
         raise InputError(f"noun/verb recall needs the spaCy model {name}: python -m spacy download {name}") from None
 
 
-def content_recall(references: Sequence[Sequence[str]], candidates: Sequence[str], nlp: Callable | None = None) -> dict[str, float]:
+def content_recall(references: Sequence[Sequence[str]], candidates: Sequence[str],
+                   nlp: Callable | None = None) -> dict[str, float]:
     """Mean recalls over entries, 0-1: `noun`, `verb`, `noun_fuzzy`, `verb_fuzzy`."""
     nlp = nlp or load_spacy()
     totals = {f"{kind}{suffix}": 0.0 for kind in KINDS for suffix in ("", "_fuzzy")}

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 
 from ..errors import InputError
 from ..files import write_json_atomically, write_text_atomically
+from ..tables import csv_table, markdown_table
 from .captions import METRICS, check_spice, score_captions
 from .content_recall import load_spacy
 from .dense import DensePrediction, DenseReference, dense_captioning_map
-from .java import ensure_java
 from .infer_file import is_dense, read_infer_file, select_candidates, without_logits
+from .java import ensure_java
 
 DENSE_METRICS = ("mAP", "detection_mAP")
 
@@ -85,7 +84,8 @@ def evaluate_files(paths: list[Path], out_dir: Path | None = None, spice: bool =
         results[str(path)] = result
     out_dir = comparison_dir(paths, out_dir)
     header, rows = comparison_rows(results)
-    write_text_atomically(out_dir / "metrics.md", markdown_table(header, rows))
+    note = "Scores x100 (pycocoevalcap, PTB-tokenized; count = regions, or images for mAP)."
+    write_text_atomically(out_dir / "metrics.md", markdown_table(header, rows, note=note))
     write_text_atomically(out_dir / "metrics.csv", csv_table(header, rows))
     return results
 
@@ -137,17 +137,3 @@ def comparison_rows(results: dict[str, dict]) -> tuple[list[str], list[list[str]
                      result.get("split", split), str(count),
                      *(f"{100 * result[m]:.2f}" if m in result else "" for m in names)])
     return header, rows
-
-
-def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines) + "\n\nScores x100 (pycocoevalcap, PTB-tokenized; count = regions, or images for mAP).\n"
-
-
-def csv_table(header: list[str], rows: list[list[str]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buffer.getvalue()

@@ -10,11 +10,11 @@ import torch
 from ..anything import AnythingGenerator, full_size_mask
 from ..data.records import TASK_TYPES
 from ..data.sam_frame import FramedImage
+from ..geometry import mask_box
 from ..masks import encode_rle
 from ..models.prompts import Prompts
 from ..models.region_model import EncodedImages, RegionModel
 from ..options import AnythingOptions
-from ..geometry import mask_box
 
 SPLIT_FIELD = "inference"
 """The value of every entry's `split`, as in the original files (its evaluation tooling selects on it)."""

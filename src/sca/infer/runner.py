@@ -26,6 +26,7 @@ from ..errors import InputError
 from ..files import to_json, write_json_atomically
 from .predictor import Predictor
 
+
 def infer_file_name(dataset: str, split: str) -> str:
     return f"infer-{dataset}-{split}.json"
 

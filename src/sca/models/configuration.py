@@ -5,13 +5,13 @@ from __future__ import annotations
 from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
-from ..data.records import TASK_TYPES  # noqa: F401 - the task tokens' rows follow it
 from transformers.models.sam.configuration_sam import (
     SamMaskDecoderConfig,
     SamPromptEncoderConfig,
     SamVisionConfig,
 )
 
+from ..data.records import TASK_TYPES  # noqa: F401 - the task tokens' rows follow it
 
 
 @strict

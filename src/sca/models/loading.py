@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -88,10 +89,8 @@ def load_tokenizer(name_or_path: str | Path, config: ScaConfig | None = None) ->
     candidates: list[tuple[ModelSource, str | None]] = [(source, None), (source, "tokenizer")]
     lm_name = getattr(config.text_config, "_name_or_path", "") if config is not None else ""
     if lm_name:
-        try:
+        with contextlib.suppress(InputError):  # a folder on the machine that trained it is not here
             candidates.append((ModelSource.parse(lm_name), None))
-        except InputError:
-            pass  # a folder on the machine that trained it
     for candidate, subfolder in candidates:
         try:
             if candidate.file(TOKENIZER_FILE, subfolder) is None:

@@ -15,11 +15,11 @@ import torch
 from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor, PreTrainedModel, SamModel
 
+from ..data.sam_frame import SamFrame
 from ..errors import InputError
 from ..geometry import mask_box
-from .hub import ModelSource
-from ..data.sam_frame import SamFrame
 from ..options import GenerationOptions
+from .hub import ModelSource
 from .prompts import Prompts
 from .region_model import EncodedImages, RegionModel, RegionOutputs
 from .vision_attention import encoder_for

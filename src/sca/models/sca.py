@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModelForCausalLM, PreTrainedModel, SamModel
+from transformers import initialization as init
 from transformers.modeling_outputs import ModelOutput
 from transformers.models.sam.modeling_sam import (
     SamPositionalEmbedding,
@@ -17,7 +18,6 @@ from transformers.models.sam.modeling_sam import (
     SamVisionAttention,
     SamVisionEncoder,
 )
-from transformers import initialization as init
 
 from .configuration import TASK_TYPES, ScaConfig, ScaMaskCaptionDecoderConfig
 from .mask_caption_decoder import ScaMaskCaptionDecoder, Segmentation
@@ -151,7 +151,7 @@ class ScaModel(ScaPreTrainedModel):
         caption_tokens: int = 8,
         task_tokens: int = 6,
         **from_pretrained_kwargs,
-    ) -> "ScaModel":
+    ) -> ScaModel:
         """Build a fresh SCA model from a SAM checkpoint and a causal LM (hub names or local folders).
 
         SAM's and the LM's weights are loaded; the mixer, caption queries, task tokens and projection are
@@ -373,7 +373,7 @@ class ScaModel(ScaPreTrainedModel):
             task_type_ids = self.task_type_ids(None, batch_size)
         prompts = Prompts(points=input_points, labels=input_labels, boxes=input_boxes, masks=input_masks)
         num_regions = prompts.num_regions
-        chunk_size = num_regions if not chunk_size else chunk_size
+        chunk_size = chunk_size if chunk_size else num_regions
         eos_token_id = self.language_model.generation_config.eos_token_id if eos_token_id is None else eos_token_id
         if isinstance(eos_token_id, list):
             eos_token_id = eos_token_id[0]

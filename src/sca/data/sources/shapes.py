@@ -49,7 +49,7 @@ class ShapesWorld:
     max_shapes: int = 3
 
     @classmethod
-    def split(cls, split: str, seed: int = 0, **options) -> "ShapesWorld":
+    def split(cls, split: str, seed: int = 0, **options) -> ShapesWorld:
         if split not in SPLIT_SEEDS:
             raise InputError(f"shapes split must be one of {', '.join(SPLIT_SEEDS)}, got {split!r}")
         return cls(seed=seed + SPLIT_SEEDS[split], **options)
