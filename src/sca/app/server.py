@@ -1,183 +1,379 @@
-"""`sca demo`: a small HTTP server (standard library only) in front of one `RegionCaptioner`.
+"""`sca serve`: the JSON API and the web page, on FastAPI and uvicorn.
 
-Why not Gradio: the demo needs four JSON endpoints and one page; the standard library serves them with no
-dependency to install or keep compatible, and the page is plain HTML and JavaScript that any browser runs.
+Endpoints (OpenAPI schema at `/openapi.json`, interactive docs at `/docs`):
+    GET  /                       the page
+    GET  /api/health             liveness and the queue's length
+    GET  /api/model              the model's kind, settings and the server's limits
+    GET  /api/samples            the bundled images; GET /samples/{name} serves one
+    POST /api/images             upload an image (its bytes as the body) → its id (a hash of its content)
+    POST /api/samples/{name}     use a bundled image → its id
+    POST /api/caption            {"image", "regions": [{"box"} | {"points", "point_labels"} | {"mask"}]} → regions
+    POST /api/anything           {"image", "points_per_side", ...} → every region found
 
-Endpoints: `GET /` (the page), `GET /api/samples`, `GET /samples/NAME`, `POST /api/image` (raw image bytes),
-`POST /api/sample` (`{"name"}`), `POST /api/caption` (`{"image", "boxes", "points"}`), `POST /api/anything`
-(`{"image", "points_per_side"}`). Errors are JSON `{"error": "..."}` with a 4xx status, shown on the page.
+Bounded by design (each limit a `sca serve` option): upload bytes (counted while streaming, whatever the headers
+say), pixels, aspect ratio, regions per request, points per side, queue length, request time. Safe by default:
+binds 127.0.0.1; an API key, when set, is required on /api/*; cross-origin requests that change state are refused
+unless their origin is allowed; client mistakes are 4xx with a message, server faults 500 with a request id (the
+traceback goes to the log, never to the client).
 """
 
 from __future__ import annotations
 
-import base64
+import asyncio
 import hashlib
 import io
-import json
-import threading
-from collections import OrderedDict
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import logging
+import secrets
+import time
+import uuid
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from PIL import Image, UnidentifiedImageError
 
-from ..api import RegionCaptioner
+from ..anything import AnythingGenerator, full_size_mask
+from ..api import RegionCaption
 from ..assets import SAMPLE_IMAGE
-from ..errors import InputError
+from ..errors import InputError, one_line
+from ..masks import decode_rle, encode_rle
+from ..models.prompts import Prompts
+from ..models.region_model import RegionModel
 from ..options import AnythingOptions
-from ..visualize import draw_regions
+from .schemas import AnythingRequest, CaptionRequest, Error, ImageInfo, ModelInfo, Regions
+from .worker import Job, LruBytes, ModelWorker, QueueFull
 
+log = logging.getLogger("sca.serve")
 STATIC = Path(__file__).parent / "static"
 SAMPLES = {SAMPLE_IMAGE.name: SAMPLE_IMAGE}
-MAX_UPLOAD_BYTES = 20_000_000
-MAX_PIXELS = 25_000_000
-MAX_POINTS_PER_SIDE = 64
-KEPT_IMAGES = 8
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 
 
-class DemoError(Exception):
-    def __init__(self, message: str, status: HTTPStatus = HTTPStatus.BAD_REQUEST):
+@dataclass
+class Limits:
+    """What one request may ask of the server (every one is a `sca serve` option)."""
+
+    max_upload_bytes: int = 20_000_000
+    max_pixels: int = 25_000_000
+    max_aspect_ratio: float = 20.0
+    max_regions: int = 64
+    max_points_per_side: int = 64
+    queue_size: int = 32
+    request_timeout: float = 120.0
+    cache_bytes: int = 512 * 2**20
+    upload_stall_seconds: float = 30.0
+
+
+@dataclass
+class Security:
+    api_key: str | None = None
+    allowed_origins: Sequence[str] = field(default_factory=tuple)
+
+
+class ClientError(Exception):
+    """A request the server refuses: its status and the message the client sees."""
+
+    def __init__(self, status: int, message: str, headers: dict | None = None):
         super().__init__(message)
-        self.status = status
+        self.status, self.headers = status, headers or {}
 
 
-class Demo:
-    """The model, the uploaded images (the last few, by content hash) and which one is encoded now."""
+def create_app(model: RegionModel, kind: str = "sca", limits: Limits | None = None,
+               security: Security | None = None) -> FastAPI:
+    """The ASGI application around one region model."""
+    limits, security = limits or Limits(), security or Security()
+    worker = ModelWorker(model, queue_size=limits.queue_size, cache_bytes=limits.cache_bytes)
+    images = LruBytes(limits.cache_bytes, lambda picture: picture.width * picture.height * 3)
+    app = FastAPI(title="SCA — Segment and Caption Anything", version="1", description=__doc__.split("\n\n")[0],
+                  responses={400: {"model": Error}, 413: {"model": Error}, 503: {"model": Error}})
+    app.state.worker, app.state.limits = worker, limits
 
-    def __init__(self, captioner: RegionCaptioner):
-        self.captioner = captioner
-        self.images: OrderedDict[str, Image.Image] = OrderedDict()
-        self.encoded: str | None = None
-        self.lock = threading.Lock()  # one model, one request at a time
+    # ------------------------------------------------------------------ guards and errors
 
-    def add_image(self, data: bytes) -> dict:
-        if not data:
-            raise DemoError("the upload is empty: choose an image file")
-        if len(data) > MAX_UPLOAD_BYTES:
-            raise DemoError(f"the file is {len(data) / 1e6:.0f} MB; the demo takes images up to "
-                            f"{MAX_UPLOAD_BYTES / 1e6:.0f} MB", HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        request.state.id = uuid.uuid4().hex[:12]
         try:
+            if request.url.path.startswith("/api/"):
+                _check_api_key(request, security)
+            if request.method not in SAFE_METHODS:
+                _check_origin(request, security)
+            response = await call_next(request)
+        except ClientError as error:
+            response = _error(request, error.status, str(error), error.headers)
+        except Exception:  # a fault of ours: logged with its traceback, the client gets the request id
+            log.exception("request %s (%s %s) failed", request.state.id, request.method, request.url.path)
+            response = _error(request, 500, f"the server failed on this request (request id {request.state.id})")
+        response.headers["X-Request-ID"] = request.state.id
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, error: RequestValidationError):
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
+        return _error(request, 422, f"{where}: {first.get('msg', 'invalid')}" if where else first.get("msg", "invalid"))
+
+    @app.exception_handler(ClientError)
+    async def refused(request: Request, error: ClientError):
+        return _error(request, error.status, str(error), error.headers)
+
+    @app.exception_handler(InputError)
+    async def wrong_input(request: Request, error: InputError):
+        return _error(request, 400, one_line(error))
+
+    # ------------------------------------------------------------------ the page and its files
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page():
+        return HTMLResponse((STATIC / "index.html").read_text(encoding="utf-8"))
+
+    @app.get("/samples/{name}", include_in_schema=False)
+    async def sample_file(name: str):
+        if name not in SAMPLES:
+            raise ClientError(404, f"no bundled image {name!r}")
+        return FileResponse(SAMPLES[name], media_type="image/png")
+
+    # ------------------------------------------------------------------ the API
+
+    @app.get("/api/health")
+    async def health() -> dict:
+        return {"status": "ok", "waiting": worker.waiting}
+
+    @app.get("/api/model", response_model=ModelInfo)
+    async def model_info():
+        return ModelInfo(kind=kind, settings=model.settings(), image_size=model.frame.image_size, limits=asdict(limits))
+
+    @app.get("/api/samples")
+    async def samples() -> dict:
+        return {"samples": [{"name": name, "url": f"/samples/{name}"} for name in SAMPLES]}
+
+    @app.post("/api/samples/{name}", response_model=ImageInfo)
+    async def use_sample(name: str):
+        if name not in SAMPLES:
+            raise ClientError(404, f"no bundled image {name!r}: GET /api/samples lists them")
+        return _register(SAMPLES[name].read_bytes(), images, limits)
+
+    @app.post("/api/images", response_model=ImageInfo,
+              openapi_extra={"requestBody": {"required": True, "content": {
+                  "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                  "image/*": {"schema": {"type": "string", "format": "binary"}}}}})
+    async def upload(request: Request):
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != "application/octet-stream" and not content_type.startswith("image/"):
+            raise ClientError(415, "send the image's bytes as the body, with Content-Type image/... or "
+                                   "application/octet-stream")
+        data = await _read_body(request, limits)
+        return await asyncio.to_thread(_register, data, images, limits)
+
+    @app.post("/api/caption", response_model=Regions)
+    async def caption(body: CaptionRequest, request: Request):
+        if len(body.regions) > limits.max_regions:
+            raise ClientError(413, f"{len(body.regions)} regions in one request; the server takes up to "
+                                   f"{limits.max_regions} (max_regions): split them over several requests")
+        picture = _image(images, body.image)
+        groups: dict[tuple, list[int]] = {}
+        for index, region in enumerate(body.regions):
+            groups.setdefault(region.kinds(), []).append(index)
+        jobs = []
+        for key, indices in groups.items():
+            prompts, records = await asyncio.to_thread(_prompts, model, picture, [body.regions[i] for i in indices])
+            jobs.append(Job(_run_caption, (body.image, picture, prompts, records, body.multimask_output),
+                            batch_key=(key, body.multimask_output)))
+        started = time.perf_counter()
+        answers = await _await_jobs(request, worker, jobs, limits)
+        ordered: list[RegionCaption | None] = [None] * len(body.regions)
+        for indices, answer in zip(groups.values(), answers):
+            for index, region in zip(indices, answer):
+                ordered[index] = region
+        return Regions(request_id=request.state.id, image=body.image, seconds=round(time.perf_counter() - started, 4),
+                       regions=[region.to_dict() for region in ordered])
+
+    @app.post("/api/anything", response_model=Regions)
+    async def anything(body: AnythingRequest, request: Request):
+        if body.points_per_side > limits.max_points_per_side:
+            raise ClientError(413, f"points_per_side {body.points_per_side} is over the server's limit of "
+                                   f"{limits.max_points_per_side} (max_points_per_side)")
+        picture = _image(images, body.image)
+        settings = {k: v for k, v in body.model_dump(exclude={"image"}).items() if v is not None}
+        options = AnythingOptions(**settings).check()
+        started = time.perf_counter()
+        (found,) = await _await_jobs(request, worker, [Job(_run_anything, (body.image, picture, options))], limits)
+        return Regions(request_id=request.state.id, image=body.image, seconds=round(time.perf_counter() - started, 4),
+                       regions=[region.to_dict() for region in found])
+
+    return app
+
+
+# ---------------------------------------------------------------------- helpers (request side)
+
+
+def _error(request: Request, status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    request_id = getattr(request.state, "id", "-")
+    return JSONResponse({"error": message, "request_id": request_id}, status_code=status, headers=headers)
+
+
+def _check_api_key(request: Request, security: Security) -> None:
+    if security.api_key is None:
+        return
+    given = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+    if not secrets.compare_digest(given.encode(), security.api_key.encode()):
+        raise ClientError(401, "this server needs an API key: send it as X-API-Key or Authorization: Bearer KEY")
+
+
+def _check_origin(request: Request, security: Security) -> None:
+    """Browsers send Origin with cross-site POSTs: only the server's own origin and allowed ones may change state."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        return  # not a browser's cross-site request (curl, scripts)
+    own = f"{request.url.scheme}://{request.headers.get('host', '')}"
+    if origin != own and origin not in security.allowed_origins and "*" not in security.allowed_origins:
+        raise ClientError(403, f"requests from {origin} are not allowed: start the server with --allow-origin {origin}")
+
+
+async def _read_body(request: Request, limits: Limits) -> bytes:
+    """The body, counted while it streams in (a lying or missing Content-Length changes nothing); a client that
+    stalls is cut off."""
+    chunks, size = [], 0
+    stream = request.stream().__aiter__()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(stream.__anext__(), timeout=limits.upload_stall_seconds)
+        except StopAsyncIteration:
+            break
+        except TimeoutError:
+            raise ClientError(408, f"the upload stalled for {limits.upload_stall_seconds:g} s") from None
+        size += len(chunk)
+        if size > limits.max_upload_bytes:
+            raise ClientError(413, f"the upload is over {limits.max_upload_bytes / 1e6:g} MB, the server's limit "
+                                   "(max_upload_bytes)")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _register(data: bytes, images: LruBytes, limits: Limits) -> ImageInfo:
+    """Decode an upload within the limits and keep it under its content hash."""
+    if not data:
+        raise ClientError(400, "the upload is empty: send an image file's bytes")
+    key = hashlib.sha256(data).hexdigest()[:24]
+    cached = images.get(key)
+    if cached is not None:
+        return ImageInfo(image=key, width=cached.width, height=cached.height)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as opened:
-                if opened.width * opened.height > MAX_PIXELS:
-                    raise DemoError(f"the image is {opened.width}x{opened.height}; the demo takes up to "
-                                    f"{MAX_PIXELS / 1e6:.0f} megapixels", HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
-                image = opened.convert("RGB")
-        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:
-            raise DemoError(f"this file is not an image the demo can read ({type(error).__name__})") from error
-        key = hashlib.sha1(data).hexdigest()[:16]
-        with self.lock:
-            self.images[key] = image
-            self.images.move_to_end(key)
-            while len(self.images) > KEPT_IMAGES:
-                self.images.popitem(last=False)
-        return {"image": key, "width": image.width, "height": image.height}
-
-    def _use(self, key: str) -> Image.Image:
-        if key not in self.images:
-            raise DemoError("that image is no longer on the server: upload it again")
-        if self.encoded != key:
-            self.captioner.set_image(self.images[key])
-            self.encoded = key
-        return self.images[key]
-
-    def caption(self, request: dict) -> dict:
-        boxes, points = request.get("boxes") or [], request.get("points") or []
-        if not boxes and not points:
-            raise DemoError("no prompt: click a point or drag a box on the image first")
-        with self.lock:
-            image = self._use(str(request.get("image")))
-            regions = []
-            try:
-                if boxes:
-                    regions += self.captioner.caption(boxes=boxes)
-                if points:
-                    regions += self.captioner.caption(points=points)
-            except InputError as error:
-                raise DemoError(str(error)) from error
-        return _response(image, regions)
-
-    def anything(self, request: dict) -> dict:
-        side = request.get("points_per_side", 16)
-        if not isinstance(side, int) or not 1 <= side <= MAX_POINTS_PER_SIDE:
-            raise DemoError(f"points per side must be a whole number from 1 to {MAX_POINTS_PER_SIDE}")
-        with self.lock:
-            image = self._use(str(request.get("image")))
-            regions = self.captioner.anything(AnythingOptions(points_per_side=side))
-        return _response(image, regions)
+                width, height = opened.size
+                _check_size(width, height, limits)
+                picture = opened.convert("RGB")
+    except ClientError:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError,
+            Image.DecompressionBombWarning) as error:
+        raise ClientError(400, f"this file is not an image the server can read ({type(error).__name__})") from None
+    images.put(key, picture)
+    return ImageInfo(image=key, width=width, height=height)
 
 
-def _response(image: Image.Image, regions) -> dict:
-    labels = [f"{r.caption} ({r.best_iou:.2f})" for r in regions]
-    picture = draw_regions(image, [r.best_mask for r in regions], labels, [r.box for r in regions])
-    buffer = io.BytesIO()
-    picture.save(buffer, format="PNG")
-    return {
-        "overlay": "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii"),
-        "regions": [{"caption": r.caption, "iou": round(r.best_iou, 4), "box": [round(v, 1) for v in r.box],
-                     "candidates": r.candidates} for r in regions],
-    }
+def _check_size(width: int, height: int, limits: Limits) -> None:
+    if width * height > limits.max_pixels:
+        raise ClientError(413, f"the image is {width}x{height}, {width * height / 1e6:.1f} megapixels; the server "
+                               f"takes up to {limits.max_pixels / 1e6:g} megapixels (max_pixels)")
+    if max(width, height) > limits.max_aspect_ratio * min(width, height):
+        raise ClientError(413, f"the image is {width}x{height}; the server takes aspect ratios up to "
+                               f"{limits.max_aspect_ratio:g}:1 (max_aspect_ratio)")
 
 
-def make_handler(demo: Demo):
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format, *args):
-            pass
-
-        def _send(self, status: HTTPStatus, body: bytes, content_type: str) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def _json(self, payload: dict, status: HTTPStatus = HTTPStatus.OK) -> None:
-            self._send(status, json.dumps(payload).encode(), "application/json")
-
-        def do_GET(self):
-            if self.path in ("/", "/index.html"):
-                self._send(HTTPStatus.OK, (STATIC / "index.html").read_bytes(), "text/html; charset=utf-8")
-            elif self.path == "/api/samples":
-                self._json({"samples": [{"name": name, "url": f"/samples/{name}"} for name in SAMPLES]})
-            elif self.path.startswith("/samples/") and self.path[len("/samples/"):] in SAMPLES:
-                self._send(HTTPStatus.OK, SAMPLES[self.path[len("/samples/"):]].read_bytes(), "image/png")
-            else:
-                self._json({"error": f"no page {self.path}"}, HTTPStatus.NOT_FOUND)
-
-        def do_POST(self):
-            try:
-                length = int(self.headers.get("Content-Length") or 0)
-                if length > MAX_UPLOAD_BYTES:
-                    raise DemoError(f"the upload is {length / 1e6:.0f} MB; the demo takes up to "
-                                    f"{MAX_UPLOAD_BYTES / 1e6:.0f} MB", HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
-                body = self.rfile.read(length)
-                if self.path == "/api/image":
-                    self._json(demo.add_image(body))
-                    return
-                try:
-                    request = json.loads(body or b"{}")
-                except json.JSONDecodeError as error:
-                    raise DemoError(f"the request is not JSON: {error}") from error
-                if self.path == "/api/sample":
-                    name = request.get("name")
-                    if name not in SAMPLES:
-                        raise DemoError(f"no bundled image {name!r}")
-                    self._json(demo.add_image(SAMPLES[name].read_bytes()))
-                elif self.path == "/api/caption":
-                    self._json(demo.caption(request))
-                elif self.path == "/api/anything":
-                    self._json(demo.anything(request))
-                else:
-                    raise DemoError(f"no endpoint {self.path}", HTTPStatus.NOT_FOUND)
-            except DemoError as error:
-                self._json({"error": str(error)}, error.status)
-            except Exception as error:  # the page shows a message; the server keeps serving
-                self._json({"error": f"the model failed on this request: {type(error).__name__}: {error}"},
-                           HTTPStatus.INTERNAL_SERVER_ERROR)
-
-    return Handler
+def _image(images: LruBytes, key: str) -> Image.Image:
+    picture = images.get(key)
+    if picture is None:
+        raise ClientError(404, f"no image {key!r} on the server (it keeps the latest ones): upload it again")
+    return picture
 
 
-def serve(captioner: RegionCaptioner, host: str = "127.0.0.1", port: int = 7860) -> ThreadingHTTPServer:
-    """A server bound to host:port (port 0: any free port); call `serve_forever()` on it."""
-    return ThreadingHTTPServer((host, port), make_handler(Demo(captioner)))
+def _prompts(model: RegionModel, picture: Image.Image, regions) -> tuple[Prompts, list[dict]]:
+    """The regions (one kind of prompt) in the model's frame, checked against the image."""
+    framed = model.frame.frame(picture)
+    boxes = [r.box for r in regions] if regions[0].box is not None else None
+    points = [r.points for r in regions] if regions[0].points is not None else None
+    labels = [r.point_labels or [1] * len(r.points) for r in regions] if points is not None else None
+    masks = None
+    if regions[0].mask is not None:
+        try:
+            masks = [decode_rle(r.mask.model_dump()) for r in regions]
+        except Exception as error:  # pycocotools' errors name no type of their own
+            raise ClientError(400, f"a mask is not valid COCO RLE ({type(error).__name__})") from None
+        if any(m.shape != (picture.height, picture.width) for m in masks):
+            raise ClientError(400, f"masks must be of the image's size, [{picture.height}, {picture.width}]")
+    return Prompts.from_pixels(framed, model.frame, boxes, points, labels, None if masks is None else np.stack(masks))
+
+
+async def _await_jobs(request: Request, worker: ModelWorker, jobs: list[Job], limits: Limits) -> list:
+    """Queue the jobs and wait for them; a client that disconnects or waits past the timeout cancels them."""
+    try:
+        for job in jobs:
+            worker.submit(job)
+    except QueueFull as error:
+        for job in jobs:
+            job.cancelled.set()
+        raise ClientError(503, f"the server is busy ({error}): try again shortly",
+                          {"Retry-After": str(max(1, worker.waiting))}) from None
+    futures = [asyncio.wrap_future(job.future) for job in jobs]
+    waiting = asyncio.ensure_future(asyncio.gather(*futures))
+    deadline = time.monotonic() + limits.request_timeout
+    try:
+        while not waiting.done():
+            await asyncio.wait({waiting}, timeout=0.25)
+            if waiting.done():
+                break
+            if await request.is_disconnected():
+                raise ClientError(499, "the client went away")
+            if time.monotonic() > deadline:
+                raise ClientError(504, f"the request took longer than {limits.request_timeout:g} s (request_timeout)")
+        results = waiting.result()
+    except BaseException:
+        for job in jobs:
+            job.cancelled.set()
+        waiting.cancel()
+        raise
+    if any(result is None for result in results):
+        raise ClientError(499, "the request was cancelled")
+    return results
+
+
+# ---------------------------------------------------------------------- model work (on the worker thread)
+
+
+def _run_caption(worker: ModelWorker, jobs: list[Job]) -> list:
+    encodings = [worker.encoded(job.payload[0], job.payload[1]) for job in jobs]
+    return worker.caption(jobs, encodings, [job.payload[2] for job in jobs], [job.payload[3] for job in jobs],
+                          jobs[0].payload[4])
+
+
+def _run_anything(worker: ModelWorker, jobs: list[Job]) -> list:
+    results = []
+    for job in jobs:
+        image_id, picture, options = job.payload
+        encoded = worker.encoded(image_id, picture)
+        found = AnythingGenerator(worker.model, options).generate(encoded)
+        results.append([
+            RegionCaption(region.caption, [encode_rle(full_size_mask(worker.model, region, encoded))], [region.score],
+                          {"points": [region.point], "point_labels": [1]}, [region.caption])
+            for region in found
+        ])
+    return results
+
+
+def serve(model: RegionModel, kind: str, host: str = "127.0.0.1", port: int = 7860, limits: Limits | None = None,
+          security: Security | None = None, log_level: str = "info") -> None:
+    """Run the server until interrupted (uvicorn: one event loop; the model on its own thread)."""
+    import uvicorn
+
+    app = create_app(model, kind, limits, security)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_keep_alive=5, limit_concurrency=256,
+                timeout_graceful_shutdown=5)
+

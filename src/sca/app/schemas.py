@@ -1,0 +1,87 @@
+"""The JSON API's requests and responses: pydantic models, validated strictly (they make the OpenAPI schema)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ..data.schemas import XYXY, Number, Rle
+
+Point = Annotated[list[Number], Field(min_length=2, max_length=2, description="x, y in image pixels")]
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class RegionPrompt(Request):
+    """One region: a box, points (with labels: 1 foreground, 0 background), a mask, or several of them."""
+
+    box: XYXY | None = Field(None, description="x1, y1, x2, y2 in image pixels")
+    points: Annotated[list[Point], Field(min_length=1, max_length=16)] | None = None
+    point_labels: Annotated[list[Annotated[int, Field(ge=0, le=1)]], Field(max_length=16)] | None = None
+    mask: Rle | None = Field(None, description="COCO RLE of the image's size")
+
+    @model_validator(mode="after")
+    def _some_prompt(self) -> RegionPrompt:
+        if self.box is None and self.points is None and self.mask is None:
+            raise ValueError("a region needs a box, points or a mask")
+        if self.point_labels is not None and (self.points is None or len(self.point_labels) != len(self.points)):
+            raise ValueError("point_labels needs one label per point")
+        return self
+
+    def kinds(self) -> tuple:
+        """What a batch of regions must share to go through the model together."""
+        return (self.box is not None, None if self.points is None else len(self.points), self.mask is not None)
+
+
+class CaptionRequest(Request):
+    image: str = Field(description="an image id from POST /api/images")
+    regions: Annotated[list[RegionPrompt], Field(min_length=1)]
+    multimask_output: bool = True
+
+
+class AnythingRequest(Request):
+    image: str
+    points_per_side: Annotated[int, Field(ge=1)] = 16
+    pred_iou_thresh: Number | None = None
+    stability_score_thresh: Number | None = None
+    box_nms_thresh: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] | None = None
+    max_masks: Annotated[int, Field(ge=1)] | None = None
+
+
+class ImageInfo(BaseModel):
+    image: str = Field(description="the image's id (a hash of its bytes)")
+    width: int
+    height: int
+
+
+class Region(BaseModel):
+    caption: str
+    candidates: list[str]
+    iou_scores: list[float]
+    best_iou: float
+    box: list[float]
+    mask_box: list[float] | None
+    mask: dict = Field(description="COCO RLE of the best mask, at the image's size")
+    prompt: dict
+
+
+class Regions(BaseModel):
+    request_id: str
+    image: str
+    regions: list[Region]
+    seconds: float = Field(description="time in the model worker")
+
+
+class ModelInfo(BaseModel):
+    kind: str
+    settings: dict
+    image_size: int
+    limits: dict
+
+
+class Error(BaseModel):
+    error: str
+    request_id: str

@@ -1,0 +1,385 @@
+"""`sca serve`: the JSON API (each limit, the queue, disconnects, the API key, the Origin check, hostile input, a
+property-based fuzz of the OpenAPI schema) and the page, driven in headless Chromium."""
+
+import io
+import json
+import os
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import uvicorn
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from sca.app.server import Limits, Security, create_app
+from sca.app.worker import Job, ModelWorker
+from sca.assets import SAMPLE_IMAGE
+from sca.assets.build import sample_record
+from sca.masks import decode_mask
+from sca.models.prompts import Prompts
+from sca.models.registry import build_region_model
+
+CHROMIUM = os.environ.get("SCA_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def model():
+    return build_region_model("sca")  # the shipped shapes model
+
+
+@pytest.fixture(scope="module")
+def client(model):
+    with TestClient(create_app(model)) as client:
+        yield client
+
+
+def _png(width, height, colour=(200, 30, 30)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _sample(client) -> str:
+    response = client.post("/api/samples/sample.png")
+    assert response.status_code == 200, response.text
+    return response.json()["image"]
+
+
+def _upload(client, data: bytes, content_type="application/octet-stream"):
+    return client.post("/api/images", content=data, headers={"Content-Type": content_type})
+
+
+def test_captions_with_rle_masks_for_every_prompt_kind(client):
+    image = _sample(client)
+    record = sample_record()
+    regions = [{"box": list(r.box)} for r in record.regions]
+    regions.append({"points": [[55, 115]], "point_labels": [1]})
+    response = client.post("/api/caption", json={"image": image, "regions": regions})
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert [r["caption"] for r in answer["regions"][:3]] == [r.captions[0] for r in record.regions]
+    assert answer["regions"][3]["caption"] == record.regions[0].captions[0]  # the point lies in the circle
+    mask = decode_mask(answer["regions"][0]["mask"], 256, 256)
+    assert mask.shape == (256, 256) and mask.any()
+    assert response.headers["X-Request-ID"] == answer["request_id"]
+
+
+def test_an_uploaded_image_gets_a_content_id_and_anything_mode(client):
+    data = SAMPLE_IMAGE.read_bytes()
+    first, second = _upload(client, data), _upload(client, data, "image/png")
+    assert first.status_code == 200 and first.json() == second.json() and first.json()["width"] == 256
+    response = client.post("/api/anything", json={"image": first.json()["image"], "points_per_side": 8})
+    assert response.status_code == 200, response.text
+    assert {r["caption"] for r in response.json()["regions"]} >= {"a small red circle", "a large green square"}
+
+
+def test_model_info_health_and_the_schema(client):
+    assert client.get("/api/health").json()["status"] == "ok"
+    info = client.get("/api/model").json()
+    assert info["kind"] == "sca" and info["limits"]["max_regions"] == 64
+    assert "/api/caption" in client.get("/openapi.json").json()["paths"]
+    assert client.get("/").headers["content-type"].startswith("text/html")
+
+
+@pytest.mark.parametrize("data, status, message", [
+    (b"this is not an image", 400, "not an image"),
+    (b"", 400, "empty"),
+    (_png(6000, 5000), 413, "megapixels (max_pixels)"),
+    (_png(4000, 100), 413, "aspect ratios up to 20:1 (max_aspect_ratio)"),
+])
+def test_bad_uploads(client, data, status, message):
+    response = _upload(client, data)
+    assert response.status_code == status and message in response.json()["error"]
+    assert response.json()["request_id"]
+
+
+def test_uploads_are_counted_while_they_stream_whatever_the_headers_say(model):
+    limits = Limits(max_upload_bytes=1000)
+    with TestClient(create_app(model, limits=limits)) as small:
+        response = _upload(small, b"x" * 5000)
+        assert response.status_code == 413 and "max_upload_bytes" in response.json()["error"]
+
+        def chunks():  # no Content-Length at all: chunked transfer
+            for _ in range(10):
+                yield b"y" * 500
+
+        response = small.post("/api/images", content=chunks(), headers={"Content-Type": "image/png"})
+        assert response.status_code == 413
+    assert _upload_with_lying_length(model) == 413
+
+
+def _upload_with_lying_length(model) -> int:
+    """Content-Length: -1 and a body past the limit, on a real socket (as a client that lies would send)."""
+    with _running(create_app(model, limits=Limits(max_upload_bytes=1000))) as port:
+        for length in ("-1", "abc", "10"):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+                connection.sendall(f"POST /api/images HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                                   f"Content-Length: {length}\r\n\r\n".encode() + b"z" * 5000)
+                status = int(connection.recv(100).split()[1])
+                assert status in (400, 413), (length, status)
+        return 413
+
+
+@pytest.mark.parametrize("body, message", [
+    ({"image": "nope", "regions": [{"box": [0, 0, 5, 5]}]}, "upload it again"),
+    ({"image": "{sample}", "regions": []}, "regions: List should have at least 1 item"),
+    ({"image": "{sample}", "regions": [{"box": [0, 0, 900, 5]}]}, "outside"),
+    ({"image": "{sample}", "regions": [{"box": [0, 0, 5, 5]}] * 65}, "max_regions"),
+    ({"image": "{sample}", "regions": [{}]}, "a region needs a box, points or a mask"),
+    ({"image": "{sample}", "regions": 5}, "regions"),
+    ({"image": "{sample}", "regions": [{"points": [[]]}]}, "points.0"),
+    ({"image": "{sample}", "regions": [{"box": "1234"}]}, "regions.0.box"),
+    ({"image": "{sample}", "regions": [{"box": [1, 2, 3, 4]}], "extra": 1}, "extra"),
+    ({"image": "{sample}", "regions": [{"points": [[1, 2]], "point_labels": [1, 0]}]}, "one label per point"),
+    ({"image": "{sample}", "regions": [{"mask": {"size": [5, 5], "counts": "00"}}]}, "mask"),
+])
+def test_client_mistakes_are_4xx_with_a_message(client, body, message):
+    sample = _sample(client)
+    body = json.loads(json.dumps(body).replace("{sample}", sample))
+    response = client.post("/api/caption", json=body)
+    assert 400 <= response.status_code < 500, response.text
+    assert message in response.json()["error"]
+    assert "Traceback" not in response.text and "Error:" not in response.json()["error"].split(":")[0]
+
+
+@pytest.mark.parametrize("raw", [b"[1, 2]", b"\xff\xfe", b'{"image": "x", "regions": [{"box": [NaN, 0, 1, 1]}]}',
+                                 b"{" * 10_000, b""])
+def test_hostile_bodies_are_4xx(client, raw):
+    response = client.post("/api/caption", content=raw, headers={"Content-Type": "application/json"})
+    assert 400 <= response.status_code < 500 and response.json()["error"]
+
+
+def test_anything_is_bounded(client):
+    sample = _sample(client)
+    response = client.post("/api/anything", json={"image": sample, "points_per_side": 100000})
+    assert response.status_code == 413 and "max_points_per_side" in response.json()["error"]
+
+
+def test_the_api_key(model):
+    with TestClient(create_app(model, security=Security(api_key="s3cret"))) as guarded:
+        assert guarded.get("/api/health").status_code == 401
+        assert guarded.get("/api/health", headers={"X-API-Key": "wrong"}).status_code == 401
+        assert guarded.get("/api/health", headers={"X-API-Key": "s3cret"}).status_code == 200
+        assert guarded.get("/api/health", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert guarded.get("/").status_code == 200  # the page itself is public; its API calls are not
+
+
+def test_cross_origin_posts_are_refused_unless_allowed(model):
+    with TestClient(create_app(model, security=Security(allowed_origins=("https://friend.example",)))) as client:
+        evil = client.post("/api/samples/sample.png", headers={"Origin": "https://evil.example"})
+        assert evil.status_code == 403 and "--allow-origin https://evil.example" in evil.json()["error"]
+        assert client.post("/api/samples/sample.png", headers={"Origin": "https://friend.example"}).status_code == 200
+        assert client.post("/api/samples/sample.png", headers={"Origin": "http://testserver"}).status_code == 200
+
+
+def test_a_full_queue_answers_503_with_retry_after(model):
+    with TestClient(create_app(model, limits=Limits(queue_size=1))) as client:
+        sample = _sample(client)
+        worker = client.app.state.worker
+        release = threading.Event()
+        blocker = Job(lambda worker, jobs: [release.wait(30)])
+        worker.submit(blocker)
+        time.sleep(0.2)  # the worker is now busy with the blocker; the queue is empty
+        worker.submit(Job(lambda worker, jobs: [None]))  # fills the one place
+        response = client.post("/api/caption", json={"image": sample, "regions": [{"box": [1, 1, 50, 50]}]})
+        release.set()
+        assert response.status_code == 503 and "busy" in response.json()["error"]
+        assert int(response.headers["Retry-After"]) >= 1
+
+
+def test_a_slow_request_times_out_and_server_faults_are_500_without_details(model):
+    with TestClient(create_app(model, limits=Limits(request_timeout=0.3))) as client:
+        sample = _sample(client)
+        release = threading.Event()
+        client.app.state.worker.submit(Job(lambda worker, jobs: [release.wait(30)]))
+        response = client.post("/api/caption", json={"image": sample, "regions": [{"box": [1, 1, 50, 50]}]})
+        release.set()
+        assert response.status_code == 504 and "request_timeout" in response.json()["error"]
+
+    class Broken:
+        frame = model.frame
+        needs_pictures = False
+        device, dtype = model.device, model.dtype
+
+        def encode(self, images):
+            raise RuntimeError("secret internal detail")
+
+        def settings(self):
+            return {}
+
+    with TestClient(create_app(Broken()), raise_server_exceptions=False) as client:
+        response = client.post("/api/caption", json={"image": _sample(client), "regions": [{"box": [1, 1, 50, 50]}]})
+        assert response.status_code == 500
+        assert "secret" not in response.text and response.json()["request_id"] in response.json()["error"]
+
+
+def test_a_cancelled_job_is_dropped_between_chunks(model):
+    calls = []
+
+    class Counting:
+        def __init__(self, inner):
+            self.inner, self.frame = inner, inner.frame
+
+        def caption(self, *args, **kwargs):
+            calls.append(1)
+            job.cancelled.set()  # the client goes away while the first chunk runs
+            return self.inner.caption(*args, **kwargs)
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    worker = ModelWorker(Counting(model), chunk_size=1)
+    try:
+        picture = Image.open(SAMPLE_IMAGE).convert("RGB")
+        prompts, records = Prompts.from_pixels(model.frame.frame(picture), model.frame, boxes=[[1, 1, 50, 50]] * 5)
+        encoded = model.encode([picture])
+        job = Job(lambda *a: None)
+        assert worker.caption([job], [encoded], [prompts], [records]) == [None]
+        assert len(calls) == 1  # four chunks of the five were never run
+    finally:
+        worker.stop()
+
+
+def test_concurrent_requests_share_model_steps(model):
+    """Caption requests waiting together are decoded in one batch, each getting its own regions back."""
+    steps = []
+
+    class Recording:
+        def __init__(self, inner):
+            self.inner, self.frame = inner, inner.frame
+
+        def caption(self, encoded, prompts, *args, **kwargs):
+            steps.append(prompts.batch_size)
+            return self.inner.caption(encoded, prompts, *args, **kwargs)
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    with TestClient(create_app(Recording(model))) as client:
+        sample = _sample(client)
+        release = threading.Event()
+        client.app.state.worker.submit(Job(lambda worker, jobs: [release.wait(30)]))
+        record = sample_record()
+        answers = [None] * 3
+
+        def ask(i):
+            answers[i] = client.post("/api/caption", json={"image": sample, "regions": [{"box": list(record.regions[i].box)}]})
+
+        threads = [threading.Thread(target=ask, args=(i,)) for i in range(3)]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.5)
+        release.set()
+        for thread in threads:
+            thread.join(60)
+    assert [a.json()["regions"][0]["caption"] for a in answers] == [r.captions[0] for r in record.regions]
+    assert max(steps) >= 2  # at least two requests shared a model step
+
+
+def test_the_openapi_schema_fuzzed_gives_no_5xx(model):
+    import schemathesis
+    from hypothesis import HealthCheck, settings
+
+    app = create_app(model, limits=Limits(max_points_per_side=4))
+    schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+    failures = []
+
+    for operation in schema.get_all_operations():
+        strategy = operation.ok().as_strategy()
+
+        @settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+        @_given(strategy)
+        def check(case):
+            response = case.call()
+            if response.status_code >= 500:
+                failures.append((case.method, case.path, response.status_code, response.text[:200]))
+
+        check()
+    assert not failures, failures[:3]
+
+
+def _given(strategy):
+    from hypothesis import given
+
+    return given(case=strategy)
+
+
+class _running:
+    """A real uvicorn server on a free loopback port, in a thread."""
+
+    def __init__(self, app):
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+
+    def __enter__(self) -> int:
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        while not self.server.started:
+            time.sleep(0.05)
+        return self.server.servers[0].sockets[0].getsockname()[1]
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.mark.skipif(os.environ.get("SCA_SKIP_BROWSER") == "1", reason="SCA_SKIP_BROWSER=1")
+def test_the_page_in_a_real_browser(model, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    assert shutil.which(CHROMIUM) or os.path.exists(CHROMIUM), f"{CHROMIUM} missing: `make test` installs chromium"
+    record = sample_record()
+    target = record.regions[1]
+    with _running(create_app(model)) as port, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(f"http://127.0.0.1:{port}")
+            page.wait_for_function("document.getElementById('canvas').dataset.imageWidth === '256'")  # the sample, at once
+            canvas = page.locator("#canvas").bounding_box()
+            assert canvas["width"] > 400  # scaled to the viewport, not shown at 256 px
+            scale = canvas["width"] / 256
+            x1, y1, x2, y2 = target.box
+            page.mouse.move(canvas["x"] + x1 * scale, canvas["y"] + y1 * scale)
+            page.mouse.down()
+            page.mouse.move(canvas["x"] + x2 * scale, canvas["y"] + y2 * scale, steps=5)
+            page.mouse.up()
+            page.click("#run-prompt")
+            page.wait_for_selector("#captions li.caption")
+            assert page.locator("#captions li.caption").first.inner_text().startswith(target.captions[0])
+            page.locator("#captions li.caption").first.hover()
+            shot = tmp_path / "result.png"
+            page.locator("#canvas").screenshot(path=str(shot))
+            with page.expect_download() as download:
+                page.click("#download")
+            saved = json.loads(Path(download.value.path()).read_text())
+            assert saved["regions"][0]["caption"] == target.captions[0] and "mask" in saved["regions"][0]
+
+            page.click("#tab-anything")
+            page.fill("#points-per-side", "8")
+            page.click("#run-anything")
+            page.wait_for_function("document.querySelectorAll('#captions li.caption').length >= 3")
+
+            page.set_input_files("#upload", files=[{"name": "notes.txt", "mimeType": "text/plain",
+                                                    "buffer": b"not an image"}])
+            page.wait_for_function("document.getElementById('error').textContent.length > 0")
+            assert "not an image" in page.locator("#error").inner_text()
+        finally:
+            browser.close()
+    # The screenshot shows the result drawn on the canvas the prompt was made on: the mask's colour over the
+    # shape, the image elsewhere.
+    with Image.open(shot) as picture:
+        shown = np.asarray(picture.convert("RGB").resize((256, 256)), dtype=int)
+    original = np.asarray(record.image.convert("RGB"), dtype=int)
+    inside = decode_mask(target.mask, 256, 256)
+    changed = np.abs(shown - original).sum(-1) > 40
+    assert changed[inside].mean() > 0.5
+    assert changed[~inside].mean() < 0.35
+
+
