@@ -69,6 +69,9 @@ class AnythingGenerator:
         stability, point_index = torch.cat(kept_stability), torch.cat(kept_points)
         if len(scores) == 0:
             return []
+        if options.max_candidates is not None and len(scores) > options.max_candidates:
+            best = scores.argsort(descending=True, stable=True)[: options.max_candidates]
+            logits, scores, stability, point_index = (t[best] for t in (logits, scores, stability, point_index))
         # Boxes of the masks as they are returned (at the image's size): low-res logits can hold specks that
         # vanish when upsampled, and would stretch a low-res box.
         boxes = torch.cat([

@@ -352,7 +352,7 @@ def cmd_bench_speed(args) -> int:
     import itertools
     from dataclasses import asdict
 
-    from .bench.speed import SAM_SIZES, Case, markdown, run_in_subprocess
+    from .bench.speed import SAM_SIZES, SCOPES, Case, markdown, run_in_subprocess
     from .files import write_json_atomically, write_text_atomically
 
     def split(text: str, cast=str) -> list:
@@ -361,8 +361,18 @@ def cmd_bench_speed(args) -> int:
         except ValueError as error:
             raise InputError(f"cannot read {text!r}: {error}") from error
 
-    models, sams, dtypes = split(args.models), split(args.sam), split(args.dtypes)
+    models, sams, dtypes, lms = split(args.models), split(args.sam), split(args.dtypes), split(args.lm)
     chunks, regions = split(args.chunks, int), split(args.regions, int)
+    scopes, quantize = split(args.scope), split(args.quantize)
+    if any(s not in SCOPES for s in scopes) or any(q not in ("none", "int8") for q in quantize):
+        raise InputError(f"--scope takes {', '.join(SCOPES)}; --quantize takes none, int8")
+    if "int8" in quantize and (args.device != "cpu" or set(dtypes) != {"float32"}):
+        raise InputError("--quantize int8 runs float32 models on the CPU: use --dtypes float32 --device cpu")
+    for name in ("runs", "forced_masks", "image_size", "new_tokens", "points_per_side"):
+        require_whole(getattr(args, name), f"--{name.replace('_', '-')}", minimum=0 if name == "forced_masks" else 1)
+    from .models.loading import resolve_device
+
+    resolve_device(args.device)
     for name in sams:
         if name not in SAM_SIZES:
             raise InputError(f"--sam {name!r}: use one of {', '.join(SAM_SIZES)}")
@@ -378,10 +388,11 @@ def cmd_bench_speed(args) -> int:
     if min(chunks + regions) < 1:
         raise InputError("--chunks and --regions must be at least 1")
     cases = [
-        Case(model=m, sam=sam, lm=args.captioner if m == "sam-captioner" else "gpt2", mixer_layers=args.mixer_layers, dtype=d,
-             chunk_size=c, regions=r, image_size=args.image_size, new_tokens=args.new_tokens, device=args.device,
-             points_per_side=args.points_per_side)
-        for m, sam, d, c, r in itertools.product(models, sams, dtypes, chunks, regions)
+        Case(model=m, sam=sam, lm=args.captioner if m.startswith("sam-captioner") else lm, mixer_layers=args.mixer_layers,
+             dtype=d, chunk_size=c, regions=r, image_size=args.image_size, new_tokens=args.new_tokens,
+             device=args.device, points_per_side=args.points_per_side, forced_masks=args.forced_masks, runs=args.runs,
+             scope=scope, quantize=None if q == "none" else q)
+        for m, sam, lm, d, q, c, r, scope in itertools.product(models, sams, lms, dtypes, quantize, chunks, regions, scopes)
     ]
     results = []
     for i, case in enumerate(cases, 1):
@@ -520,7 +531,14 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument("--image-size", type=int, default=1024)
     speed.add_argument("--new-tokens", type=int, default=20)
     speed.add_argument("--device", default="cpu")
-    speed.add_argument("--points-per-side", type=int, default=32, help="sca-anything's grid")
+    speed.add_argument("--points-per-side", type=int, default=32, help="the anything rows' grid")
+    speed.add_argument("--forced-masks", type=int, default=0,
+                       help="anything rows: open SAM's filters and caption this many masks (random weights pass none)")
+    speed.add_argument("--lm", default="gpt2", help="SCA's LMs: gpt2, gpt2-medium, gpt2-large, gpt2-xl, or any causal LM "
+                       "config (folder or hub id)")
+    speed.add_argument("--runs", type=int, default=3, help="timed runs per row, after a warm-up (the median is shown)")
+    speed.add_argument("--scope", default="api", help="api (masks + RLE, as users see it) and/or model (bare generate)")
+    speed.add_argument("--quantize", default="none", help="none and/or int8 (the LM's and encoder's linear layers)")
     speed.add_argument("--out", type=Path, help="folder for speed.md and speed.json")
     speed.set_defaults(run=cmd_bench_speed)
     return parser

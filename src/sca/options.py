@@ -49,6 +49,8 @@ class AnythingOptions:
     stability_score_offset: the logit offset of the stability score.
     box_nms_thresh: drop a mask whose box overlaps a better one's at IoU above this.
     max_masks: keep at most this many masks, the best predicted IoU first (None: all that pass).
+    max_candidates: before boxing and NMS, keep at most this many of the masks that pass the filters, the best
+        predicted IoU first (None: all): bounds the work on images where thousands pass.
     """
 
     points_per_side: int = 32
@@ -58,6 +60,7 @@ class AnythingOptions:
     stability_score_offset: float = 1.0
     box_nms_thresh: float = 0.7
     max_masks: int | None = None
+    max_candidates: int | None = None
 
     @classmethod
     def from_mapping(cls, values: dict, where: str = "anything") -> AnythingOptions:
@@ -83,4 +86,6 @@ class AnythingOptions:
             raise InputError(f"box_nms_thresh is an IoU, from 0 to 1, got {self.box_nms_thresh!r}")
         if self.max_masks is not None:
             require_whole(self.max_masks, "max_masks (or None for every mask that passes the filters)")
+        if self.max_candidates is not None:
+            require_whole(self.max_candidates, "max_candidates (or None for every mask that passes the filters)")
         return self

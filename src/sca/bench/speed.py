@@ -11,16 +11,19 @@ from __future__ import annotations
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
 from ..models.loading import DTYPES
+from ..models.prompts import Prompts
 from ..models.registry import build_region_model
 from ..options import AnythingOptions, GenerationOptions
 from ..tables import markdown_table
@@ -34,13 +37,33 @@ SAM_SIZES = {
 }
 
 
+LM_SIZES = {
+    # GPT-2's sizes: hidden, layers, heads
+    "gpt2": (768, 12, 12),
+    "gpt2-medium": (1024, 24, 16),
+    "gpt2-large": (1280, 36, 20),
+    "gpt2-xl": (1600, 48, 25),
+}
+SCOPES = {"api": "full API: masks at image size + RLE", "model": "model step: bare generate"}
+
+
 @dataclass
 class Case:
-    """One row of the table."""
+    """One row of the table.
 
-    model: str = "sca"  # sca | sam-captioner | sca-anything (a points_per_side² grid instead of boxes)
+    model: a model kind (`sca`, `sam-captioner`, or any registered kind); `KIND-anything` segments and captions
+        everything (a points_per_side² grid), with `forced_masks` survivors when > 0 (random weights pass none of
+        SAM's filters: the filters are opened and the best `forced_masks` candidates kept).
+    lm: SCA's LM: a GPT-2 size (`gpt2`, `gpt2-large`, ...) or any causal LM's config (a folder or hub id);
+        SAM-Captioner's captioner family (`blip`, `git`).
+    scope: `api` (RegionCaptioner: masks at image size and RLE, as users see it) or `model` (a bare
+        `ScaModel.generate`, the original's scope).
+    quantize: `int8` runs the LM's and the encoder's linear layers in int8 (dynamic quantization).
+    """
+
+    model: str = "sca"
     sam: str = "vit-b"
-    lm: str = "gpt2"  # SCA's LM (gpt2 = GPT-2 124M) or the captioner family (blip, git)
+    lm: str = "gpt2"
     mixer_layers: int = 12
     dtype: str = "float32"
     chunk_size: int = 16
@@ -49,6 +72,10 @@ class Case:
     new_tokens: int = 20
     device: str = "cpu"
     points_per_side: int = 32
+    forced_masks: int = 0
+    runs: int = 3
+    scope: str = "api"
+    quantize: str | None = None
 
 
 @dataclass
@@ -67,23 +94,36 @@ def sam_vision_config(size: str, image_size: int) -> dict:
                 global_attn_indexes=global_layers, image_size=image_size, mlp_dim=4 * hidden)
 
 
+def lm_config(name: str):
+    """A GPT-2 size by name, or any causal LM's config from a folder or hub id (random weights either way)."""
+    from transformers import AutoConfig, GPT2Config
+
+    if name in LM_SIZES:
+        hidden, layers, heads = LM_SIZES[name]
+        return GPT2Config(n_embd=hidden, n_layer=layers, n_head=heads)
+    from ..models.hub import ModelSource
+
+    source = ModelSource.parse(name)
+    return AutoConfig.from_pretrained(source.location, **source.pretrained_kwargs)
+
+
 def build_sca(case: Case):
     """SCA at real size with random weights; captions are decoded as ids (there is no tokenizer to speak of)."""
-    from transformers import GPT2Config
-
     from ..models import ScaConfig, ScaModel
     from ..models.sca_region import ScaRegionModel
 
-    if case.lm != "gpt2":
-        raise ValueError(f"SCA benchmarks use GPT-2 124M, not {case.lm!r}")
     config = ScaConfig(
         vision_config=sam_vision_config(case.sam, case.image_size),
         prompt_encoder_config=dict(image_size=case.image_size),
         mask_caption_decoder_config=dict(additional_num_hidden_layers=case.mixer_layers, num_caption_tokens=8),
-        text_config=GPT2Config().to_dict(),
+        text_config=lm_config(case.lm).to_dict(),
         num_task_tokens=6,
     )
     model = ScaModel(config).to(case.device, DTYPES[case.dtype]).eval()
+    if case.quantize == "int8":
+        from ..models.quantize import quantize_int8
+
+        quantize_int8(model)
     return ScaRegionModel(model, _IdsTokenizer(model.config.text_config), _forced_length(case))
 
 
@@ -154,7 +194,7 @@ def benchmark_boxes(count: int, image_size: int, seed: int = 0) -> list[list[flo
 
 
 def run_case(case: Case) -> Result:
-    """Time one image with `case.regions` box prompts (after a warm-up on a few regions)."""
+    """Time one image: a warm-up on the very call that is timed, then `case.runs` timed runs (median reported)."""
     from ..api import RegionCaptioner
 
     torch.manual_seed(0)
@@ -167,33 +207,66 @@ def run_case(case: Case) -> Result:
     captioner = RegionCaptioner(model, chunk_size=case.chunk_size)
     image = benchmark_image(case.image_size)
     boxes = benchmark_boxes(case.regions, case.image_size)
-    with torch.inference_mode():
-        captioner.set_image(image)
-        captioner.caption(boxes=boxes[:2])  # warm-up: one-time allocations and kernel selection
+    anything = AnythingOptions(points_per_side=case.points_per_side, points_per_batch=max(case.chunk_size, 64))
+    if case.forced_masks:
+        anything = AnythingOptions(points_per_side=case.points_per_side, points_per_batch=max(case.chunk_size, 64),
+                                   pred_iou_thresh=-float("inf"), stability_score_thresh=0.0, box_nms_thresh=1.0,
+                                   max_candidates=3 * case.forced_masks, max_masks=case.forced_masks)
+
+    def once() -> tuple[float, float, int]:
+        start = time.perf_counter()
+        if case.scope == "model":
+            encoded = model.encode([image])
+            _sync(case.device)
+            middle = time.perf_counter()
+            prompts, _ = Prompts.from_pixels(encoded.framed[0], model.frame, boxes=boxes)
+            count = prompts.num_regions
+            for first in range(0, count, case.chunk_size):
+                model.caption(encoded, prompts.take(slice(first, first + case.chunk_size)))
+        else:
+            captioner.set_image(image)
+            _sync(case.device)
+            middle = time.perf_counter()
+            regions = captioner.anything(anything) if case.model.endswith("-anything") else captioner.caption(boxes=boxes)
+            count = len(regions)
         _sync(case.device)
+        return time.perf_counter() - start, middle - start, count
+
+    with torch.inference_mode():
+        once()  # warm-up on the same shapes: one-time allocations and kernel selection
         if case.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
-        start = time.perf_counter()
-        captioner.set_image(image)
-        _sync(case.device)
-        encoded = time.perf_counter()
-        if case.model.endswith("-anything"):
-            regions = captioner.anything(AnythingOptions(points_per_side=case.points_per_side,
-                                                         points_per_batch=case.chunk_size))
-        else:
-            regions = captioner.caption(boxes=boxes)
-            assert len(regions) == case.regions
-        _sync(case.device)
-        end = time.perf_counter()
-    seconds = end - start
-    parts = {"encoder_s": encoded - start, "regions_s": end - encoded, "regions": len(regions)}
+        timings = [once() for _ in range(case.runs)]
+    totals = sorted(t[0] for t in timings)
+    median = statistics.median(totals)
+    parts = {"encoder_s": statistics.median(t[1] for t in timings), "min_s": totals[0], "max_s": totals[-1],
+             "regions": timings[0][2]}
     peak = _peak_memory_gb(case.device)
     if not case.model.endswith("-anything"):
         # Chunked, batched decoding must give the captions of one region at a time (checked on a few).
         with torch.inference_mode():
+            captioner.set_image(image)
+            together = [r.caption for r in captioner.caption(boxes=boxes[:4])]
             alone = [captioner.caption(boxes=[box])[0].caption for box in boxes[:4]]
-        parts["same_as_one_at_a_time"] = alone == [r.caption for r in regions[:4]]
-    return Result(case, seconds, len(regions) / seconds, peak, parts)
+        parts["same_as_one_at_a_time"] = alone == together
+    return Result(case, median, timings[0][2] / median, peak, parts)
+
+
+def machine() -> str:
+    """What the figures were measured on: processor, cores, accelerator, torch and transformers."""
+    import platform
+
+    import transformers
+
+    cpu = platform.processor() or "?"
+    info = Path("/proc/cpuinfo")
+    if info.is_file():
+        names = [line.split(":", 1)[1].strip() for line in info.read_text().splitlines() if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    text = f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, transformers {transformers.__version__}"
+    if torch.cuda.is_available():
+        text += f", {torch.cuda.get_device_name()}"
+    return text
 
 
 class _IdsTokenizer:
@@ -234,21 +307,26 @@ def run_in_subprocess(case: Case, timeout: float | None = None) -> Result:
     return Result(Case(**data.pop("case")), **data)
 
 
-def markdown(results: list[Result]) -> str:
-    header = ["model", "SAM", "LM / captioner", "precision", "chunk", "regions", "s / image", "regions / s",
-              "peak memory (GB)", "encoder s", "= one at a time"]
+def markdown(results: list[Result], where: str | None = None) -> str:
+    header = ["model", "SAM", "LM / captioner", "precision", "chunk", "regions", "scope", "s / image (min–max)",
+              "regions / s", "peak memory (GB)", "encoder s", "= one at a time"]
     rows = []
     for r in results:
         regions = r.parts.get("regions", r.case.regions)
         if r.case.model.endswith("-anything"):
             regions = f"{r.case.points_per_side}² grid → {regions}"
         same = {True: "yes", False: "no"}.get(r.parts.get("same_as_one_at_a_time"), "")
-        rows.append([r.case.model, r.case.sam, r.case.lm, r.case.dtype, r.case.chunk_size, regions,
-                     f"{r.seconds_per_image:.2f}", f"{r.regions_per_second:.1f}", f"{r.peak_memory_gb:.2f}",
-                     f"{r.parts.get('encoder_s', 0):.2f}", same])
+        precision = r.case.dtype + (f" + {r.case.quantize}" if r.case.quantize else "")
+        spread = f"{r.seconds_per_image:.2f} ({r.parts.get('min_s', r.seconds_per_image):.2f}–" \
+                 f"{r.parts.get('max_s', r.seconds_per_image):.2f})"
+        rows.append([r.case.model, r.case.sam, r.case.lm, precision, r.case.chunk_size, regions, r.case.scope, spread,
+                     f"{r.regions_per_second:.1f}", f"{r.peak_memory_gb:.2f}", f"{r.parts.get('encoder_s', 0):.2f}",
+                     same])
     devices = sorted({r.case.device for r in results})
-    note = (f"One {results[0].case.image_size}² image, {results[0].case.new_tokens} new tokens per caption, box prompts; "
-            f"device {', '.join(devices)}; weights: {results[0].weights}.")
+    first = results[0].case
+    note = (f"One {first.image_size}² image, {first.new_tokens} new tokens per caption, box prompts; median of "
+            f"{first.runs} runs after a warm-up on the same shapes; device {', '.join(devices)}; weights: "
+            f"{results[0].weights}. Measured on {where or machine()}.")
     return markdown_table(header, rows, note=note)
 
 
