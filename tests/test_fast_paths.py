@@ -79,6 +79,31 @@ def test_blocked_vision_attention_matches_transformers(monkeypatch, block_bytes)
         )
 
 
+@pytest.mark.parametrize("original_size", [(1024, 1024), (700, 1024), (1024, 333), (97, 50)])
+def test_mask_post_processing_equals_transformers(original_size):
+    from sca.data.sam_frame import FramedImage, SamFrame
+
+    frame = SamFrame(image_size=1024, embedding_size=64)
+    scale = 1024 / max(original_size)
+    input_size = tuple(int(side * scale + 0.5) for side in original_size)
+    framed = FramedImage(torch.zeros(3, 1024, 1024), original_size, input_size)
+    logits = torch.randn(3, 3, 256, 256, generator=torch.Generator().manual_seed(5)) * 4
+    expected = frame.processor.post_process_masks([logits], [original_size], [input_size],
+                                                  pad_size={"height": 1024, "width": 1024})[0]
+    assert torch.equal(frame.masks_to_original(logits, framed), expected.bool())
+
+
+def test_a_static_kv_cache_decodes_the_same_captions(tiny_model):
+    """The GPU path's capturable decoding (`GenerationOptions(extra={"cache_implementation": "static"})`)."""
+    size = tiny_model.config.vision_config.image_size
+    pixel_values = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(6))
+    boxes = torch.tensor([[[0.0, 0.0, size / 2, size / 2], [size / 4, size / 8, size, size]]])
+    dynamic = tiny_model.generate(pixel_values=pixel_values, input_boxes=boxes, max_new_tokens=6)
+    static = tiny_model.generate(pixel_values=pixel_values, input_boxes=boxes, max_new_tokens=6,
+                                 cache_implementation="static")
+    assert torch.equal(dynamic.sequences, static.sequences)
+
+
 def test_region_groups_do_not_change_results(tiny_model, monkeypatch):
     generator = torch.Generator().manual_seed(4)
     size = tiny_model.config.vision_config.image_size

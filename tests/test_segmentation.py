@@ -85,11 +85,37 @@ def test_collator_prompts_by_points_when_asked(shapes_records):
     by_points = RegionCollator(point_prompt_probability=1.0)(samples)
     by_boxes = RegionCollator(point_prompt_probability=0.0)(samples)
     regions = max(len(s["input_boxes"]) for s in samples)
-    assert "input_boxes" not in by_points and by_points["input_points"].shape == (3, regions, 1, 2)
-    assert by_points["input_labels"].shape == (3, regions, 1)
+    most = max(s["input_points"].shape[1] for s in samples)
+    assert "input_boxes" not in by_points and by_points["input_points"].shape == (3, regions, most, 2)
+    assert by_points["input_labels"].shape == (3, regions, most)
+    assert set(by_points["input_labels"].unique().tolist()) <= {-10, 0, 1} and (by_points["input_labels"][..., 0] == 1).all()
     assert "input_points" not in by_boxes and by_boxes["input_boxes"].shape == (3, regions, 4)
     assert by_boxes["mask_labels"].shape == (3, regions, frame.mask_size, frame.mask_size)
     assert by_boxes["mask_valid"].sum() == sum(len(s["input_boxes"]) for s in samples)
+
+
+def test_sams_prompt_recipe_positives_inside_negatives_around_noisy_boxes(shapes_records):
+    frame = SamFrame(image_size=96, embedding_size=24)
+    transform = RegionTransform(frame, tokenizer=None, train=True, num_masks_per_sample=None, with_masks=True)
+    seen = {"negatives": 0, "several positives": 0, "moved boxes": 0}
+    for index, record in enumerate(shapes_records * 3):
+        sample = transform(record, epoch_seed=index)
+        masks = [decode_mask(r.mask, record.height, record.width) for r in record.regions]
+        by_id = dict(zip([r.region_id for r in record.regions], masks))
+        scale = frame.image_size / max(record.width, record.height)
+        for region_id, points, labels, noisy, box in zip(sample["region_ids"], sample["input_points"], sample["input_labels"],
+                                                         sample["noisy_boxes"], sample["input_boxes"]):
+            mask = by_id[region_id]
+            for (x, y), label in zip((points / scale).tolist(), labels.tolist()):
+                if label == -10:
+                    continue
+                assert mask[int(y), int(x)] == bool(label)  # positives on the shape, negatives off it
+            seen["negatives"] += int((labels == 0).any())
+            seen["several positives"] += int((labels == 1).sum() > 1)
+            moved = (noisy - box).abs()
+            assert moved.max() <= 20 * scale + 1e-4
+            seen["moved boxes"] += int(moved.max() > 0)
+    assert all(count > 3 for count in seen.values()), seen
 
 
 def test_polygon_masks_decode():

@@ -24,7 +24,8 @@ class GenerationOptions:
     max_new_tokens: the longest caption, in tokens.
     num_beams: beam width (1: greedy; the paper evaluated with 3).
     chunk_size: regions decoded together; bounds memory (larger chunks decode faster on a GPU).
-    extra: more arguments for the LM's `generate` (e.g. `{"do_sample": True, "top_p": 0.9}`).
+    extra: more arguments for the LM's `generate` (e.g. `{"do_sample": True, "top_p": 0.9}`;
+        `{"cache_implementation": "static"}` decodes with a static KV cache, which transformers compiles on a GPU).
     """
 
     max_new_tokens: int = 20

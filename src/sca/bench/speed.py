@@ -59,6 +59,7 @@ class Case:
     scope: `api` (RegionCaptioner: masks at image size and RLE, as users see it) or `model` (a bare
         `ScaModel.generate`, the original's scope).
     quantize: `int8` runs the LM's and the encoder's linear layers in int8 (dynamic quantization).
+    static_cache: decode with a static KV cache (transformers compiles the decoding step on a GPU).
     """
 
     model: str = "sca"
@@ -76,6 +77,7 @@ class Case:
     runs: int = 3
     scope: str = "api"
     quantize: str | None = None
+    static_cache: bool = False
 
 
 @dataclass
@@ -129,8 +131,10 @@ def build_sca(case: Case):
 
 def _forced_length(case: Case) -> GenerationOptions:
     """Every caption decoded to its full length, so that the time does not depend on random weights' EOS."""
-    return GenerationOptions(max_new_tokens=case.new_tokens, chunk_size=case.chunk_size,
-                             extra={"min_new_tokens": case.new_tokens})
+    extra = {"min_new_tokens": case.new_tokens}
+    if case.static_cache:
+        extra["cache_implementation"] = "static"
+    return GenerationOptions(max_new_tokens=case.new_tokens, chunk_size=case.chunk_size, extra=extra)
 
 
 def build_sam_captioner(case: Case):
@@ -210,7 +214,7 @@ def run_case(case: Case) -> Result:
     anything = AnythingOptions(points_per_side=case.points_per_side, points_per_batch=max(case.chunk_size, 64))
     if case.forced_masks:
         anything = AnythingOptions(points_per_side=case.points_per_side, points_per_batch=max(case.chunk_size, 64),
-                                   pred_iou_thresh=-float("inf"), stability_score_thresh=0.0, box_nms_thresh=1.0,
+                                   pred_iou_thresh=-1e9, stability_score_thresh=0.0, box_nms_thresh=1.0,
                                    max_candidates=3 * case.forced_masks, max_masks=case.forced_masks)
 
     def once() -> tuple[float, float, int]:

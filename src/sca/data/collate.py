@@ -59,23 +59,35 @@ class RegionCollator:
             out.update(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
         if "mask_labels" in samples[0]:
             targets = self._segmentation_targets(samples, counts, regions)
-            points = targets.pop("input_points")
+            points, labels, noisy = targets.pop("input_points"), targets.pop("input_labels"), targets.pop("noisy_boxes")
             out.update(targets)
             if self.point_prompt_probability and torch.rand(()) < self.point_prompt_probability:
                 del out["input_boxes"]
-                out.update(input_points=points, input_labels=torch.ones(points.shape[:-1], dtype=torch.long))
+                out.update(input_points=points, input_labels=labels)
+            else:
+                out["input_boxes"] = noisy
         if self.with_metadata:
             keys = ("image_id", "region_ids", "boxes", "references", "original_size", "input_size", "image")
             out["metadata"] = [{k: s[k] for k in keys if k in s} for s in samples]
         return out
 
     def _segmentation_targets(self, samples: list[dict], counts: list[int], regions: int) -> dict:
+        """Targets and SAM-recipe prompts (`RegionTransform._mask_targets`) padded to the batch: padding regions get
+        dummy prompts, points beyond a region's own get SAM's "no point" label -10."""
         size = samples[0]["mask_labels"].shape[-1]
+        most = max(s["input_points"].shape[1] for s in samples)
         mask_labels = torch.zeros(len(samples), regions, size, size)
         mask_valid = torch.zeros(len(samples), regions, dtype=torch.bool)
-        points = torch.zeros(len(samples), regions, 1, 2)
+        points = torch.zeros(len(samples), regions, most, 2)
+        labels = torch.full((len(samples), regions, most), -10, dtype=torch.long)
+        labels[:, :, 0] = 1  # a padding region still needs one point for the prompt encoder
+        noisy = torch.tensor(PADDING_BOX).repeat(len(samples), regions, 1)
         for b, sample in enumerate(samples):
+            k = sample["input_points"].shape[1]
             mask_labels[b, : counts[b]] = sample["mask_labels"]
             mask_valid[b, : counts[b]] = sample["mask_valid"]
-            points[b, : counts[b]] = sample["input_points"]
-        return {"mask_labels": mask_labels, "mask_valid": mask_valid, "input_points": points}
+            points[b, : counts[b], :k] = sample["input_points"]
+            labels[b, : counts[b], :k] = sample["input_labels"]
+            noisy[b, : counts[b]] = sample["noisy_boxes"]
+        return {"mask_labels": mask_labels, "mask_valid": mask_valid, "input_points": points, "input_labels": labels,
+                "noisy_boxes": noisy}

@@ -109,10 +109,16 @@ class SamFrame:
         return (padded > 0.5).float()
 
     def masks_to_original(self, low_res_masks: torch.Tensor, framed: FramedImage) -> torch.Tensor:
-        """`(R, M, h, w)` low-res logits → `(R, M, H, W)` boolean masks at the original size."""
-        return self.processor.post_process_masks(
-            [low_res_masks.float()],
-            [framed.original_size],
-            [framed.input_size],
-            pad_size={"height": self.image_size, "width": self.image_size},
-        )[0]
+        """`(R, M, h, w)` low-res logits → `(R, M, H, W)` boolean masks at the original size.
+
+        SAM's post-processing (transformers' `post_process_masks`): upsample to the padded frame, crop the image
+        out of the padding, resize to the original size, threshold at 0 — with the second resize skipped when it
+        would be the identity (the image already had the frame's size), which changes no value.
+        """
+        masks = F.interpolate(low_res_masks.float(), (self.image_size, self.image_size), mode="bilinear",
+                              align_corners=False)
+        height, width = framed.input_size
+        masks = masks[..., :height, :width]
+        if (height, width) != tuple(framed.original_size):
+            masks = F.interpolate(masks, framed.original_size, mode="bilinear", align_corners=False)
+        return masks > 0

@@ -17,6 +17,9 @@ from .sam_frame import SamFrame
 
 IMAGENET_MEAN_RGB = (124, 116, 104)  # LSJ pads with the mean colour: zero after SAM's normalisation
 MIN_BOX_SIDE = 1e-5
+PADDING_LABEL = -10  # SAM's label of a point that is not one (pads regions with fewer points)
+BOX_NOISE = 0.1  # SAM's box prompts in training: each coordinate moved by this share of the box's side (std)
+MAX_BOX_NOISE = 20.0  # ... and by at most this many pixels
 
 
 @dataclass
@@ -57,8 +60,9 @@ class RegionTransform:
     every region is kept in dataset order with its first caption, so no region is ever dropped.
 
     With `with_masks`, each sample also carries segmentation targets in SAM's low-res frame
-    (`mask_labels (R, m, m)`, `mask_valid (R,)`: regions without a mask are out of the mask loss) and a
-    point prompt per region (`input_points (R, 1, 2)`: a random pixel of its mask, else of its box).
+    (`mask_labels (R, m, m)`, `mask_valid (R,)`: regions without a mask are out of the mask loss) and the prompts
+    of SAM's recipe: `input_points (R, K, 2)` with `input_labels (R, K)` (positives in the mask, negatives around
+    it, -10 padding) and `noisy_boxes (R, 4)` (see `_mask_targets`).
     """
 
     def __init__(
@@ -127,22 +131,54 @@ class RegionTransform:
 
 
     def _mask_targets(self, masks: list[np.ndarray | None], boxes: np.ndarray, framed, rng: random.Random) -> dict:
+        """Targets in SAM's low-res frame, and the prompts of SAM's training recipe: boxes with noise (a tenth of
+        the box's side, at most 20 px, per coordinate), and 1 to 3 positive points in the mask with up to 2
+        negative points from around it (the box grown by a third, outside the mask: where a prediction errs by
+        spilling over), padded with SAM's "no point" label -10."""
         height, width = framed.original_size
         valid = [m is not None and bool(m.any()) for m in masks]
         stacked = np.stack([m if ok else np.zeros((height, width), bool) for m, ok in zip(masks, valid)])
-        points = []
+        points, labels = [], []
         for mask, ok, box in zip(masks, valid, boxes):
-            if ok:
-                ys, xs = np.nonzero(mask)
-                pick = rng.randrange(len(xs))
-                points.append([xs[pick] + 0.5, ys[pick] + 0.5])
-            else:
-                points.append([rng.uniform(box[0], box[2]), rng.uniform(box[1], box[3])])
+            if not ok:
+                points.append([[rng.uniform(box[0], box[2]), rng.uniform(box[1], box[3])]])
+                labels.append([1])
+                continue
+            positives = rng.choices((1, 2, 3), weights=(0.5, 0.25, 0.25))[0]
+            negatives = rng.choices((0, 1, 2), weights=(0.5, 0.3, 0.2))[0]
+            ys, xs = np.nonzero(mask)
+            chosen = [[xs[i] + 0.5, ys[i] + 0.5] for i in (rng.randrange(len(xs)) for _ in range(positives))]
+            around = _around(mask, box, width, height)
+            ys, xs = np.nonzero(around)
+            chosen += [[xs[i] + 0.5, ys[i] + 0.5] for i in (rng.randrange(len(xs)) for _ in range(negatives if len(xs) else 0))]
+            points.append(chosen)
+            labels.append([1] * positives + [0] * (len(chosen) - positives))
+        most = max(len(p) for p in points)
+        points = [p + [[0.0, 0.0]] * (most - len(p)) for p in points]
+        labels = [lbl + [PADDING_LABEL] * (most - len(lbl)) for lbl in labels]
+        noisy = boxes.copy()
+        sides = np.repeat(np.stack([boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]], -1), 2, axis=0).reshape(-1, 4)
+        noise = np.array([[rng.gauss(0, 1) for _ in range(4)] for _ in boxes]).reshape(-1, 4)
+        noisy += np.clip(noise * BOX_NOISE * sides[:, [0, 2, 1, 3]].reshape(-1, 4), -MAX_BOX_NOISE, MAX_BOX_NOISE)
+        noisy = np.clip(noisy, 0, [width, height, width, height])
+        noisy[:, 2:] = np.maximum(noisy[:, 2:], noisy[:, :2] + 1)
         return {
             "mask_labels": self.frame.low_res_masks(stacked, framed),
             "mask_valid": torch.tensor(valid),
-            "input_points": framed.scale(torch.tensor(points, dtype=torch.float64)[:, None]),
+            "input_points": framed.scale(torch.tensor(points, dtype=torch.float64)),
+            "input_labels": torch.tensor(labels, dtype=torch.long),
+            "noisy_boxes": framed.scale(torch.from_numpy(noisy)),
         }
+
+
+def _around(mask: np.ndarray, box: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Pixels outside the mask within its box grown by a third on each side."""
+    x1, y1, x2, y2 = box
+    grow_x, grow_y = (x2 - x1) / 3, (y2 - y1) / 3
+    window = np.zeros_like(mask)
+    window[max(0, int(y1 - grow_y)) : min(height, int(y2 + grow_y) + 1),
+           max(0, int(x1 - grow_x)) : min(width, int(x2 + grow_x) + 1)] = True
+    return window & ~mask
 
 
 def _first(region: Region) -> str:

@@ -18,11 +18,12 @@ from .visual_genome import load_visual_genome
 
 
 def load_shapes(split: str, num_images: int, seed: int = 0, image_size: int = 128,
-                min_shapes: int = 1, max_shapes: int = 3) -> list[ImageRecord]:
+                min_shapes: int = 1, max_shapes: int = 3, world: str = "rich") -> list[ImageRecord]:
     if num_images < 0 or image_size < 16 or not 0 <= min_shapes <= max_shapes:
         raise InputError("shapes datasets need num_images >= 0, image_size >= 16 and 0 <= min_shapes <= max_shapes")
-    world = ShapesWorld.split(split, seed=seed, image_size=image_size, min_shapes=min_shapes, max_shapes=max_shapes)
-    return world.records(num_images)
+    shapes = ShapesWorld.split(split, seed=seed, image_size=image_size, min_shapes=min_shapes, max_shapes=max_shapes,
+                               world=world)
+    return shapes.records(num_images)
 
 
 SOURCES = {
