@@ -130,3 +130,128 @@ def build_tiny_captioner(family: str, texts: Iterable[str] = SHAPE_PHRASES):
         model = InstructBlipForConditionalGeneration(InstructBlipConfig(qformer_config=qformer, **common)).eval()
         return model, InstructBlipProcessor(image_processor, tokenizer, qformer_tokenizer, num_query_tokens=QUERY_TOKENS)
     raise ValueError(f"unknown captioner family {family!r}: use one of {', '.join(FAMILIES)}")
+
+
+# ---------------------------------------------------------------------- segmenters of the SAM family
+
+
+def tiny_sam_hq(image_size: int = 64, hidden_size: int = 32):
+    """A small random SAM-HQ (SAM's ViT and decoder, plus the HQ token and its intermediate features)."""
+    from transformers import SamHQConfig, SamHQModel
+
+    sam = tiny_sam(image_size, hidden_size).config
+    decoder = {**sam.mask_decoder_config.to_dict(), "vit_dim": sam.vision_config.hidden_size}
+    return SamHQModel(SamHQConfig(vision_config=sam.vision_config.to_dict(),
+                                  prompt_encoder_config=sam.prompt_encoder_config.to_dict(),
+                                  mask_decoder_config=decoder)).eval()
+
+
+def tiny_sam3_tracker(image_size: int = 112, hidden_size: int = 32):
+    """A small random SAM 3 tracker (SAM 3's ViT, 14-px patches, features at 4x, 2x and 1x its grid)."""
+    from transformers import Sam3TrackerConfig, Sam3TrackerModel
+
+    grid = image_size // 14
+    backbone = dict(model_type="sam3_vit_model", hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+                    num_hidden_layers=2, num_attention_heads=2, image_size=image_size, patch_size=14, window_size=4,
+                    global_attn_indexes=[1], pretrain_image_size=image_size)
+    vision = dict(backbone_config=backbone, fpn_hidden_size=hidden_size, scale_factors=[4.0, 2.0, 1.0, 0.5],
+                  backbone_feature_sizes=[[4 * grid, 4 * grid], [2 * grid, 2 * grid], [grid, grid]])
+    config = Sam3TrackerConfig(
+        vision_config=vision, prompt_encoder_config=dict(hidden_size=hidden_size, image_size=image_size, patch_size=14),
+        mask_decoder_config=dict(hidden_size=hidden_size, num_attention_heads=2, mlp_dim=2 * hidden_size,
+                                 iou_head_hidden_dim=hidden_size))
+    return Sam3TrackerModel(config).eval()
+
+
+def tiny_sam2(family: str = "sam2", image_size: int = 128, hidden_size: int = 32):
+    """A small random SAM 2 (a 4-stage Hiera backbone, feature levels of 1/4, 1/8 and 1/16)."""
+    import transformers
+
+    config_class, model_class = {"sam2": ("Sam2Config", "Sam2Model")}[family]
+    side = image_size // 4
+    backbone = dict(model_type="sam2_hiera_det_model", hidden_size=16, num_attention_heads=1,
+                    image_size=[image_size, image_size], patch_kernel_size=[7, 7], patch_stride=[4, 4],
+                    patch_padding=[3, 3], query_stride=[2, 2], window_positional_embedding_background_size=[4, 4],
+                    num_query_pool_stages=3, blocks_per_stage=[1, 2, 2, 1], embed_dim_per_stage=[16, 32, 64, 128],
+                    num_attention_heads_per_stage=[1, 1, 2, 2], window_size_per_stage=[4, 4, 4, 2],
+                    global_attention_blocks=[4])
+    vision = dict(backbone_config=backbone, backbone_channel_list=[128, 64, 32, 16],
+                  backbone_feature_sizes=[[side, side], [side // 2, side // 2], [side // 4, side // 4]],
+                  fpn_hidden_size=hidden_size)
+    config = getattr(transformers, config_class)(
+        vision_config=vision, prompt_encoder_config=dict(hidden_size=hidden_size, image_size=image_size, patch_size=16),
+        mask_decoder_config=dict(hidden_size=hidden_size, num_attention_heads=2, mlp_dim=2 * hidden_size,
+                                 iou_head_hidden_dim=hidden_size))
+    return getattr(transformers, model_class)(config).eval()
+
+
+# ---------------------------------------------------------------------- Florence-2 and a chat VLM
+
+
+def _bpe(texts: Iterable[str], specials: list[str]) -> Tokenizer:
+    from tokenizers import decoders
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.train_from_iterator(list(texts), trainers.BpeTrainer(
+        vocab_size=300, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    return tokenizer
+
+
+def build_tiny_florence2():
+    """Florence-2 (DaViT + BART) with its real processor: a BART tokenizer with `<image>`, the 1,000 location tokens
+    and Florence-2's task tokens."""
+    from transformers import BartTokenizerFast, Florence2Config, Florence2ForConditionalGeneration, Florence2Processor
+
+    tokenizer = BartTokenizerFast(tokenizer_object=_bpe(SHAPE_PHRASES + PROMPTS + ["What does the region describe?"],
+                                                        ["<s>", "<pad>", "</s>", "<unk>"]),
+                                  bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
+                                  extra_special_tokens={"image_token": "<image>"})
+    tokenizer.add_tokens([f"<loc_{i}>" for i in range(1000)] + ["<od>", "</od>", "<ocr>", "</ocr>", "<cap>", "</cap>",
+                                                                "<poly>", "</poly>", "<sep>", "<and>"])
+    images = CLIPImageProcessorPil(size={"height": 64, "width": 64}, do_center_crop=False, image_seq_length=5)
+    processor = Florence2Processor(image_processor=images, tokenizer=tokenizer, post_processor_config={"pure_text": {}})
+    text = dict(vocab_size=len(tokenizer), d_model=HIDDEN, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                decoder_attention_heads=2, encoder_ffn_dim=2 * HIDDEN, decoder_ffn_dim=2 * HIDDEN,
+                max_position_embeddings=64, bos_token_id=0, eos_token_id=2, pad_token_id=1, decoder_start_token_id=2)
+    vision = dict(depths=[1, 1, 1, 1], embed_dim=[8, 16, 16, 32], num_heads=[1, 1, 1, 2], num_groups=[1, 1, 1, 2],
+                  window_size=2, projection_dim=HIDDEN)
+    config = Florence2Config(text_config=text, vision_config=vision, image_token_id=tokenizer.image_token_id)
+    return Florence2ForConditionalGeneration(config).eval(), processor
+
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ message['role'].upper() }}: {% if message['content'] is string %}"
+    "{{ message['content'] }}{% else %}{% for part in message['content'] %}{% if part['type'] == 'image' %}<image>\n"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %}\n{% endfor %}"
+    "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+)
+
+
+def build_tiny_llava():
+    """A chat VLM: LLaVA (a CLIP vision tower, a LLaMA LM) with its processor and a chat template."""
+    from transformers import LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor, PreTrainedTokenizerFast
+
+    from sca.models.captioners import FOCAL_PROMPTS
+
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=_bpe(SHAPE_PHRASES + list(FOCAL_PROMPTS.values()) + ["USER ASSISTANT"],
+                                                              ["<pad>", "<s>", "</s>", "<image>"]),
+                                        bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+                                        extra_special_tokens={"image_token": "<image>"})
+    images = CLIPImageProcessorPil(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28})
+    processor = LlavaProcessor(image_processor=images, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE, patch_size=14,
+                               vision_feature_select_strategy="default", num_additional_image_tokens=1)
+    config = LlavaConfig(
+        vision_config=dict(model_type="clip_vision_model", hidden_size=HIDDEN, intermediate_size=2 * HIDDEN,
+                           num_hidden_layers=2, num_attention_heads=2, image_size=28, patch_size=14, projection_dim=HIDDEN),
+        text_config=dict(model_type="llama", vocab_size=len(tokenizer), hidden_size=HIDDEN, intermediate_size=2 * HIDDEN,
+                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256,
+                         bos_token_id=1, eos_token_id=2, pad_token_id=0),
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"), vision_feature_select_strategy="default",
+        vision_feature_layer=-1)
+    return LlavaForConditionalGeneration(config).eval(), processor
+
+
+SEGMENTERS = {"sam": tiny_sam, "sam_hq": tiny_sam_hq, "sam2": tiny_sam2, "sam3_tracker": tiny_sam3_tracker}
+CAPTIONERS = {"blip": lambda: build_tiny_captioner("blip"), "florence2": build_tiny_florence2, "llava": build_tiny_llava}

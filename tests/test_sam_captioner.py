@@ -94,7 +94,7 @@ def test_sweep_over_captioners_writes_one_file_each_and_evaluates(tmp_path, sam,
                  "infer.max_new_tokens=3"])
     assert code == 0
     files = sorted(out.glob("*/infer/infer-shapes-val.json"))
-    assert len(files) == 2 and {f.parts[-3].rsplit("_", 1)[-1] for f in files} == {"blip", "git"}
+    assert len(files) == 2 and {f.parts[-3] for f in files} == {"captioner=blip", "captioner=git"}
     entries = json.loads(files[0].read_text())
     assert all(len(e["candidates"]) == 3 and len(e["logits"]["iou_scores"]) == 3 for e in entries)
     capsys.readouterr()

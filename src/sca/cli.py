@@ -76,7 +76,8 @@ class _AppendPrompt(argparse.Action):
         setattr(namespace, self.dest, prompts)
 
 
-MODEL_OPTIONS = {"model": "path", "tokenizer": "tokenizer", "sam": "sam", "captioner": "captioner", "prompt": "prompt"}
+MODEL_OPTIONS = {"model": "path", "tokenizer": "tokenizer", "sam": "sam", "captioner": "captioner", "prompt": "prompt",
+                 "candidates": "candidates", "detail": "detail"}
 """Command-line options → the model builder's options of the same meaning (`models.registry`)."""
 
 
@@ -95,10 +96,14 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                         help="longest caption in tokens")
     parser.add_argument("--beams", type=int, default=GenerationOptions.num_beams,
                         help="beam width (1 = greedy; the paper used 3)")
-    parser.add_argument("--captioner", help="run the SAM-Captioner baseline with this Hugging Face captioner (folder or "
-                        "hub id, e.g. Salesforce/blip2-opt-2.7b) instead of SCA; SAM from --sam")
-    parser.add_argument("--sam", help="SAM for --captioner (folder or hub id; default facebook/sam-vit-huge)")
-    parser.add_argument("--prompt", help="text prompt for --captioner (InstructBLIP needs one)")
+    parser.add_argument("--captioner", help="run SAM-Captioner with this captioner instead of SCA (folder or hub id): a "
+                        "crop captioner (BLIP, BLIP-2, GIT, InstructBLIP), Florence-2, or a chat VLM (focal prompt)")
+    parser.add_argument("--sam", help="the segmenter for --captioner (folder or hub id): SAM, SAM-HQ, SAM 2, EdgeTAM, "
+                        "SAM 3's tracker (default facebook/sam-vit-huge)")
+    parser.add_argument("--prompt", help="text prompt for --captioner (InstructBLIP needs one; replaces a chat VLM's)")
+    parser.add_argument("--candidates", choices=("all", "best"), help="--captioner: a caption per mask (all, the "
+                        "default) or for the best mask only")
+    parser.add_argument("--detail", choices=("brief", "detailed"), help="a chat VLM's focal prompt (default brief)")
 
 
 def _load_captioner(args):
@@ -271,10 +276,14 @@ def sweep_jobs(overrides: list[str]) -> list[tuple[str, list[str]]]:
     except HydraException as error:
         raise InputError(hydra_message(error)) from error
 
+    def value_name(value: str) -> str:
+        """A folder by its own name, a hub id with its `/` made `_`."""
+        return Path(value).name if Path(value).exists() else value.replace("/", "_")
+
     def name(job: list[str]) -> str:
         """`infer.num_beams=3,model.captioner=org/name` → `num_beams=3,captioner=org_name`."""
         pairs = [o.split("=", 1) for o in job]
-        return ",".join(f"{key.lstrip('+~').rsplit('.', 1)[-1]}={value.replace('/', '_')}"
+        return ",".join(f"{key.lstrip('+~').rsplit('.', 1)[-1]}={value_name(value)}"
                         for key, value in pairs if key.lstrip("+~") in swept)
 
     return [(name(job), job) for job in jobs]

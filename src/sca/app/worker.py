@@ -165,9 +165,7 @@ class ModelWorker:
             active = [i for i, job in enumerate(jobs) if not job.cancelled.is_set() and start < prompts[i].num_regions]
             if not active:
                 break
-            encoded = EncodedImages(torch.cat([encodings[i].embeddings for i in active]),
-                                    [encodings[i].framed[0] for i in active],
-                                    None if encodings[0].pictures is None else [encodings[i].pictures[0] for i in active])
+            encoded = EncodedImages.concat([encodings[i] for i in active])
             chunk = slice(start, start + self.chunk_size)
             batch = _stack([padded[i].take(chunk) for i in active])
             output = self.model.caption(encoded, batch, None, multimask_output)

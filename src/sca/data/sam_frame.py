@@ -122,3 +122,28 @@ class SamFrame:
         if (height, width) != tuple(framed.original_size):
             masks = F.interpolate(masks, framed.original_size, mode="bilinear", align_corners=False)
         return masks > 0
+
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class StretchFrame(SamFrame):
+    """The SAM 2 family's frame: the image resized to S × S (its aspect ratio not kept), normalised with ImageNet's
+    mean and spread, no padding; masks come back by one resize from the low-res square to the original size."""
+
+    def frame(self, image: Image.Image) -> FramedImage:
+        resized = image.convert("RGB").resize((self.image_size, self.image_size), Image.Resampling.BILINEAR)
+        pixels = torch.from_numpy(np.asarray(resized, dtype=np.float32) / 255.0).permute(2, 0, 1)
+        pixels = (pixels - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(IMAGENET_STD)[:, None, None]
+        return FramedImage(pixels, (image.height, image.width), (self.image_size, self.image_size))
+
+    def low_res_masks(self, masks: np.ndarray | torch.Tensor, framed: FramedImage) -> torch.Tensor:
+        masks = torch.as_tensor(np.asarray(masks), dtype=torch.float32)
+        if masks.shape[0] == 0:
+            return masks.new_zeros(0, self.mask_size, self.mask_size)
+        resized = F.interpolate(masks[:, None], (self.mask_size, self.mask_size), mode="bilinear", antialias=True)
+        return (resized[:, 0] > 0.5).float()
+
+    def masks_to_original(self, low_res_masks: torch.Tensor, framed: FramedImage) -> torch.Tensor:
+        return F.interpolate(low_res_masks.float(), framed.original_size, mode="bilinear", align_corners=False) > 0

@@ -25,19 +25,42 @@ from .prompts import Prompts
 class EncodedImages:
     """B images, encoded once and answered many times.
 
-    embeddings: `(B, C, h, w)` the segmenter's image embeddings.
+    embeddings: the segmenter's image embeddings: `(B, C, h, w)`, or a tuple/list of such tensors (SAM-HQ's
+        intermediate features, SAM 2's feature levels).
     framed: each image in the segmenter's frame (sizes, to map masks back to the original pixels).
     pictures: the original images, for families that look at pixels (crop captioners, VLMs); None otherwise.
     """
 
-    embeddings: torch.Tensor
+    embeddings: torch.Tensor | tuple | list
     framed: list[FramedImage]
     pictures: list[Image.Image] | None = None
 
     def image(self, index: int) -> EncodedImages:
         """One of the images, as a batch of one."""
-        pictures = None if self.pictures is None else self.pictures[index : index + 1]
-        return EncodedImages(self.embeddings[index : index + 1], self.framed[index : index + 1], pictures)
+        return self.select([index])
+
+    def select(self, indices: list[int]) -> EncodedImages:
+        """Some of the images, as a batch."""
+        pictures = None if self.pictures is None else [self.pictures[i] for i in indices]
+        return EncodedImages(_select(self.embeddings, indices), [self.framed[i] for i in indices], pictures)
+
+    @staticmethod
+    def concat(parts: list[EncodedImages]) -> EncodedImages:
+        """Several encodings as one batch."""
+        pictures = None if parts[0].pictures is None else [p for part in parts for p in part.pictures]
+        return EncodedImages(_concat([p.embeddings for p in parts]), [f for part in parts for f in part.framed], pictures)
+
+
+def _select(embeddings, indices: list[int]):
+    if isinstance(embeddings, torch.Tensor):
+        return embeddings[indices]
+    return type(embeddings)(_select(part, indices) for part in embeddings)
+
+
+def _concat(parts: list):
+    if isinstance(parts[0], torch.Tensor):
+        return torch.cat(parts)
+    return type(parts[0])(_concat([p[i] for p in parts]) for i in range(len(parts[0])))
 
 
 @dataclass
