@@ -368,7 +368,7 @@ def cmd_bench_speed(args) -> int:
     import itertools
     from dataclasses import asdict
 
-    from .bench.speed import SAM_SIZES, SCOPES, Case, markdown, run_in_subprocess
+    from .bench.speed import SAM2_SIZES, SAM_SIZES, SCOPES, Case, markdown, run_in_subprocess
     from .files import write_json_atomically, write_text_atomically
 
     def split(text: str, cast=str) -> list:
@@ -390,8 +390,8 @@ def cmd_bench_speed(args) -> int:
 
     resolve_device(args.device)
     for name in sams:
-        if name not in SAM_SIZES:
-            raise InputError(f"--sam {name!r}: use one of {', '.join(SAM_SIZES)}")
+        if name not in SAM_SIZES and name not in SAM2_SIZES:
+            raise InputError(f"--sam {name!r}: use one of {', '.join([*SAM_SIZES, *SAM2_SIZES])}")
     from .models.registry import model_kinds
 
     kinds = model_kinds()
@@ -407,7 +407,8 @@ def cmd_bench_speed(args) -> int:
         Case(model=m, sam=sam, lm=args.captioner if m.startswith("sam-captioner") else lm, mixer_layers=args.mixer_layers,
              dtype=d, chunk_size=c, regions=r, image_size=args.image_size, new_tokens=args.new_tokens,
              device=args.device, points_per_side=args.points_per_side, forced_masks=args.forced_masks, runs=args.runs,
-             scope=scope, quantize=None if q == "none" else q, static_cache=args.static_cache)
+             scope=scope, quantize=None if q == "none" else q, static_cache=args.static_cache,
+             candidates=args.candidates)
         for m, sam, lm, d, q, c, r, scope in itertools.product(models, sams, lms, dtypes, quantize, chunks, regions, scopes)
     ]
     results = []
@@ -540,8 +541,11 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument("--models", default="sca,sam-captioner",
                        help="model kinds: sca and sam-captioner at real size with random weights, any other registered "
                        "kind with its defaults; KIND-anything segments and captions everything")
-    speed.add_argument("--sam", default="vit-b", help="SAM sizes: vit-b, vit-l, vit-h")
-    speed.add_argument("--captioner", default="blip", choices=("blip", "git"), help="SAM-Captioner's captioner (base size)")
+    speed.add_argument("--sam", default="vit-b", help="segmenters: SAM's vit-b, vit-l, vit-h; SAM 2's sam2-hiera-t, "
+                       "sam2-hiera-b+ (SCA rows take SAM's)")
+    speed.add_argument("--captioner", default="blip", choices=("blip", "git", "llava"),
+                       help="SAM-Captioner's captioner: blip or git (base, on crops) or llava (a chat VLM, focal prompts)")
+    speed.add_argument("--candidates", default="all", choices=("all", "best"), help="SAM-Captioner: captions per mask")
     speed.add_argument("--mixer-layers", type=int, default=12)
     speed.add_argument("--dtypes", default="float32", help="float32, bfloat16, float16")
     speed.add_argument("--chunks", default="16", help="region chunk sizes")

@@ -78,6 +78,7 @@ class Case:
     scope: str = "api"
     quantize: str | None = None
     static_cache: bool = False
+    candidates: str = "all"
 
 
 @dataclass
@@ -137,35 +138,84 @@ def _forced_length(case: Case) -> GenerationOptions:
     return GenerationOptions(max_new_tokens=case.new_tokens, chunk_size=case.chunk_size, extra=extra)
 
 
+SAM2_SIZES = {
+    # Hiera: embedding width, blocks per stage, heads per stage, global attention blocks (SAM 2.1's tiny and base+)
+    "sam2-hiera-t": (96, [1, 2, 7, 2], [1, 2, 4, 8], [5, 7, 9]),
+    "sam2-hiera-b+": (112, [2, 3, 16, 3], [2, 4, 8, 16], [12, 16, 20]),
+}
+
+
+def build_segmenter(case: Case):
+    """SAM (ViT-B/L/H) or SAM 2 (Hiera) at real size with random weights."""
+    from transformers import Sam2Config, Sam2Model, SamConfig, SamModel
+
+    if case.sam in SAM2_SIZES:
+        width, blocks, heads, global_blocks = SAM2_SIZES[case.sam]
+        widths = [width * 2**i for i in range(4)]
+        backbone = dict(model_type="sam2_hiera_det_model", hidden_size=width, num_attention_heads=heads[0],
+                        image_size=[case.image_size] * 2, blocks_per_stage=blocks, embed_dim_per_stage=widths,
+                        num_attention_heads_per_stage=heads, global_attention_blocks=global_blocks)
+        side = case.image_size // 4
+        vision = dict(backbone_config=backbone, backbone_channel_list=widths[::-1],
+                      backbone_feature_sizes=[[side, side], [side // 2, side // 2], [side // 4, side // 4]])
+        return Sam2Model(Sam2Config(vision_config=vision, prompt_encoder_config=dict(image_size=case.image_size)))
+    return SamModel(SamConfig(vision_config=sam_vision_config(case.sam, case.image_size),
+                              prompt_encoder_config=dict(image_size=case.image_size)))
+
+
 def build_sam_captioner(case: Case):
+    """A segmenter and a captioner at real size with random weights: BLIP base or GIT base on crops, or LLaVA-1.5
+    (CLIP ViT-L/14 at 336 px and a 7B LLaMA's shape cut to 0.5B: 24 layers of width 1024) on focal prompts."""
     from transformers import (
         BlipConfig,
         BlipForConditionalGeneration,
         BlipImageProcessorPil,
+        CLIPImageProcessorPil,
         GitConfig,
         GitForCausalLM,
-        SamConfig,
-        SamModel,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
     )
 
-    from ..models.sam_captioner import CropCaptioner, SamCaptioner
+    from ..models.captioners import ChatCaptioner, CropCaptioner
+    from ..models.sam_captioner import SamCaptioner
 
-    sam = SamModel(SamConfig(vision_config=sam_vision_config(case.sam, case.image_size),
-                             prompt_encoder_config=dict(image_size=case.image_size)))
-    if case.lm == "blip":
-        captioner = BlipForConditionalGeneration(BlipConfig())  # BLIP base (ViT-B/16 at 384, BERT-base decoder)
-        size = 384
-    elif case.lm == "git":
-        captioner = GitForCausalLM(GitConfig())  # GIT base (CLIP ViT-B/16 at 224)
-        size = 224
-    else:
-        raise ValueError(f"unknown captioner family {case.lm!r} for the benchmark: use blip or git")
-    processor = _RandomWeightsProcessor(BlipImageProcessorPil(size={"height": size, "width": size}))
     dtype = DTYPES[case.dtype]
-    crop_captioner = CropCaptioner(captioner.to(case.device, dtype).eval(), processor,
-                                   max_new_tokens=case.new_tokens, batch_size=case.chunk_size,
-                                   generate_options={"min_new_tokens": case.new_tokens})
-    return SamCaptioner(sam.to(case.device, dtype), crop_captioner, chunk_size=case.chunk_size)
+    options = dict(max_new_tokens=case.new_tokens, batch_size=case.chunk_size,
+                   generate_options={"min_new_tokens": case.new_tokens})
+    if case.lm in ("blip", "git"):
+        if case.lm == "blip":
+            captioner, size = BlipForConditionalGeneration(BlipConfig()), 384  # ViT-B/16 at 384, BERT-base decoder
+        else:
+            captioner, size = GitForCausalLM(GitConfig()), 224  # CLIP ViT-B/16 at 224
+        processor = _RandomWeightsProcessor(BlipImageProcessorPil(size={"height": size, "width": size}))
+        describer = CropCaptioner(captioner.to(case.device, dtype).eval(), processor, **options)
+    elif case.lm == "llava":
+        from ..models.tiny import build_bpe_tokenizer
+
+        tokenizer = build_bpe_tokenizer(["USER ASSISTANT describe the outlined region"], vocab_size=300)
+        tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
+        tokenizer.image_token, tokenizer.image_token_id = "<image>", tokenizer.convert_tokens_to_ids("<image>")
+        template = ("USER: {% for part in messages[0]['content'] %}{% if part['type'] == 'image' %}<image>\n"
+                    "{% else %}{{ part['text'] }}{% endif %}{% endfor %} ASSISTANT:")
+        from transformers import LlavaProcessor
+
+        images = CLIPImageProcessorPil(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336})
+        processor = LlavaProcessor(image_processor=images, tokenizer=tokenizer, chat_template=template, patch_size=14,
+                                   vision_feature_select_strategy="default", num_additional_image_tokens=1)
+        processor.batch_decode = lambda ids, skip_special_tokens=True: _ids_as_text(ids)
+        config = LlavaConfig(
+            vision_config=dict(model_type="clip_vision_model", hidden_size=1024, intermediate_size=4096,
+                               num_hidden_layers=24, num_attention_heads=16, image_size=336, patch_size=14),
+            text_config=dict(model_type="llama", hidden_size=1024, intermediate_size=2816, num_hidden_layers=24,
+                             num_attention_heads=16, vocab_size=32064),
+            image_token_id=tokenizer.image_token_id)
+        describer = ChatCaptioner(LlavaForConditionalGeneration(config).to(case.device, dtype).eval(), processor,
+                                  **options)
+    else:
+        raise ValueError(f"unknown captioner {case.lm!r} for the benchmark: use blip, git or llava")
+    return SamCaptioner(build_segmenter(case).to(case.device, dtype), describer, chunk_size=case.chunk_size,
+                        candidates=case.candidates)
 
 
 RANDOM_WEIGHTS = {"sca": build_sca, "sam-captioner": build_sam_captioner}
