@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .assets import DEFAULT_MODEL_ENV
 from .errors import InputError, one_line, require_whole
-from .options import PRECISIONS, AnythingOptions, GenerationOptions
+from .options import PRECISIONS, AnythingOptions, GenerationOptions, VideoOptions
 
 
 class _Parser(argparse.ArgumentParser):
@@ -171,6 +171,88 @@ def cmd_anything(args) -> int:
     _show_regions(args, image, regions)
     if not args.json:
         print(f"{len(regions)} regions", file=sys.stderr)
+    return 0
+
+
+def _video_path(text: str) -> Path:
+    """`sca video --out`: a video file in a folder that exists and can be written."""
+    from .video.io import VIDEO_SUFFIXES
+
+    path = Path(text)
+    if path.suffix.lower() not in VIDEO_SUFFIXES:
+        raise argparse.ArgumentTypeError(f"{text!r} must end in one of {', '.join(VIDEO_SUFFIXES)} (the video's format)")
+    if not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"the folder of {text!r} does not exist: create {path.parent} first")
+    if not os.access(path.parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise argparse.ArgumentTypeError(f"cannot write {text!r}: no permission")
+    return path
+
+
+def _json_path(text: str) -> Path:
+    path = Path(text)
+    if path.suffix.lower() != ".json":
+        raise argparse.ArgumentTypeError(f"{text!r} must end in .json")
+    if not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"the folder of {text!r} does not exist: create {path.parent} first")
+    return path
+
+
+def cmd_video(args) -> int:
+    """`sca video`: segment, track and caption objects through a video; a line per object, JSON, an annotated video."""
+    from tqdm import tqdm
+
+    from .files import to_json, write_text_atomically
+    from .models.prompts import check_box
+    from .video.captioner import VideoCaptioner
+    from .video.io import VideoWriter, read_frames, video_info
+    from .visualize import draw_regions
+
+    if bool(args.prompts) == bool(args.anything):
+        raise InputError("give --box/--point prompts (on --frame N) or --anything, one of the two")
+    options = VideoOptions(keyframe_every=args.keyframe_every, change_threshold=args.change_threshold,
+                           anything_every=args.anything_every).check()
+    info = video_info(args.video)
+    if args.frame < 0 or (info.frames is not None and args.frame >= info.frames):
+        raise InputError(f"--frame {args.frame} is past the video's end: it has {info.frames} frames (0 to "
+                         f"{(info.frames or 1) - 1})")
+    boxes = [v for kind, v in args.prompts or [] if kind == "box"] or None
+    points = [v for kind, v in args.prompts or [] if kind == "point"] or None
+    if boxes and points:
+        raise InputError("give each object by --box or by --point, not both kinds in one run")
+    for box in boxes or []:
+        check_box(box, info.width, info.height)
+    for x, y in points or []:
+        if not (0 <= x <= info.width and 0 <= y <= info.height):
+            raise InputError(f"point ({x:g}, {y:g}) lies outside the {info.width}x{info.height} frame")
+    anything = AnythingOptions(points_per_side=args.points_per_side, max_masks=args.max_masks).check()
+    captioner = VideoCaptioner(_load_captioner(args).model, options, tracker=args.tracker, anything=anything)
+    total = info.frames if args.max_frames is None else min(info.frames or args.max_frames, args.max_frames)
+    frames = read_frames(args.video, args.max_frames)
+    writer = VideoWriter(args.out, info.fps, info.width, info.height) if args.out else None
+    try:
+        progress = tqdm(captioner.run(frames, boxes=boxes, points=points, frame=args.frame, anything=args.anything),
+                        total=total, unit="frame", desc="sca video", disable=args.quiet)
+        for _, picture, tracks in progress:
+            if writer is not None:
+                labels = [f"{t.object_id}: {t.current_caption}" for t in tracks]
+                masks = [t.last_mask for t in tracks]
+                writer.write(draw_regions(picture, masks, labels, colour_ids=[t.object_id for t in tracks]))
+    except BaseException:
+        if writer is not None:
+            writer.close(keep=False)
+        raise
+    if writer is not None:
+        writer.close()
+    result = {"video": str(args.video), "width": info.width, "height": info.height, "fps": info.fps,
+              "objects": [t.to_dict() for t in captioner.tracks]}
+    if args.json:
+        write_text_atomically(args.json, to_json(result))
+    for track in captioner.tracks:
+        first, last = min(track.frames, default=None), max(track.frames, default=None)
+        print(f"{track.object_id}\t{track.caption}\tframes={first}-{last}\tkeyframes={len(track.keyframes)}")
+    written = [str(p) for p in (args.out, args.json) if p]
+    if written:
+        print(f"wrote {' and '.join(written)}", file=sys.stderr)
     return 0
 
 
@@ -364,6 +446,37 @@ def cmd_bench_quality(args) -> int:
     return 0
 
 
+def cmd_bench_video(args) -> int:
+    from .bench.video import evaluate_video, held_out_world, peak_memory, video_table
+    from .files import write_json_atomically, write_text_atomically
+
+    for name in ("videos", "frames", "image_size"):
+        require_whole(getattr(args, name), f"--{name.replace('_', '-')}")
+    if args.memory_frames is not None:
+        require_whole(args.memory_frames, "--memory-frames")
+    speed = _coordinates(2, "--speed")(args.speed)
+    if not 0 < speed[0] <= speed[1]:
+        raise InputError(f"--speed must be MIN,MAX pixels per frame with 0 < MIN <= MAX, got {args.speed!r}")
+    options = VideoOptions(keyframe_every=args.keyframe_every).check()
+    model = _load_captioner(args).model
+    world = held_out_world(args.frames, args.image_size, speed=tuple(speed), max_objects=args.max_objects)
+    report = evaluate_video(model, world, args.videos, options, tracker=args.tracker)
+    memory = None
+    if args.memory_frames:
+        short_mb = peak_memory(model, world, tracker=args.tracker)
+        long_world = held_out_world(args.memory_frames, args.image_size, speed=tuple(speed), max_objects=args.max_objects)
+        memory = (world.frames, short_mb, args.memory_frames, peak_memory(model, long_world, tracker=args.tracker))
+    table = video_table(report, args.tracker, memory)
+    print(table)
+    if args.out:
+        write_text_atomically(args.out / "video.md", table)
+        write_json_atomically(args.out / "video.json", {**report.__dict__, "memory": memory}, indent=2)
+        print(f"wrote {args.out / 'video.md'} and video.json", file=sys.stderr)
+    if not report.goals_met():
+        print("sca bench video: below the goals", file=sys.stderr)
+    return 0
+
+
 def cmd_bench_speed(args) -> int:
     import itertools
     from dataclasses import asdict
@@ -458,6 +571,36 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(anything)
     anything.set_defaults(run=cmd_anything)
 
+    video = commands.add_parser(
+        "video", help="segment, track and caption objects through a video",
+        description="Objects start from --box/--point prompts on --frame N (one object per prompt) or from --anything; "
+        "each is tracked frame to frame and captioned on keyframes; its track's caption is the most frequent one.")
+    video.add_argument("video", type=Path, help="video file (anything FFmpeg reads: .mp4, .mkv, .webm, .mov, .avi)")
+    video.add_argument("--box", dest="prompts", action=_AppendPrompt, type=_coordinates(4, "--box"),
+                       metavar="X1,Y1,X2,Y2", help="an object's box on the prompt frame, in pixels (repeatable)")
+    video.add_argument("--point", dest="prompts", action=_AppendPrompt, type=_coordinates(2, "--point"),
+                       metavar="X,Y", help="a point on an object on the prompt frame, in pixels (repeatable)")
+    video.add_argument("--frame", type=int, default=0, help="the frame the prompts are on (default 0)")
+    video.add_argument("--anything", action="store_true", help="find the objects instead (anything mode)")
+    video.add_argument("--anything-every", type=int, help="--anything: look for new objects every K frames "
+                       "(default: the first frame only)")
+    video.add_argument("--points-per-side", type=int, default=AnythingOptions.points_per_side,
+                       help="--anything: an n x n grid of point prompts")
+    video.add_argument("--max-masks", type=int, help="--anything: at most this many new objects at a time")
+    video.add_argument("--keyframe-every", type=int, default=VideoOptions.keyframe_every,
+                       help="caption each object every K frames")
+    video.add_argument("--change-threshold", type=float, default=VideoOptions.change_threshold,
+                       help="and when its mask's IoU with its last keyframe's falls below this")
+    video.add_argument("--tracker", default="reprompt", help="reprompt (re-prompt the segmenter with the last box; "
+                       "the default) or a SAM 2 / 2.1, EdgeTAM or SAM 3 tracker video model (folder or hub id)")
+    video.add_argument("--max-frames", type=int, help="stop after this many frames")
+    video.add_argument("--out", type=_video_path, help="write the video with masks, ids and captions drawn (.mp4 ...)")
+    video.add_argument("--json", type=_json_path, metavar="FILE.json",
+                       help="write every object's frames (RLE masks, boxes, scores), keyframe captions and caption")
+    video.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_model_options(video)
+    video.set_defaults(run=cmd_video)
+
     for name, summary in (("serve", "serve the JSON API (OpenAPI at /docs) and the web page"),
                           ("demo", "serve the web page and open it in a browser (the same server as serve)")):
         server = commands.add_parser(name, help=summary, description=summary + ". Every limit below answers a request "
@@ -531,6 +674,24 @@ def build_parser() -> argparse.ArgumentParser:
     quality.add_argument("--out", type=Path, help="folder for quality.md and quality.json")
     _add_model_options(quality)
     quality.set_defaults(run=cmd_bench_quality)
+
+    video_bench = benches.add_parser(
+        "video", help="track mIoU, ID switches and caption exact match on held-out moving-shapes videos",
+        description="Held-out moving-shapes videos (shapes move, turn, enter and leave): each object seen on the first "
+        "frame is prompted by its box there, tracked and captioned; track mIoU over every frame from there on, "
+        "CLEAR-MOT ID switches, and exact match of each track's caption. --memory-frames also compares the peak "
+        "memory of a video with one that long.")
+    video_bench.add_argument("--videos", type=int, default=50, help="held-out videos (default 50)")
+    video_bench.add_argument("--frames", type=int, default=24, help="frames per video")
+    video_bench.add_argument("--image-size", type=int, default=128, help="frame height (widths vary)")
+    video_bench.add_argument("--speed", default="1,3", help="MIN,MAX pixels per frame the shapes move")
+    video_bench.add_argument("--max-objects", type=int, default=3, help="objects per video, at most")
+    video_bench.add_argument("--keyframe-every", type=int, default=VideoOptions.keyframe_every)
+    video_bench.add_argument("--tracker", default="reprompt", help="reprompt or a SAM 2-family video model")
+    video_bench.add_argument("--memory-frames", type=int, help="also the peak memory of a video this long")
+    video_bench.add_argument("--out", type=Path, help="folder for video.md and video.json")
+    _add_model_options(video_bench)
+    video_bench.set_defaults(run=cmd_bench_video)
 
     speed = benches.add_parser(
         "speed", help="seconds per image, regions per second and peak memory: SCA vs SAM-Captioner",

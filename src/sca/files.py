@@ -14,19 +14,30 @@ from .errors import InputError
 
 def write_atomically(path: str | Path, write: Callable[[Path], None]) -> None:
     """`write(temporary)` next to the destination, then rename it onto `path`."""
+    temporary = temporary_beside(path)
+    try:
+        write(temporary)
+        publish(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def temporary_beside(path: str | Path) -> Path:
+    """A new hidden file in the destination's folder (the same file system, so `publish` is one rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=path.suffix)
     os.close(handle)
-    try:
-        write(Path(temporary))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes files private; give the usual permissions
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    return Path(temporary)
+
+
+def publish(temporary: Path, path: str | Path) -> None:
+    """Give a finished temporary file the usual permissions (mkstemp makes it private) and rename it onto `path`."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temporary, 0o666 & ~umask)
+    os.replace(temporary, path)
 
 
 def write_text_atomically(path: str | Path, text: str) -> None:

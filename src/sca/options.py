@@ -90,3 +90,31 @@ class AnythingOptions:
         if self.max_candidates is not None:
             require_whole(self.max_candidates, "max_candidates (or None for every mask that passes the filters)")
         return self
+
+
+@dataclass
+class VideoOptions:
+    """keyframe_every: caption each object every this many frames. change_threshold: and when the IoU of its mask
+    with its mask at its last keyframe falls below this. anything_every: anything mode looks for new objects every
+    this many frames (None: on the first frame only). new_object_overlap: a mask anything mode finds is a new object
+    when its IoU with every followed object's mask is below this. grow: the re-prompting tracker's margin, a share of
+    the box's sides."""
+
+    keyframe_every: int = 8
+    change_threshold: float = 0.5
+    anything_every: int | None = None
+    new_object_overlap: float = 0.3
+    grow: float = 0.25
+
+    def check(self) -> VideoOptions:
+        for name in ("keyframe_every", "anything_every"):
+            value = getattr(self, name)
+            if value is None and name == "anything_every":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"{name} must be a whole number of at least 1, got {value!r}")
+        for name in ("change_threshold", "new_object_overlap", "grow"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                raise InputError(f"{name} must be a number from 0 to 1, got {value!r}")
+        return self

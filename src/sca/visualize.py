@@ -23,11 +23,14 @@ def draw_regions(
     masks: Sequence[np.ndarray],
     labels: Sequence[str],
     boxes: Sequence[Sequence[float]] | None = None,
+    colour_ids: Sequence[int] | None = None,
 ) -> Image.Image:
     """Overlay each `(H, W)` boolean mask in its own colour with light stripes and a white outline (visible
-    even on an object of the mask's own colour), outline its box, and write its label."""
+    even on an object of the mask's own colour), outline its box, and write its label. `colour_ids`: which
+    palette colour each mask takes (an object keeps its colour through a video); default, one each in order."""
     canvas = np.asarray(image.convert("RGB"), dtype=np.float32).copy()
-    colours = [PALETTE[i % len(PALETTE)] for i in range(len(masks))]
+    colour_ids = range(len(masks)) if colour_ids is None else colour_ids
+    colours = [PALETTE[i % len(PALETTE)] for i in colour_ids]
     height, width = canvas.shape[:2]
     rows, cols = np.mgrid[0:height, 0:width]
     stripes = ((rows + cols) // max(2, min(height, width) // 64)) % 2 == 0

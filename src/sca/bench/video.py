@@ -1,0 +1,147 @@
+"""Video quality on held-out moving-shapes videos: track mIoU, ID switches and caption exact match, with each object
+prompted by its box on the first frame it is seen in. And memory: the peak resident memory of a video and of one
+ten times longer, which should be the same (frames stream)."""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..data.sources.moving_shapes import MovingShapesWorld, TruthFrame
+from ..geometry import mask_box, mask_iou
+from ..masks import decode_rle
+from ..models.region_model import RegionModel
+from ..options import VideoOptions
+from ..tables import markdown_table
+from ..video.captioner import VideoCaptioner
+from ..video.trackers import REPROMPT
+
+GOALS = {"track_mIoU": 0.80, "caption_exact_match": 0.90}
+MATCH_IOU = 0.5
+"""A predicted mask is matched to a true object in a frame (for ID switches) when their IoU is at least this."""
+
+
+@dataclass
+class VideoReport:
+    videos: int
+    objects: int
+    frames: int
+    track_mIoU: float
+    id_switches: int
+    caption_exact_match: float
+    keyframe_exact_match: float
+    seconds_per_frame: float
+
+    def goals_met(self) -> bool:
+        return all(getattr(self, name) >= goal for name, goal in GOALS.items())
+
+
+def held_out_world(frames: int = 24, image_size: int = 128, seed: int = 0, **options) -> MovingShapesWorld:
+    """The moving-shapes world's test split (train and val use other seeds)."""
+    return MovingShapesWorld.split("test", seed=seed, frames=frames, image_size=image_size, **options)
+
+
+def evaluate_video(model: RegionModel, world: MovingShapesWorld, videos: int, options: VideoOptions | None = None,
+                   tracker: str = REPROMPT, show_progress: bool = True) -> VideoReport:
+    """Each video: every object seen on the first frame is prompted there by its box; the tracks are scored against
+    the truth from that frame to the end (a frame where both track and truth are empty counts as IoU 1)."""
+    ious, id_switches, exact, keyframe_hits, keyframe_total, frame_count, seconds = [], 0, [], 0, 0, 0, 0.0
+    for index in tqdm(range(videos), desc="video quality", unit="video", disable=not show_progress):
+        truth = world.video(index)
+        prompted = sorted(truth[0].masks)
+        if not prompted:
+            continue
+        captioner = VideoCaptioner(model, options, tracker=tracker)
+        boxes = [mask_box(truth[0].masks[object_id]) for object_id in prompted]
+        started = time.perf_counter()
+        deque(captioner.run(_pictures(truth), boxes=boxes), maxlen=0)
+        seconds += time.perf_counter() - started
+        frame_count += len(truth)
+        for track, object_id in zip(captioner.tracks, prompted):
+            exact.append(track.caption == truth[0].captions[object_id])
+            for keyframe in track.keyframes:
+                keyframe_total += 1
+                keyframe_hits += keyframe["caption"] == truth[0].captions[object_id]
+            for frame in truth:
+                predicted = _mask_at(track.frames.get(frame.index), frame)
+                ious.append(float(mask_iou(predicted, frame.masks.get(object_id, np.zeros_like(predicted)))))
+        id_switches += _id_switches(truth, captioner.tracks, prompted)
+    return VideoReport(videos, len(exact), frame_count, float(np.mean(ious)) if ious else 0.0, id_switches,
+                       float(np.mean(exact)) if exact else 0.0, keyframe_hits / max(1, keyframe_total),
+                       seconds / max(1, frame_count))
+
+
+def _pictures(truth) -> Iterator:
+    return ((frame.index, frame.image) for frame in truth)
+
+
+def _mask_at(record: dict | None, frame: TruthFrame) -> np.ndarray:
+    if record is None:
+        return np.zeros((frame.image.height, frame.image.width), dtype=bool)
+    return decode_rle(record["mask"])
+
+
+def _id_switches(truth: Sequence[TruthFrame], tracks, prompted: list[int]) -> int:
+    """How often a true object's matched track (the best-overlapping one, IoU ≥ MATCH_IOU) changes from the last
+    track it was matched to (CLEAR-MOT's identity switches)."""
+    switches, last = 0, {}
+    for frame in truth:
+        for object_id in prompted:
+            if object_id not in frame.masks:
+                continue
+            overlaps = [(float(mask_iou(_mask_at(t.frames.get(frame.index), frame), frame.masks[object_id])), t.object_id)
+                        for t in tracks if frame.index in t.frames]
+            best = max(overlaps, default=(0.0, None))
+            if best[0] < MATCH_IOU:
+                continue
+            if object_id in last and last[object_id] != best[1]:
+                switches += 1
+            last[object_id] = best[1]
+    return switches
+
+
+def peak_memory(model: RegionModel, world: MovingShapesWorld, index: int = 0, tracker: str = REPROMPT) -> float:
+    """The resident memory's peak while video `index` of the world streams through (generated frame by frame), in
+    MB: compare a video with one ten times longer."""
+    first = next(world.frames_of(index))
+    boxes = [mask_box(first.masks[i]) for i in sorted(first.masks)]
+    peak = 0.0
+    for _ in VideoCaptioner(model, tracker=tracker).run(_pictures(world.frames_of(index)), boxes=boxes):
+        peak = max(peak, _resident_mb())
+    return peak
+
+
+def _resident_mb() -> float:
+    """The process's resident memory now (Linux), else its peak so far."""
+    try:
+        with open(f"/proc/{os.getpid()}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def video_table(report: VideoReport, tracker: str = REPROMPT, memory: tuple[int, float, int, float] | None = None
+                ) -> str:
+    rows = [
+        ["track mIoU", f"{report.track_mIoU:.3f}", f"≥ {GOALS['track_mIoU']:.2f}"],
+        ["caption exact match (track)", f"{report.caption_exact_match:.1%}", f"≥ {GOALS['caption_exact_match']:.0%}"],
+        ["caption exact match (keyframes)", f"{report.keyframe_exact_match:.1%}", ""],
+        ["ID switches", str(report.id_switches), ""],
+        ["seconds per frame", f"{report.seconds_per_frame:.3f}", ""],
+    ]
+    if memory is not None:
+        short, short_mb, long, long_mb = memory
+        rows.append([f"peak memory, {short} → {long} frames", f"{short_mb:.0f} → {long_mb:.0f} MB", "flat"])
+    title = (f"Video: {report.videos} held-out moving-shapes videos, {report.objects} objects, {report.frames} "
+             f"frames, box prompts on frame 0, tracker {tracker}\n\n")
+    return title + markdown_table(["metric", "value", "goal"], rows)

@@ -1,0 +1,191 @@
+"""Segment, track and caption objects through a video, one frame at a time.
+
+`VideoCaptioner` joins a region model (any `RegionModel`: it finds the objects and captions them) and a tracker
+(`trackers.py`: it follows them). Objects start from prompts on a chosen frame, or from anything mode on the first
+frame (and every K frames, for objects that enter later). Each object is captioned on keyframes: its first frame,
+every `keyframe_every` frames, and whenever its mask has changed (IoU with its mask at its last keyframe below
+`change_threshold`). Its track's caption is the one most of its keyframes got.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..anything import AnythingGenerator, full_size_mask
+from ..errors import InputError
+from ..geometry import mask_box, mask_iou
+from ..masks import encode_rle
+from ..models.prompts import Prompts
+from ..models.region_model import RegionModel
+from ..options import AnythingOptions, VideoOptions
+from .trackers import REPROMPT, Tracker, VideoFrame, load_tracker
+
+
+@dataclass
+class Track:
+    """One object through the video: per frame its box, score and mask (COCO RLE); its keyframe captions, each with
+    the frames it covers; the track's caption."""
+
+    object_id: int
+    frames: dict[int, dict] = field(default_factory=dict)
+    keyframes: list[dict] = field(default_factory=list)
+    last_mask: np.ndarray | None = field(default=None, repr=False)
+    keyframe_mask: np.ndarray | None = field(default=None, repr=False)
+    ended: bool = False
+
+    @property
+    def caption(self) -> str:
+        """The caption most keyframes gave (of equally frequent ones, the first given)."""
+        counts = Counter(keyframe["caption"] for keyframe in self.keyframes)
+        return max(counts, key=counts.get) if counts else ""
+
+    @property
+    def current_caption(self) -> str:
+        return self.keyframes[-1]["caption"] if self.keyframes else ""
+
+    def record(self, index: int, mask: np.ndarray, score: float) -> None:
+        self.frames[index] = {"box": mask_box(mask), "score": round(float(score), 6), "mask": encode_rle(mask)}
+        self.last_mask = mask
+
+    def add_keyframe(self, index: int, caption: str) -> None:
+        if self.keyframes:
+            self.keyframes[-1]["frames"][1] = max(i for i in self.frames if i < index)
+        self.keyframes.append({"frame": index, "caption": caption, "frames": [index, index]})
+        self.keyframe_mask = self.last_mask
+
+    def close(self) -> None:
+        if self.keyframes:
+            self.keyframes[-1]["frames"][1] = max(self.frames)
+
+    def to_dict(self) -> dict:
+        return {"object_id": self.object_id, "caption": self.caption, "keyframes": self.keyframes,
+                "first_frame": min(self.frames, default=None), "last_frame": max(self.frames, default=None),
+                "frames": {str(index): record for index, record in sorted(self.frames.items())}}
+
+
+class VideoCaptioner:
+    """Segment, track and caption objects through a video with any region model.
+
+    >>> video = VideoCaptioner(RegionCaptioner.from_pretrained().model)
+    >>> for index, picture, tracks in video.run(read_frames("clip.mp4"), boxes=[[10, 20, 90, 80]]):
+    ...     pass
+    >>> [track.caption for track in video.tracks]
+
+    tracker: `"reprompt"` (the region model's own segmenter, re-prompted each frame) or a SAM 2-family video
+        model's folder or hub id, or a `Tracker`.
+    """
+
+    def __init__(self, model: RegionModel, options: VideoOptions | None = None, tracker: str | Tracker = REPROMPT,
+                 anything: AnythingOptions | None = None):
+        self.model = model
+        self.options = (options or VideoOptions()).check()
+        self.tracker_spec = tracker
+        self.anything_options = (anything or AnythingOptions()).check()
+        self.tracks: list[Track] = []
+
+    def run(self, frames: Iterable[tuple[int, Image.Image]], boxes: Sequence | None = None,
+            points: Sequence | None = None, point_labels: Sequence | None = None, frame: int = 0,
+            anything: bool = False) -> Iterator[tuple[int, Image.Image, list[Track]]]:
+        """Yields `(index, picture, the tracks seen in it)` frame by frame; `self.tracks` holds every track.
+
+        boxes: `(R, 4)` xyxy and/or points `(R, 2)` or `(R, K, 2)` with point_labels `(R, K)`, in the pixels of
+        frame `frame`: one object each. anything: find the objects instead (on the first frame, and every
+        `anything_every` frames)."""
+        if anything == (boxes is not None or points is not None):
+            raise InputError("give either prompts (boxes or points on a frame) or anything mode, not both or neither")
+        if isinstance(frame, bool) or not isinstance(frame, int) or frame < 0:
+            raise InputError(f"the prompt frame must be a frame index (0 or more), got {frame!r}")
+        tracker = (load_tracker(self.tracker_spec, self.model, self.options.grow)
+                   if isinstance(self.tracker_spec, str) else self.tracker_spec)
+        generator = AnythingGenerator(self.model, self.anything_options) if anything else None
+        self.tracks = []
+        start = None
+        for index, picture in frames:
+            if index < frame:
+                yield index, picture, []
+                continue
+            current = VideoFrame(index, picture, self.model)
+            if start is None:
+                start = index
+                new = (self._found(current, generator, []) if anything
+                       else self._prompted(current, boxes, points, point_labels))
+            elif anything and self.options.anything_every and (index - start) % self.options.anything_every == 0:
+                new = self._found(current, generator, [t.last_mask for t in self.tracks if not t.ended])
+            else:
+                new = []
+            by_id = {}
+            for mask, caption in new:
+                track = Track(len(self.tracks))
+                self.tracks.append(track)
+                by_id[track.object_id] = (track, mask, caption)
+            seen = tracker.step(current, {object_id: mask for object_id, (_, mask, _) in by_id.items()})
+            for track in self.tracks:
+                if track.ended:
+                    continue
+                if track.object_id in seen:
+                    track.record(index, *seen[track.object_id])
+                elif not tracker.remembers:
+                    track.ended = True  # a tracker without memory cannot find it again
+                    tracker.forget(track.object_id)
+            for object_id, (track, _, caption) in by_id.items():
+                if caption is not None and object_id in seen:
+                    track.add_keyframe(index, caption)
+            self._caption_keyframes(current, [t for t in self.tracks if index in t.frames])
+            yield index, picture, [t for t in self.tracks if index in t.frames]
+        if start is None:
+            raise InputError(f"the prompt frame {frame} is past the video's end")
+        for track in self.tracks:
+            track.close()
+
+    @torch.no_grad()
+    def _prompted(self, frame: VideoFrame, boxes, points, point_labels) -> list[tuple[np.ndarray, str]]:
+        """The prompted objects' best masks and their captions, on their first frame."""
+        encoded = frame.encoded
+        framed = encoded.framed[0]
+        prompts, _ = Prompts.from_pixels(framed, self.model.frame, boxes, points, point_labels)
+        output = self.model.caption(encoded, prompts)
+        found = []
+        for r, candidates in enumerate(output.candidates[0]):
+            scores = output.iou_scores[0, r].float()
+            best = int(scores.argmax())
+            mask = self.model.frame.masks_to_original(output.low_res_masks[0, r, best][None, None], framed)[0, 0]
+            caption = candidates[best] if len(candidates) == len(scores) else candidates[0]
+            found.append((mask.cpu().numpy(), caption))
+        return found
+
+    def _found(self, frame: VideoFrame, generator: AnythingGenerator, followed: list[np.ndarray]
+               ) -> list[tuple[np.ndarray, str]]:
+        """Anything mode's masks that are not an object already followed, with their captions."""
+        found = []
+        for region in generator.generate(frame.encoded):
+            mask = full_size_mask(generator.model, region, frame.encoded)
+            others = followed + [m for m, _ in found]
+            if mask.any() and all(float(mask_iou(mask, other)) < self.options.new_object_overlap for other in others):
+                found.append((mask, region.caption))
+        return found
+
+    @torch.no_grad()
+    def _caption_keyframes(self, frame: VideoFrame, tracks: list[Track]) -> None:
+        """Caption the tracks whose keyframe this frame is (the region model describes their current masks)."""
+        due = []
+        for track in tracks:
+            if track.keyframes and track.keyframes[-1]["frame"] == frame.index:
+                continue  # captioned as it started
+            elapsed = frame.index - track.keyframes[-1]["frame"] if track.keyframes else None
+            if (elapsed is None or elapsed >= self.options.keyframe_every
+                    or float(mask_iou(track.last_mask, track.keyframe_mask)) < self.options.change_threshold):
+                due.append(track)
+        if not due:
+            return
+        encoded = frame.encoded
+        framed = encoded.framed[0]
+        prompts, _ = Prompts.from_pixels(framed, self.model.frame, boxes=[mask_box(t.last_mask) for t in due])
+        masks = self.model.frame.mask_prompts(np.stack([t.last_mask for t in due]), framed)[None]
+        for track, caption in zip(due, self.model.describe(encoded, prompts, masks.to(self.model.device))[0]):
+            track.add_keyframe(frame.index, caption)

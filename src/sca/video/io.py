@@ -1,0 +1,133 @@
+"""Reading and writing videos with PyAV (its wheels carry FFmpeg's codecs): frames stream one at a time, so memory
+does not grow with the video's length; a written video appears whole or not at all."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..errors import InputError
+from ..files import publish, temporary_beside
+
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov", ".avi")
+
+
+@dataclass
+class VideoInfo:
+    width: int
+    height: int
+    fps: float
+    frames: int | None  # what the container says (None when it does not)
+
+
+def _open(path: Path):
+    import av
+
+    if not path.is_file():
+        raise InputError(f"{path} is a folder, not a video" if path.is_dir() else f"video not found: {path}")
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, ValueError, OSError) as error:
+        raise InputError(f"cannot read {path} as a video ({type(error).__name__})") from None
+    if not container.streams.video:
+        container.close()
+        raise InputError(f"{path} holds no video stream")
+    return container
+
+
+def video_info(path: str | Path) -> VideoInfo:
+    container = _open(Path(path))
+    try:
+        stream = container.streams.video[0]
+        rate = stream.average_rate or stream.guessed_rate or Fraction(25)
+        width, height = stream.codec_context.width, stream.codec_context.height
+        if not width or not height:
+            raise InputError(f"{path}: the video stream has no frame size")
+        return VideoInfo(width, height, float(rate), stream.frames or None)
+    finally:
+        container.close()
+
+
+def read_frames(path: str | Path, max_frames: int | None = None) -> Iterator[tuple[int, Image.Image]]:
+    """`(index, RGB frame)` one at a time; a frame the codec cannot decode stops with `InputError`."""
+    import av
+
+    container = _open(Path(path))
+    try:
+        stream = container.streams.video[0]
+        index = 0
+        try:
+            for frame in container.decode(stream):
+                if max_frames is not None and index >= max_frames:
+                    return
+                yield index, frame.to_image().convert("RGB")
+                index += 1
+        except av.error.FFmpegError as error:
+            raise InputError(f"cannot decode frame {index} of {path} ({type(error).__name__})") from None
+        if index == 0:
+            raise InputError(f"{path} holds no frames")
+    finally:
+        container.close()
+
+
+class VideoWriter:
+    """Frames into an H.264 (or MPEG-4) video, written to a hidden file next to `path` and renamed when closed."""
+
+    def __init__(self, path: str | Path, fps: float, width: int, height: int):
+        import av
+
+        self.path = Path(path)
+        if self.path.suffix.lower() not in VIDEO_SUFFIXES:
+            raise InputError(f"{path} must end in one of {', '.join(VIDEO_SUFFIXES)}")
+        self.temporary = temporary_beside(self.path)
+        self.container = av.open(str(self.temporary), "w")
+        codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+        self.stream = self.container.add_stream(codec, rate=Fraction(fps).limit_denominator(1000))
+        self.stream.width, self.stream.height = width + width % 2, height + height % 2  # yuv420p wants even sides
+        self.stream.pix_fmt = "yuv420p"
+
+    def write(self, picture: Image.Image) -> None:
+        import av
+
+        pixels = np.asarray(picture.convert("RGB"))
+        if pixels.shape[:2] != (self.stream.height, self.stream.width):
+            padded = np.zeros((self.stream.height, self.stream.width, 3), np.uint8)
+            padded[: pixels.shape[0], : pixels.shape[1]] = pixels
+            pixels = padded
+        for packet in self.stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
+            self.container.mux(packet)
+
+    def close(self, keep: bool = True) -> None:
+        """Finish the video and put it in place (`keep`), or throw it away; a failure on the way throws it away."""
+        try:
+            if keep:
+                for packet in self.stream.encode():
+                    self.container.mux(packet)
+        except BaseException:
+            keep = False
+            raise
+        finally:
+            self.container.close()
+            if keep:
+                publish(self.temporary, self.path)
+            else:
+                self.temporary.unlink(missing_ok=True)
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        self.close(keep=kind is None)
+
+
+def write_video(path: str | Path, frames: list[Image.Image], fps: float = 10.0) -> Path:
+    """A whole list of frames as a video (for tests and worlds)."""
+    with VideoWriter(path, fps, frames[0].width, frames[0].height) as writer:
+        for frame in frames:
+            writer.write(frame)
+    return Path(path)
