@@ -185,6 +185,23 @@ def tiny_sam2(family: str = "sam2", image_size: int = 128, hidden_size: int = 32
     return getattr(transformers, model_class)(config).eval()
 
 
+def tiny_sam2_video(image_size: int = 128):
+    """A small random SAM 2 video model (memory attention and encoder over the tiny SAM 2). Its memory width is
+    fixed at 64 by transformers, and the mask decoder's must be wider than that."""
+    from transformers import Sam2VideoConfig, Sam2VideoModel
+
+    image = tiny_sam2(image_size=image_size, hidden_size=128).config.to_dict()
+    side = image_size // 16
+    config = Sam2VideoConfig(
+        vision_config=image["vision_config"], prompt_encoder_config=image["prompt_encoder_config"],
+        mask_decoder_config=image["mask_decoder_config"], image_size=image_size, num_maskmem=3,
+        max_object_pointers_in_encoder=4, memory_attention_hidden_size=128, memory_attention_num_layers=1,
+        memory_attention_feed_forward_hidden_size=64, memory_attention_rope_feat_sizes=[side, side],
+        memory_encoder_hidden_size=128, memory_encoder_output_channels=64, mask_downsampler_embed_dim=128,
+        memory_fuser_embed_dim=128, memory_fuser_intermediate_dim=64)
+    return Sam2VideoModel(config).eval()
+
+
 # ---------------------------------------------------------------------- Florence-2 and a chat VLM
 
 

@@ -142,6 +142,12 @@ def cmd_caption(args) -> int:
     return 0
 
 
+def _cell(text: str) -> str:
+    """A caption as one tab-separated field: tabs, line breaks and other unprintable characters escaped (an
+    untrained model emits anything)."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 def _show_regions(args, image, regions) -> None:
     """`--out`: the picture with masks and captions; `--json`: every field; else one line per region."""
     from .files import to_json
@@ -155,7 +161,7 @@ def _show_regions(args, image, regions) -> None:
         print(to_json({"image": str(args.image), "regions": [r.to_dict() for r in regions]}, indent=2))
     else:
         for i, region in enumerate(regions, 1):
-            print(f"{i}\t{region.caption}\tiou={region.best_iou:.3f}\tbox={','.join(f'{v:g}' for v in region.box)}")
+            print(f"{i}\t{_cell(region.caption)}\tiou={region.best_iou:.3f}\tbox={','.join(f'{v:g}' for v in region.box)}")
 
 
 def cmd_anything(args) -> int:
@@ -249,7 +255,7 @@ def cmd_video(args) -> int:
         write_text_atomically(args.json, to_json(result))
     for track in captioner.tracks:
         first, last = min(track.frames, default=None), max(track.frames, default=None)
-        print(f"{track.object_id}\t{track.caption}\tframes={first}-{last}\tkeyframes={len(track.keyframes)}")
+        print(f"{track.object_id}\t{_cell(track.caption)}\tframes={first}-{last}\tkeyframes={len(track.keyframes)}")
     written = [str(p) for p in (args.out, args.json) if p]
     if written:
         print(f"wrote {' and '.join(written)}", file=sys.stderr)

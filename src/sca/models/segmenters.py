@@ -8,9 +8,11 @@ differences, keyed by the config's `model_type`.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import torch
+import transformers
 from transformers import AutoModel, PreTrainedModel
 from transformers.models.sam.modeling_sam import SamVisionAttention
 
@@ -34,6 +36,13 @@ FAMILIES = {
     "edgetam": Family("stretch", "levels"),
     "sam3_tracker": Family("stretch", "levels"),
 }
+FAMILIES |= {"sam2_video": FAMILIES["sam2"], "edgetam_video": FAMILIES["edgetam"],
+             "sam3_tracker_video": FAMILIES["sam3_tracker"]}
+
+IMAGE_MODEL_OF_VIDEO_MODEL = {
+    # a video checkpoint (SAM 2.1's hub checkpoints are) holds the image model's weights: load it as that
+    "sam2_video": "Sam2Model", "edgetam_video": "EdgeTamModel", "sam3_tracker_video": "Sam3TrackerModel",
+}
 
 
 class Segmenter:
@@ -52,10 +61,13 @@ class Segmenter:
                         chunk_size: int = 16) -> Segmenter:
         """A segmenter from a folder or a hub id (`org/name[@revision]`), its class chosen by its config."""
         source = ModelSource.parse(name_or_path)
-        if source.file("config.json") is None:
+        config_file = source.file("config.json")
+        if config_file is None:
             raise InputError(f"{source} is not a model folder (no config.json)")
+        image_model = IMAGE_MODEL_OF_VIDEO_MODEL.get(json.loads(config_file.read_text()).get("model_type"))
         try:
-            model = AutoModel.from_pretrained(source.location, dtype=dtype, **source.pretrained_kwargs)
+            model_class = getattr(transformers, image_model) if image_model else AutoModel
+            model = model_class.from_pretrained(source.location, dtype=dtype, **source.pretrained_kwargs)
         except (OSError, ValueError, ImportError) as error:
             raise source.failure("load the segmenter", error) from error
         return cls(model.to(device), chunk_size)

@@ -117,7 +117,7 @@ class MemoryTracker(Tracker):
         self.session_class = Sam2VideoInferenceSession
         self.session = None
         config = model.config
-        self.window = max(config.num_maskmem, config.max_object_pointers_in_encoder) + 1
+        self.window = max(config.num_maskmem, config.max_object_pointers_in_encoder)  # frames it looks back
         self.forgotten: set[int] = set()
 
     @classmethod
@@ -172,7 +172,7 @@ class MemoryTracker(Tracker):
 
     def _drop_old(self, index: int) -> None:
         """Frames and memories older than the model ever looks back (its first frames, the prompts, are kept)."""
-        session, oldest = self.session, index - self.window
+        session, oldest = self.session, index - self.window + 1  # the next frame looks back to oldest + 1
         for old in [i for i in session.processed_frames if i <= index - 1]:
             del session.processed_frames[old]
         for outputs in session.output_dict_per_obj.values():

@@ -64,7 +64,7 @@ class MovingShapesWorld:
 
     def objects(self, index: int) -> tuple[int, int, random.Random, list[MovingObject]]:
         rng = random.Random(self.seed * 1_000_003 + index)
-        width = round(self.image_size * rng.uniform(1.2, 1.5))
+        width = 2 * round(self.image_size * rng.uniform(0.6, 0.75))  # even, as 4:2:0 video needs
         height = self.image_size
         count = rng.randint(1, self.max_objects)
         lane = height / count

@@ -1,0 +1,349 @@
+"""Video: reading and writing with PyAV, the moving-shapes world, VideoCaptioner with both trackers, `sca video`,
+and its bad inputs. Videos are written by the tests themselves."""
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sca.api import RegionCaptioner
+from sca.cli import main
+from sca.data.sources.moving_shapes import MovingShapesWorld
+from sca.errors import InputError
+from sca.geometry import mask_box
+from sca.masks import decode_rle
+from sca.options import VideoOptions
+from sca.video.captioner import Track, VideoCaptioner
+from sca.video.io import VideoWriter, read_frames, video_info, write_video
+from sca.video.trackers import MemoryTracker, VideoFrame
+
+from builders import tiny_sam2_video
+
+
+def _world(**options) -> MovingShapesWorld:
+    return MovingShapesWorld.split("test", **{"frames": 8, "image_size": 64, **options})
+
+
+@pytest.fixture(scope="module")
+def region_model(tiny_model_dir):
+    return RegionCaptioner.from_pretrained(tiny_model_dir).model
+
+
+@pytest.fixture(scope="module")
+def video_file(tmp_path_factory):
+    frames = _world().video(0)
+    path = write_video(tmp_path_factory.mktemp("video") / "shapes.mp4", [f.image for f in frames], fps=8)
+    return path, frames
+
+
+@pytest.fixture(scope="module")
+def sam2_video_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny-sam2-video")
+    torch.manual_seed(0)
+    tiny_sam2_video().save_pretrained(folder)
+    return folder
+
+
+# ---------------------------------------------------------------------- the world and the files
+
+
+def test_moving_world_is_deterministic_and_objects_keep_their_captions():
+    world = _world(frames=30, speed=(2.0, 4.0))
+    first, again = world.video(3), world.video(3)
+    assert all(np.array_equal(np.asarray(a.image), np.asarray(b.image)) for a, b in zip(first, again))
+    captions = {}
+    for frame in first:
+        for object_id, caption in frame.captions.items():
+            assert captions.setdefault(object_id, caption) == caption
+            assert frame.masks[object_id].shape == (frame.image.height, frame.image.width)
+    movements = []
+    for index in range(10):
+        start, later = world.video(index)[0], world.video(index)[4]
+        movements += [abs(mask_box(later.masks[i])[0] - mask_box(start.masks[i])[0])
+                      for i in start.masks if start.whole[i] and later.whole.get(i)]
+    assert movements and all(m >= 4 for m in movements)  # 2 to 4 pixels a frame, 4 frames
+
+
+def test_some_objects_enter_and_some_leave():
+    world = _world(frames=40, speed=(2.0, 4.0))
+    entering = leaving = 0
+    for index in range(40):
+        frames = world.video(index)
+        present = [set(f.masks) for f in frames]
+        entering += len(present[-1] - present[0])
+        leaving += len(present[0] - present[-1])
+    assert entering > 0 and leaving > 0
+
+
+def test_video_round_trip_keeps_size_count_and_content(tmp_path, video_file):
+    path, frames = video_file
+    info = video_info(path)
+    assert (info.width, info.height, info.frames) == (frames[0].image.width, frames[0].image.height, len(frames))
+    read = list(read_frames(path))
+    assert [i for i, _ in read] == list(range(len(frames)))
+    difference = np.abs(np.asarray(read[3][1], dtype=int) - np.asarray(frames[3].image, dtype=int)).mean()
+    assert difference < 8  # lossy codec, same picture
+
+
+def test_read_frames_streams(video_file):
+    path, _ = video_file
+    frames = read_frames(path)
+    assert next(frames)[0] == 0 and next(frames)[0] == 1
+    assert len(list(read_frames(path, max_frames=3))) == 3
+
+
+def test_odd_sizes_are_padded_to_even(tmp_path):
+    path = write_video(tmp_path / "odd.mp4", [Image.new("RGB", (33, 21), (90, 160, 30))] * 2)
+    assert (video_info(path).width, video_info(path).height) == (34, 22)
+
+
+def test_writer_leaves_nothing_when_it_fails(tmp_path):
+    out = tmp_path / "out.mp4"
+    with pytest.raises(RuntimeError), VideoWriter(out, 5, 33, 21) as writer:
+        writer.write(Image.new("RGB", (33, 21)))
+        raise RuntimeError("stop")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"this is not a video", "cannot read"),
+    (b"", "cannot read"),
+])
+def test_not_a_video_is_one_error(tmp_path, content, message):
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(content)
+    with pytest.raises(InputError, match=message):
+        video_info(path)
+    with pytest.raises(InputError, match=message):
+        list(read_frames(path))
+
+
+def test_missing_video_and_folder(tmp_path):
+    with pytest.raises(InputError, match="not found"):
+        video_info(tmp_path / "nope.mp4")
+    with pytest.raises(InputError, match="folder"):
+        video_info(tmp_path)
+
+
+def test_video_without_frames_is_one_error(tmp_path):
+    import av
+
+    path = tmp_path / "empty.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=5)
+        stream.width, stream.height = 32, 32
+    with pytest.raises(InputError):
+        list(read_frames(path))
+
+
+# ---------------------------------------------------------------------- VideoCaptioner
+
+
+def test_tracks_cover_every_frame_with_masks_boxes_and_keyframe_captions(region_model, video_file):
+    path, truth = video_file
+    boxes = [mask_box(truth[0].masks[i]) for i in sorted(truth[0].masks)]
+    video = VideoCaptioner(region_model, VideoOptions(keyframe_every=3, change_threshold=0.0))
+    seen = [(index, [t.object_id for t in tracks]) for index, _, tracks in video.run(read_frames(path), boxes=boxes)]
+    assert [index for index, _ in seen] == list(range(len(truth)))
+    assert seen[0][1] == list(range(len(boxes)))
+    for track in video.tracks:
+        record = track.to_dict()
+        frames = sorted(int(i) for i in record["frames"])
+        assert frames == list(range(frames[0], frames[-1] + 1)) and frames[0] == 0
+        for value in record["frames"].values():
+            mask = decode_rle(value["mask"])
+            assert mask.shape == (truth[0].image.height, truth[0].image.width) and mask.any()
+            assert value["box"] == mask_box(mask)
+        starts = [k["frame"] for k in record["keyframes"]]
+        assert starts[0] == 0 and all(b - a == 3 for a, b in zip(starts, starts[1:]))
+        ranges = [k["frames"] for k in record["keyframes"]]
+        assert ranges[-1][1] == frames[-1] and all(a[1] + 1 == b[0] for a, b in zip(ranges, ranges[1:]))
+        assert record["caption"] in {k["caption"] for k in record["keyframes"]}
+        json.dumps(record)
+
+
+def test_a_changed_mask_is_a_keyframe(region_model, video_file):
+    path, truth = video_file
+    box = mask_box(truth[0].masks[min(truth[0].masks)])
+    rarely = VideoCaptioner(region_model, VideoOptions(keyframe_every=100, change_threshold=0.0))
+    list(rarely.run(read_frames(path), boxes=[box]))
+    always = VideoCaptioner(region_model, VideoOptions(keyframe_every=100, change_threshold=1.0))
+    list(always.run(read_frames(path), boxes=[box]))
+    assert len(rarely.tracks[0].keyframes) == 1
+    assert len(always.tracks[0].keyframes) > 1
+
+
+def test_prompts_on_a_later_frame(region_model, video_file):
+    path, truth = video_file
+    box = mask_box(truth[4].masks[min(truth[4].masks)])
+    video = VideoCaptioner(region_model)
+    seen = [len(tracks) for _, _, tracks in video.run(read_frames(path), boxes=[box], frame=4)]
+    assert seen[:4] == [0, 0, 0, 0] and seen[4] == 1
+    assert min(video.tracks[0].frames) == 4
+
+
+def test_run_streams_an_endless_video(region_model):
+    def endless():
+        for index in itertools.count():
+            yield index, Image.new("RGB", (48, 32), (200, 200, 200) if index % 2 else (180, 190, 200))
+
+    video = VideoCaptioner(region_model)
+    taken = list(itertools.islice(video.run(endless(), boxes=[[4, 4, 20, 20]]), 5))
+    assert [index for index, _, _ in taken] == [0, 1, 2, 3, 4]
+
+
+def test_anything_mode_finds_objects_and_can_look_again(region_model, video_file):
+    from sca.options import AnythingOptions
+
+    path, _ = video_file
+    loose = AnythingOptions(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0, max_masks=3)
+    video = VideoCaptioner(region_model, VideoOptions(anything_every=4), anything=loose)
+    list(video.run(read_frames(path), anything=True))
+    assert len(video.tracks) >= 1
+    assert all(t.keyframes and t.keyframes[0]["frame"] == min(t.frames) for t in video.tracks)
+
+
+@pytest.mark.parametrize("call, message", [
+    (dict(), "either prompts"),
+    (dict(boxes=[[1, 1, 9, 9]], anything=True), "either prompts"),
+    (dict(boxes=[[1, 1, 9, 9]], frame=-1), "frame index"),
+    (dict(boxes=[[1, 1, 9, 9]], frame=50), "past the video's end"),
+    (dict(boxes=[[1, 1, 900, 9]]), "outside"),
+])
+def test_bad_runs_are_one_error(region_model, video_file, call, message):
+    path, _ = video_file
+    with pytest.raises(InputError, match=message):
+        list(VideoCaptioner(region_model).run(read_frames(path), **call))
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(keyframe_every=0), "keyframe_every"), (dict(keyframe_every=2.5), "keyframe_every"),
+    (dict(anything_every=0), "anything_every"), (dict(change_threshold=1.5), "change_threshold"),
+    (dict(grow=float("nan")), "grow"),
+])
+def test_bad_options(options, message):
+    with pytest.raises(InputError, match=message):
+        VideoOptions(**options).check()
+
+
+def test_track_caption_is_the_most_frequent_keyframe_caption():
+    track = Track(0)
+    for index, caption in enumerate(["a red circle", "a blue circle", "a blue circle", "a red circle", "a blue circle"]):
+        track.record(index, np.ones((4, 4), bool), 1.0)
+        track.add_keyframe(index, caption)
+    assert track.caption == "a blue circle"
+
+
+# ---------------------------------------------------------------------- SAM 2's memory tracker
+
+
+def test_memory_tracker_follows_objects_with_bounded_memory(region_model, sam2_video_dir, video_file):
+    path, truth = video_file
+    tracker = MemoryTracker.from_pretrained(str(sam2_video_dir))
+    masks = {i: truth[0].masks[i] for i in truth[0].masks}
+    for index, picture in read_frames(path):
+        seen = tracker.step(VideoFrame(index, picture, region_model), masks if index == 0 else {})
+        if index == 0:
+            assert set(seen) == set(masks)  # a mask prompt comes back as given, on its frame
+        session = tracker.session
+        assert len(session.processed_frames) == 1
+        for outputs in session.output_dict_per_obj.values():
+            assert len(outputs["non_cond_frame_outputs"]) <= tracker.window
+    assert index == len(truth) - 1
+
+
+def test_memory_tracker_takes_objects_that_start_later(region_model, sam2_video_dir, video_file):
+    path, truth = video_file
+    tracker = MemoryTracker.from_pretrained(str(sam2_video_dir))
+    first, later = sorted(truth[0].masks)[0], sorted(truth[3].masks)[-1]
+    for index, picture in read_frames(path, max_frames=5):
+        new = {0: truth[0].masks[first]} if index == 0 else {1: truth[3].masks[later]} if index == 3 else {}
+        seen = tracker.step(VideoFrame(index, picture, region_model), new)
+        if index == 3:
+            assert 1 in seen
+    assert tracker.session.get_obj_num() == 2
+
+
+def test_tracker_must_be_a_video_model(tmp_path, tiny_model_dir):
+    with pytest.raises(InputError, match="not one with a video tracker"):
+        MemoryTracker.from_pretrained(str(tiny_model_dir))
+    with pytest.raises(InputError, match="no config.json"):
+        MemoryTracker.from_pretrained(str(tmp_path))
+
+
+def test_a_sam2_video_checkpoint_loads_as_a_segmenter(sam2_video_dir):
+    from sca.models.segmenters import Segmenter
+
+    segmenter = Segmenter.from_pretrained(str(sam2_video_dir))
+    assert type(segmenter.model).__name__ == "Sam2Model"
+
+
+# ---------------------------------------------------------------------- sca video
+
+
+def test_sca_video_writes_json_and_the_annotated_video(tiny_model_dir, video_file, tmp_path, capsys):
+    path, truth = video_file
+    boxes = [mask_box(truth[0].masks[i]) for i in sorted(truth[0].masks)]
+    out, data = tmp_path / "annotated.mp4", tmp_path / "tracks.json"
+    prompts = [a for box in boxes for a in ("--box", ",".join(f"{v:g}" for v in box))]
+    assert main(["video", str(path), *prompts, "--model", str(tiny_model_dir), "--out", str(out), "--json", str(data),
+                 "--keyframe-every", "4", "--quiet"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == len(boxes)
+    result = json.loads(data.read_text())
+    assert len(result["objects"]) == len(boxes)
+    assert (result["width"], result["height"]) == (truth[0].image.width, truth[0].image.height)
+    assert video_info(out).frames == len(truth)
+    annotated = np.asarray(next(read_frames(out))[1], dtype=int)
+    original = np.asarray(truth[0].image, dtype=int)
+    assert np.abs(annotated[: original.shape[0], : original.shape[1]] - original).mean() > 2  # something drawn
+
+
+def test_sca_video_with_sam2_tracker_end_to_end(tiny_model_dir, sam2_video_dir, video_file, tmp_path, capsys):
+    path, truth = video_file
+    box = ",".join(f"{v:g}" for v in mask_box(truth[0].masks[min(truth[0].masks)]))
+    data = tmp_path / "tracks.json"
+    assert main(["video", str(path), "--box", box, "--model", str(tiny_model_dir), "--tracker", str(sam2_video_dir),
+                 "--json", str(data), "--quiet"]) == 0
+    objects = json.loads(data.read_text())["objects"]
+    assert len(objects) == 1 and objects[0]["frames"]["0"]["mask"]["size"] == [truth[0].image.height,
+                                                                              truth[0].image.width]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--frame", "99", "--box", "1,1,9,9"], "past the video's end"),
+    (["--box", "1,1,999,9"], "outside"),
+    (["--point", "-3,4"], "outside"),
+    ([], "--box/--point prompts"),
+    (["--anything", "--box", "1,1,9,9"], "--box/--point prompts"),
+    (["--box", "1,1,9,9", "--keyframe-every", "0"], "keyframe_every"),
+    (["--box", "1,1,9,9", "--out", "x.gif"], "must end in"),
+    (["--box", "1,1,9,9", "--json", "x.txt"], "must end in .json"),
+    (["--box", "1,1,9,9", "--tracker", "nowhere/at-all-local"], ""),
+])
+def test_sca_video_bad_input_is_one_line_and_writes_nothing(tiny_model_dir, video_file, tmp_path, capsys,
+                                                             monkeypatch, extra, message):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    path, _ = video_file
+    out = tmp_path / "out.mp4"
+    extra = [a if a != "x.gif" and a != "x.txt" else str(tmp_path / a) for a in extra]
+    try:
+        code = main(["video", str(path), "--model", str(tiny_model_dir), "--quiet", *extra,
+                     *([] if "--out" in extra else ["--out", str(out)])])
+    except SystemExit as exit:  # argparse's own usage errors
+        code = exit.code
+    error = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(error) == 1 and message in error[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sca_video_on_a_file_that_is_not_a_video(tiny_model_dir, tmp_path, capsys):
+    path = tmp_path / "clip.mp4"
+    path.write_text("not a video")
+    assert main(["video", str(path), "--box", "1,1,9,9", "--model", str(tiny_model_dir)]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "cannot read" in error[0]
