@@ -283,6 +283,63 @@ def test_concurrent_requests_share_model_steps(model):
     assert max(steps) >= 2  # at least two requests shared a model step
 
 
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    from sca.data.sources.moving_shapes import MovingShapesWorld
+    from sca.video.io import write_video
+
+    truth = MovingShapesWorld.split("test", frames=6, image_size=96).video(1)
+    path = write_video(tmp_path_factory.mktemp("clip") / "clip.mp4", [f.image for f in truth], fps=6)
+    return path.read_bytes(), truth
+
+
+def test_video_upload_frames_and_tracks(client, clip):
+    from sca.geometry import mask_box
+
+    data, truth = clip
+    info = client.post("/api/videos", content=data, headers={"Content-Type": "video/mp4"}).json()
+    assert (info["width"], info["height"], info["frames"]) == (truth[0].image.width, truth[0].image.height, len(truth))
+    again = client.post("/api/videos", content=data, headers={"Content-Type": "video/mp4"}).json()
+    assert again["video"] == info["video"]
+    frame = client.get(f"/api/videos/{info['video']}/frames/2")
+    assert frame.status_code == 200 and frame.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(frame.content)).size == truth[0].image.size
+    object_id = min(truth[0].masks)
+    response = client.post("/api/video", json={"video": info["video"], "regions": [
+        {"box": mask_box(truth[0].masks[object_id])}], "keyframe_every": 2})
+    assert response.status_code == 200, response.text
+    (track,) = response.json()["objects"]
+    assert sorted(int(i) for i in track["frames"]) == list(range(len(truth)))
+    assert [k["frame"] for k in track["keyframes"]][:2] == [0, 2]
+    mask = decode_mask(track["frames"]["0"]["mask"], *truth[0].masks[object_id].shape)
+    overlap = (mask & truth[0].masks[object_id]).sum() / (mask | truth[0].masks[object_id]).sum()
+    assert overlap > 0.7
+
+
+def test_video_mistakes_are_4xx(model, clip):
+    data, truth = clip
+    with TestClient(create_app(model, limits=Limits(max_video_frames=3))) as small:
+        refused = small.post("/api/videos", content=data, headers={"Content-Type": "video/mp4"})
+        assert refused.status_code == 413 and "max_video_frames" in refused.json()["error"]
+    with TestClient(create_app(model)) as client:
+        for body, status in [(b"not a video", 400), (b"", 400)]:
+            answer = client.post("/api/videos", content=body, headers={"Content-Type": "video/mp4"})
+            assert answer.status_code == status, answer.text
+        assert client.post("/api/videos", content=data, headers={"Content-Type": "text/plain"}).status_code == 415
+        video = client.post("/api/videos", content=data, headers={"Content-Type": "video/mp4"}).json()["video"]
+        assert client.get(f"/api/videos/{video}/frames/{len(truth)}").status_code == 404
+        assert client.get("/api/videos/nope/frames/0").status_code == 404
+        for body, status, words in [
+            ({"video": video, "frame": len(truth), "regions": [{"box": [1, 1, 9, 9]}]}, 400, "past the video's end"),
+            ({"video": video, "regions": [{"box": [1, 1, 9000, 9]}]}, 400, "outside"),
+            ({"video": video, "regions": [{"box": [1, 1, 9, 9]}, {"points": [[3, 3]]}]}, 400, "same kind"),
+            ({"video": "nope", "regions": [{"box": [1, 1, 9, 9]}]}, 404, "no video"),
+            ({"video": video, "regions": []}, 422, "regions"),
+        ]:
+            answer = client.post("/api/video", json=body)
+            assert answer.status_code == status and words in answer.json()["error"], answer.text
+
+
 def test_the_openapi_schema_fuzzed_gives_no_5xx(model):
     import schemathesis
     from hypothesis import HealthCheck, settings
@@ -330,8 +387,10 @@ class _running:
 
 
 @pytest.mark.skipif(os.environ.get("SCA_SKIP_BROWSER") == "1", reason="SCA_SKIP_BROWSER=1")
-def test_the_page_in_a_real_browser(model, tmp_path):
+def test_the_page_in_a_real_browser(model, tmp_path, clip):
     from playwright.sync_api import sync_playwright
+
+    from sca.geometry import mask_box
 
     assert shutil.which(CHROMIUM) or os.path.exists(CHROMIUM), f"{CHROMIUM} missing: `make test` installs chromium"
     record = sample_record()
@@ -365,6 +424,27 @@ def test_the_page_in_a_real_browser(model, tmp_path):
             page.fill("#points-per-side", "8")
             page.click("#run-anything")
             page.wait_for_function("document.querySelectorAll('#captions li.caption').length >= 3")
+
+            page.click("#tab-video")
+            data, truth = clip
+            page.set_input_files("#video-upload", files=[{"name": "clip.mp4", "mimeType": "video/mp4", "buffer": data}])
+            width = truth[0].image.width
+            page.wait_for_function(f"document.getElementById('canvas').dataset.imageWidth === '{width}'")
+            canvas = page.locator("#canvas").bounding_box()
+            scale = canvas["width"] / width
+            object_id = min(truth[0].masks)
+            x1, y1, x2, y2 = mask_box(truth[0].masks[object_id])
+            page.mouse.move(canvas["x"] + x1 * scale, canvas["y"] + y1 * scale)
+            page.mouse.down()
+            page.mouse.move(canvas["x"] + x2 * scale, canvas["y"] + y2 * scale, steps=5)
+            page.mouse.up()
+            page.click("#run-video")
+            page.wait_for_selector("#captions li.track")
+            assert "frames 0–5" in page.locator("#captions li.track").first.inner_text()
+            page.eval_on_selector("#frame", "slider => { slider.value = 5; slider.dispatchEvent(new Event('input')); }")
+            page.wait_for_function("document.getElementById('canvas').dataset.frame === '5'")
+            page.click("#tab-prompt")
+            page.wait_for_function("document.getElementById('canvas').dataset.imageWidth === '256'")
 
             page.set_input_files("#upload", files=[{"name": "notes.txt", "mimeType": "text/plain",
                                                     "buffer": b"not an image"}])

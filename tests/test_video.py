@@ -347,3 +347,18 @@ def test_sca_video_on_a_file_that_is_not_a_video(tiny_model_dir, tmp_path, capsy
     assert main(["video", str(path), "--box", "1,1,9,9", "--model", str(tiny_model_dir)]) == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "cannot read" in error[0]
+
+
+def test_sca_bench_video_writes_its_table(tiny_model_dir, tmp_path, capsys):
+    assert main(["bench", "video", "--model", str(tiny_model_dir), "--videos", "2", "--frames", "4", "--image-size", "64",
+                 "--memory-frames", "8", "--out", str(tmp_path)]) == 0
+    table = (tmp_path / "video.md").read_text()
+    assert "track mIoU" in table and "peak memory, 4 → 8 frames" in table
+    report = json.loads((tmp_path / "video.json").read_text())
+    assert 0 <= report["track_mIoU"] <= 1 and report["frames"] == 8
+
+
+@pytest.mark.parametrize("extra, message", [(["--speed", "3,1"], "--speed"), (["--videos", "0"], "--videos")])
+def test_sca_bench_video_bad_options(tiny_model_dir, capsys, extra, message):
+    assert main(["bench", "video", "--model", str(tiny_model_dir), *extra]) == 2
+    assert message in capsys.readouterr().err

@@ -273,9 +273,10 @@ def cmd_serve(args) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     limits = Limits(max_upload_bytes=int(args.max_upload_mb * 1e6), max_pixels=int(args.max_megapixels * 1e6),
                     max_aspect_ratio=args.max_aspect_ratio, max_regions=args.max_regions,
-                    max_points_per_side=args.max_points_per_side, queue_size=args.queue_size,
-                    request_timeout=args.timeout)
-    for name in ("max_upload_bytes", "max_pixels", "max_regions", "max_points_per_side", "queue_size"):
+                    max_points_per_side=args.max_points_per_side, max_video_frames=args.max_video_frames,
+                    queue_size=args.queue_size, request_timeout=args.timeout)
+    for name in ("max_upload_bytes", "max_pixels", "max_regions", "max_points_per_side", "max_video_frames",
+                 "queue_size"):
         require_whole(getattr(limits, name), f"--{name.replace('_', '-')}")
     if not (limits.request_timeout > 0 and limits.max_aspect_ratio >= 1):
         raise InputError("--timeout must be positive and --max-aspect-ratio at least 1")
@@ -623,6 +624,7 @@ def build_parser() -> argparse.ArgumentParser:
         server.add_argument("--max-aspect-ratio", type=float, default=20, help="widest (or tallest) image shape")
         server.add_argument("--max-regions", type=int, default=64, help="regions per caption request")
         server.add_argument("--max-points-per-side", type=int, default=64, help="anything mode's densest grid")
+        server.add_argument("--max-video-frames", type=int, default=300, help="the longest video, in frames")
         server.add_argument("--queue-size", type=int, default=32, help="requests waiting for the model (then 503)")
         server.add_argument("--timeout", type=float, default=120, help="seconds a request may take")
         server.set_defaults(open=name == "demo")

@@ -51,6 +51,31 @@ class AnythingRequest(Request):
     max_masks: Annotated[int, Field(ge=1)] | None = None
 
 
+class VideoRequest(Request):
+    """Objects to follow through an uploaded video: each region (a box, or points) is one object on `frame`."""
+
+    video: str = Field(description="a video id from POST /api/videos")
+    frame: Annotated[int, Field(ge=0)] = Field(0, description="the frame the regions are drawn on")
+    regions: Annotated[list[RegionPrompt], Field(min_length=1)]
+    keyframe_every: Annotated[int, Field(ge=1)] = 8
+
+
+class VideoInfo(BaseModel):
+    video: str = Field(description="the video's id (a hash of its bytes)")
+    width: int
+    height: int
+    frames: int
+    fps: float
+
+
+class VideoTracks(BaseModel):
+    request_id: str
+    video: str
+    objects: list[dict] = Field(description="per object: its caption, keyframe captions with their frame ranges, and "
+                                "per frame index its box, score and COCO RLE mask")
+    seconds: float
+
+
 class ImageInfo(BaseModel):
     image: str = Field(description="the image's id (a hash of its bytes)")
     width: int

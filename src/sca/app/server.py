@@ -9,9 +9,12 @@ Endpoints (OpenAPI schema at `/openapi.json`, interactive docs at `/docs`):
     POST /api/samples/{name}     use a bundled image → its id
     POST /api/caption            {"image", "regions": [{"box"} | {"points", "point_labels"} | {"mask"}]} → regions
     POST /api/anything           {"image", "points_per_side", ...} → every region found
+    POST /api/videos             upload a short video (its bytes as the body) → its id, size and frame count
+    GET  /api/videos/{id}/frames/{n}  frame n as a PNG
+    POST /api/video              {"video", "frame", "regions": [{"box"} | {"points"}]} → each object's track
 
 Bounded by design (each limit a `sca serve` option): upload bytes (counted while streaming, whatever the headers
-say), pixels, aspect ratio, regions per request, points per side, queue length, request time. Safe by default:
+say), pixels, aspect ratio, regions per request, points per side, frames per video, queue length, request time. Safe by default:
 binds 127.0.0.1; an API key, when set, is required on /api/*; cross-origin requests that change state are refused
 unless their origin is allowed; client mistakes are 4xx with a message, server faults 500 with a request id (the
 traceback goes to the log, never to the client).
@@ -34,7 +37,7 @@ from pathlib import Path
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from PIL import Image, UnidentifiedImageError
 
 from ..anything import AnythingGenerator, full_size_mask
@@ -42,10 +45,12 @@ from ..api import RegionCaption
 from ..assets import SAMPLE_IMAGE
 from ..errors import InputError, one_line
 from ..masks import decode_rle, encode_rle
-from ..models.prompts import Prompts
+from ..models.prompts import Prompts, check_box
 from ..models.region_model import RegionModel
-from ..options import AnythingOptions
-from .schemas import AnythingRequest, CaptionRequest, Error, ImageInfo, ModelInfo, Regions
+from ..options import AnythingOptions, VideoOptions
+from ..video import io as video_io
+from ..video.captioner import VideoCaptioner
+from .schemas import AnythingRequest, CaptionRequest, Error, ImageInfo, ModelInfo, Regions, VideoInfo, VideoRequest, VideoTracks
 from .worker import Job, LruBytes, ModelWorker, QueueFull
 
 log = logging.getLogger("sca.serve")
@@ -63,6 +68,7 @@ class Limits:
     max_aspect_ratio: float = 20.0
     max_regions: int = 64
     max_points_per_side: int = 64
+    max_video_frames: int = 300
     queue_size: int = 32
     request_timeout: float = 120.0
     cache_bytes: int = 512 * 2**20
@@ -89,6 +95,7 @@ def create_app(model: RegionModel, kind: str = "sca", limits: Limits | None = No
     limits, security = limits or Limits(), security or Security()
     worker = ModelWorker(model, queue_size=limits.queue_size, cache_bytes=limits.cache_bytes)
     images = LruBytes(limits.cache_bytes, lambda picture: picture.width * picture.height * 3)
+    videos = LruBytes(limits.cache_bytes, lambda entry: len(entry[0]))  # (bytes, VideoInfo)
     app = FastAPI(title="SCA — Segment and Caption Anything", version="1", description=__doc__.split("\n\n")[0],
                   responses={400: {"model": Error}, 413: {"model": Error}, 503: {"model": Error}})
     app.state.worker, app.state.limits = worker, limits
@@ -206,6 +213,49 @@ def create_app(model: RegionModel, kind: str = "sca", limits: Limits | None = No
         return Regions(request_id=request.state.id, image=body.image, seconds=round(time.perf_counter() - started, 4),
                        regions=[region.to_dict() for region in found])
 
+    @app.post("/api/videos", response_model=VideoInfo,
+              openapi_extra={"requestBody": {"required": True, "content": {
+                  "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                  "video/*": {"schema": {"type": "string", "format": "binary"}}}}})
+    async def upload_video(request: Request):
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != "application/octet-stream" and not content_type.startswith("video/"):
+            raise ClientError(415, "send the video's bytes as the body, with Content-Type video/... or "
+                                   "application/octet-stream")
+        data = await _read_body(request, limits)
+        return await asyncio.to_thread(_register_video, data, videos, limits)
+
+    @app.get("/api/videos/{video}/frames/{index}", response_class=Response,
+             responses={200: {"content": {"image/png": {}}}})
+    async def video_frame(video: str, index: int):
+        data, info = _video(videos, video)
+        if not 0 <= index < info.frames:
+            raise ClientError(404, f"the video has frames 0 to {info.frames - 1}, not {index}")
+        return Response(await asyncio.to_thread(_frame_png, data, index), media_type="image/png")
+
+    @app.post("/api/video", response_model=VideoTracks)
+    async def track(body: VideoRequest, request: Request):
+        data, info = _video(videos, body.video)
+        if len(body.regions) > limits.max_regions:
+            raise ClientError(413, f"{len(body.regions)} objects in one request; the server takes up to "
+                                   f"{limits.max_regions} (max_regions)")
+        if body.frame >= info.frames:
+            raise ClientError(400, f"frame {body.frame} is past the video's end: it has frames 0 to {info.frames - 1}")
+        if any(region.mask is not None for region in body.regions) or len({r.kinds() for r in body.regions}) > 1:
+            raise ClientError(400, "give every object the same kind of prompt: a box, or the same number of points")
+        first = body.regions[0]
+        boxes = [r.box for r in body.regions] if first.box is not None else None
+        points = [r.points for r in body.regions] if first.points is not None else None
+        labels = [r.point_labels or [1] * len(r.points) for r in body.regions] if points is not None else None
+        for box in boxes or []:
+            check_box(box, info.width, info.height)
+        options = VideoOptions(keyframe_every=body.keyframe_every).check()
+        started = time.perf_counter()
+        (objects,) = await _await_jobs(request, worker, [Job(_run_video, (data, boxes, points, labels, body.frame,
+                                                                          options))], limits)
+        return VideoTracks(request_id=request.state.id, video=body.video, objects=objects,
+                           seconds=round(time.perf_counter() - started, 4))
+
     return app
 
 
@@ -277,6 +327,42 @@ def _register(data: bytes, images: LruBytes, limits: Limits) -> ImageInfo:
         raise ClientError(400, f"this file is not an image the server can read ({type(error).__name__})") from None
     images.put(key, picture)
     return ImageInfo(image=key, width=width, height=height)
+
+
+def _register_video(data: bytes, videos: LruBytes, limits: Limits) -> VideoInfo:
+    """Probe an uploaded video within the limits (without decoding it) and keep it under its content hash."""
+    if not data:
+        raise ClientError(400, "the upload is empty: send a video file's bytes")
+    key = hashlib.sha256(data).hexdigest()[:24]
+    cached = videos.get(key)
+    if cached is None:
+        info = video_io.video_info(data, count_frames=True)
+        _check_size(info.width, info.height, limits)
+        if not info.frames:
+            raise ClientError(400, "the upload holds no frames")
+        if info.frames > limits.max_video_frames:
+            raise ClientError(413, f"the video has {info.frames} frames; the server takes up to "
+                                   f"{limits.max_video_frames} (max_video_frames): cut it shorter")
+        cached = (data, info)
+        videos.put(key, cached)
+    info = cached[1]
+    return VideoInfo(video=key, width=info.width, height=info.height, frames=info.frames, fps=info.fps)
+
+
+def _video(videos: LruBytes, key: str) -> tuple[bytes, video_io.VideoInfo]:
+    entry = videos.get(key)
+    if entry is None:
+        raise ClientError(404, f"no video {key!r} on the server (it keeps the latest ones): upload it again")
+    return entry
+
+
+def _frame_png(data: bytes, index: int) -> bytes:
+    for at, picture in video_io.read_frames(data, max_frames=index + 1):
+        if at == index:
+            buffer = io.BytesIO()
+            picture.save(buffer, format="PNG")
+            return buffer.getvalue()
+    raise ClientError(404, f"frame {index} could not be decoded")
 
 
 def _check_size(width: int, height: int, limits: Limits) -> None:
@@ -365,6 +451,19 @@ def _run_anything(worker: ModelWorker, jobs: list[Job]) -> list:
                           {"points": [region.point], "point_labels": [1]}, [region.caption])
             for region in found
         ])
+    return results
+
+
+def _run_video(worker: ModelWorker, jobs: list[Job]) -> list:
+    """Follow and caption the objects of each job's video; a job whose client went away stops at the next frame."""
+    results = []
+    for job in jobs:
+        data, boxes, points, labels, frame, options = job.payload
+        video = VideoCaptioner(worker.model, options)
+        for _ in video.run(video_io.read_frames(data), boxes=boxes, points=points, point_labels=labels, frame=frame):
+            if job.cancelled.is_set():
+                break
+        results.append(None if job.cancelled.is_set() else [track.to_dict() for track in video.tracks])
     return results
 
 

@@ -3,6 +3,7 @@ does not grow with the video's length; a written video appears whole or not at a
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -25,39 +26,62 @@ class VideoInfo:
     frames: int | None  # what the container says (None when it does not)
 
 
-def _open(path: Path):
+Source = str | Path | bytes
+"""A video: its path, or its bytes (an upload)."""
+
+
+def _name(source: Source) -> str:
+    return "the upload" if isinstance(source, bytes | bytearray) else str(source)
+
+
+def _open(source: Source):
     import av
 
-    if not path.is_file():
-        raise InputError(f"{path} is a folder, not a video" if path.is_dir() else f"video not found: {path}")
+    if isinstance(source, bytes | bytearray):
+        target = io.BytesIO(source)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise InputError(f"{path} is a folder, not a video" if path.is_dir() else f"video not found: {path}")
+        target = str(path)
     try:
-        container = av.open(str(path))
+        container = av.open(target)
     except (av.error.FFmpegError, ValueError, OSError) as error:
-        raise InputError(f"cannot read {path} as a video ({type(error).__name__})") from None
+        raise InputError(f"cannot read {_name(source)} as a video ({type(error).__name__})") from None
     if not container.streams.video:
         container.close()
-        raise InputError(f"{path} holds no video stream")
+        raise InputError(f"{_name(source)} holds no video stream")
     return container
 
 
-def video_info(path: str | Path) -> VideoInfo:
-    container = _open(Path(path))
+def video_info(source: Source, count_frames: bool = False) -> VideoInfo:
+    """Size, frame rate and frame count (from the container; `count_frames` counts the packets where it is silent
+    or not to be trusted, as for uploads, without decoding)."""
+    import av
+
+    container = _open(source)
     try:
         stream = container.streams.video[0]
         rate = stream.average_rate or stream.guessed_rate or Fraction(25)
         width, height = stream.codec_context.width, stream.codec_context.height
         if not width or not height:
-            raise InputError(f"{path}: the video stream has no frame size")
-        return VideoInfo(width, height, float(rate), stream.frames or None)
+            raise InputError(f"{_name(source)}: the video stream has no frame size")
+        frames = stream.frames or None
+        if count_frames:
+            try:
+                frames = sum(1 for packet in container.demux(stream) if packet.size)
+            except av.error.FFmpegError as error:
+                raise InputError(f"cannot read {_name(source)} as a video ({type(error).__name__})") from None
+        return VideoInfo(width, height, float(rate), frames)
     finally:
         container.close()
 
 
-def read_frames(path: str | Path, max_frames: int | None = None) -> Iterator[tuple[int, Image.Image]]:
+def read_frames(source: Source, max_frames: int | None = None) -> Iterator[tuple[int, Image.Image]]:
     """`(index, RGB frame)` one at a time; a frame the codec cannot decode stops with `InputError`."""
     import av
 
-    container = _open(Path(path))
+    container = _open(source)
     try:
         stream = container.streams.video[0]
         index = 0
@@ -68,9 +92,9 @@ def read_frames(path: str | Path, max_frames: int | None = None) -> Iterator[tup
                 yield index, frame.to_image().convert("RGB")
                 index += 1
         except av.error.FFmpegError as error:
-            raise InputError(f"cannot decode frame {index} of {path} ({type(error).__name__})") from None
+            raise InputError(f"cannot decode frame {index} of {_name(source)} ({type(error).__name__})") from None
         if index == 0:
-            raise InputError(f"{path} holds no frames")
+            raise InputError(f"{_name(source)} holds no frames")
     finally:
         container.close()
 
