@@ -362,3 +362,33 @@ def test_sca_bench_video_writes_its_table(tiny_model_dir, tmp_path, capsys):
 def test_sca_bench_video_bad_options(tiny_model_dir, capsys, extra, message):
     assert main(["bench", "video", "--model", str(tiny_model_dir), *extra]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_chat_vlm_gives_the_track_one_caption_from_several_views(video_file):
+    from sca.models.captioners import ChatCaptioner
+    from sca.models.sam_captioner import SamCaptioner
+
+    from builders import build_tiny_llava, tiny_sam
+
+    path, truth = video_file
+    torch.manual_seed(0)
+    vlm, processor = build_tiny_llava()
+    model = SamCaptioner(tiny_sam(), ChatCaptioner(vlm, processor, max_new_tokens=3))
+    asked = []
+    original = model.captioner.describe_views
+    model.captioner.describe_views = lambda views: asked.append(len(views)) or original(views)
+    video = VideoCaptioner(model, VideoOptions(keyframe_every=1, track_views=3))
+    box = mask_box(truth[0].masks[min(truth[0].masks)])
+    list(video.run(read_frames(path, max_frames=7), boxes=[box]))
+    (track,) = video.tracks
+    assert asked == [3] and track.to_dict()["caption_from"] == "views"
+    assert isinstance(track.caption, str) and not track.views  # the views are let go once summarised
+
+
+def test_views_stay_bounded_and_spread():
+    track = Track(0)
+    for index in range(50):
+        track.record(index, np.pad(np.ones((4, 4), bool), 4), 1.0)
+        track.add_keyframe(index, "x", Image.new("RGB", (12, 12)), max_views=4)
+    assert len(track.views) < 8
+    assert len(track.chosen_views(4)) == 4

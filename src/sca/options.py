@@ -98,16 +98,18 @@ class VideoOptions:
     with its mask at its last keyframe falls below this. anything_every: anything mode looks for new objects every
     this many frames (None: on the first frame only). new_object_overlap: a mask anything mode finds is a new object
     when its IoU with every followed object's mask is below this. grow: the re-prompting tracker's margin, a share of
-    the box's sides."""
+    the box's sides. track_views: for a captioner that takes several images (a chat VLM), how many keyframe views of
+    an object it is shown at the end for the track's one caption."""
 
     keyframe_every: int = 8
     change_threshold: float = 0.5
     anything_every: int | None = None
     new_object_overlap: float = 0.3
     grow: float = 0.25
+    track_views: int = 4
 
     def check(self) -> VideoOptions:
-        for name in ("keyframe_every", "anything_every"):
+        for name in ("keyframe_every", "anything_every", "track_views"):
             value = getattr(self, name)
             if value is None and name == "anything_every":
                 continue

@@ -34,6 +34,12 @@ FOCAL_PROMPTS = {
                 "that region. Describe the object or area in the outlined region in detail: what it is, its colour, "
                 "shape and texture, and what it is doing.",
 }
+TRACK_PROMPTS = {
+    "brief": "These images are close-ups of one object, outlined in red, at moments of a video. In a short phrase, "
+             "what is the object?",
+    "detailed": "These images are close-ups of one object, outlined in red, at moments of a video. Describe the object "
+                "in detail: what it is, its colour, shape and texture, and what it does over the video.",
+}
 OUTLINE = (255, 0, 0)
 CONTEXT = 0.5
 """The focal crop: the region's box grown by this share of its side on each side (context around the region)."""
@@ -60,6 +66,11 @@ class Captioner(ABC):
     @abstractmethod
     def describe(self, picture: Image.Image, masks: Sequence[np.ndarray]) -> list[str]:
         """One caption for each `(H, W)` boolean mask of the picture."""
+
+    def describe_views(self, views: Sequence[tuple[Image.Image, np.ndarray]]) -> str | None:
+        """One caption for one object seen in several pictures (its views through a video), each `(picture, mask)`;
+        None where the captioner looks at one picture at a time."""
+        return None
 
     def settings(self) -> dict:
         return {"captioner": self.family, "kind": type(self).__name__, "prompt": self.prompt,
@@ -170,6 +181,15 @@ class ChatCaptioner(Captioner):
 
     def text(self) -> str:
         return self.prompt or FOCAL_PROMPTS[self.detail]
+
+    @torch.no_grad()
+    def describe_views(self, views: Sequence[tuple[Image.Image, np.ndarray]]) -> str | None:
+        """One focal prompt with the object's outlined close-up in each view."""
+        crops = [focal_prompt(picture, mask)[1] for picture, mask in views]
+        content = [{"type": "image"} for _ in crops] + [{"type": "text", "text": TRACK_PROMPTS[self.detail]}]
+        text = self.processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
+        inputs = self.processor(text=[text], images=[crops], return_tensors="pt")
+        return self.processor.batch_decode(self._run(dict(inputs)), skip_special_tokens=True)[0].strip()
 
     @torch.no_grad()
     def _ask(self, images: list[tuple[Image.Image, Image.Image]]) -> list[str]:

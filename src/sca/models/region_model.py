@@ -14,6 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -118,6 +119,12 @@ class RegionModel(ABC):
         look at pixels describe the mask itself."""
         return [[texts[0] if texts else "" for texts in image] for image in
                 self.caption(encoded, prompts, tasks).candidates]
+
+    def describe_views(self, views: Sequence[tuple[Image.Image, np.ndarray]]) -> str | None:
+        """One caption for one object seen in several pictures (`(picture, (H, W) mask)` each: its keyframes in a
+        video), by families whose captioner takes several images at once (chat VLMs); None for the others, whose
+        video tracks take their most frequent keyframe caption."""
+        return None
 
     def settings(self) -> dict:
         """What decides the output (a resumed dataset run must use the same)."""

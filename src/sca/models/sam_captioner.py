@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 from transformers import PreTrainedModel
 
 from ..errors import InputError
@@ -84,6 +85,9 @@ class SamCaptioner(RegionModel):
     def _full_masks(self, low_res: torch.Tensor, encoded: EncodedImages, index: int) -> np.ndarray:
         """`(M, h, w)` low-res logits of one region → `(M, H, W)` boolean masks at the image's size."""
         return self.frame.masks_to_original(low_res[None], encoded.framed[index])[0].cpu().numpy()
+
+    def describe_views(self, views: Sequence[tuple[Image.Image, np.ndarray]]) -> str | None:
+        return self.captioner.describe_views(views)
 
     def settings(self) -> dict:
         return {"model": "SamCaptioner", "segmenter": self.segmenter.model.config.model_type,

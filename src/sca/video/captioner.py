@@ -4,7 +4,8 @@
 (`trackers.py`: it follows them). Objects start from prompts on a chosen frame, or from anything mode on the first
 frame (and every K frames, for objects that enter later). Each object is captioned on keyframes: its first frame,
 every `keyframe_every` frames, and whenever its mask has changed (IoU with its mask at its last keyframe below
-`change_threshold`). Its track's caption is the one most of its keyframes got.
+`change_threshold`). Its track's caption is the one most of its keyframes got; with a captioner that takes several
+images at once (a chat VLM), it is that captioner's one answer for a few of the object's keyframe views.
 """
 
 from __future__ import annotations
@@ -38,10 +39,15 @@ class Track:
     last_mask: np.ndarray | None = field(default=None, repr=False)
     keyframe_mask: np.ndarray | None = field(default=None, repr=False)
     ended: bool = False
+    views: list[tuple[Image.Image, np.ndarray]] = field(default_factory=list, repr=False)
+    summary: str | None = None
 
     @property
     def caption(self) -> str:
-        """The caption most keyframes gave (of equally frequent ones, the first given)."""
+        """The captioner's summary of its views if it gave one, else the caption most keyframes gave (of equally
+        frequent ones, the first given)."""
+        if self.summary is not None:
+            return self.summary
         counts = Counter(keyframe["caption"] for keyframe in self.keyframes)
         return max(counts, key=counts.get) if counts else ""
 
@@ -53,18 +59,30 @@ class Track:
         self.frames[index] = {"box": mask_box(mask), "score": round(float(score), 6), "mask": encode_rle(mask)}
         self.last_mask = mask
 
-    def add_keyframe(self, index: int, caption: str) -> None:
+    def add_keyframe(self, index: int, caption: str, picture: Image.Image | None = None, max_views: int = 0) -> None:
         if self.keyframes:
             self.keyframes[-1]["frames"][1] = max(i for i in self.frames if i < index)
         self.keyframes.append({"frame": index, "caption": caption, "frames": [index, index]})
         self.keyframe_mask = self.last_mask
+        if picture is not None and max_views:
+            self.views.append(_view(picture, self.last_mask))
+            if len(self.views) >= 2 * max_views:  # bounded: keep every other view, spread over the whole track
+                self.views = self.views[::2]
 
     def close(self) -> None:
         if self.keyframes:
             self.keyframes[-1]["frames"][1] = max(self.frames)
 
+    def chosen_views(self, count: int) -> list[tuple[Image.Image, np.ndarray]]:
+        """`count` of its views, spread evenly from its first keyframe to its last."""
+        if len(self.views) <= count:
+            return list(self.views)
+        picks = np.linspace(0, len(self.views) - 1, count).round().astype(int)
+        return [self.views[i] for i in picks]
+
     def to_dict(self) -> dict:
-        return {"object_id": self.object_id, "caption": self.caption, "keyframes": self.keyframes,
+        return {"object_id": self.object_id, "caption": self.caption,
+                "caption_from": "views" if self.summary is not None else "keyframes", "keyframes": self.keyframes,
                 "first_frame": min(self.frames, default=None), "last_frame": max(self.frames, default=None),
                 "frames": {str(index): record for index, record in sorted(self.frames.items())}}
 
@@ -135,13 +153,16 @@ class VideoCaptioner:
                     tracker.forget(track.object_id)
             for object_id, (track, _, caption) in by_id.items():
                 if caption is not None and object_id in seen:
-                    track.add_keyframe(index, caption)
+                    track.add_keyframe(index, caption, *self._view_args(picture))
             self._caption_keyframes(current, [t for t in self.tracks if index in t.frames])
             yield index, picture, [t for t in self.tracks if index in t.frames]
         if start is None:
             raise InputError(f"the prompt frame {frame} is past the video's end")
         for track in self.tracks:
             track.close()
+            if track.views:
+                track.summary = self.model.describe_views(track.chosen_views(self.options.track_views))
+            track.views = []
 
     @torch.no_grad()
     def _prompted(self, frame: VideoFrame, boxes, points, point_labels) -> list[tuple[np.ndarray, str]]:
@@ -188,4 +209,25 @@ class VideoCaptioner:
         prompts, _ = Prompts.from_pixels(framed, self.model.frame, boxes=[mask_box(t.last_mask) for t in due])
         masks = self.model.frame.mask_prompts(np.stack([t.last_mask for t in due]), framed)[None]
         for track, caption in zip(due, self.model.describe(encoded, prompts, masks.to(self.model.device))[0]):
-            track.add_keyframe(frame.index, caption)
+            track.add_keyframe(frame.index, caption, *self._view_args(frame.picture))
+
+    def _view_args(self, picture: Image.Image) -> tuple:
+        """What `Track.add_keyframe` keeps of a keyframe for the track's summary: nothing for a model that gives none."""
+        return (picture, self.options.track_views) if self._summarises else ()
+
+    @property
+    def _summarises(self) -> bool:
+        return type(self.model).describe_views is not RegionModel.describe_views
+
+
+VIEW_CONTEXT = 0.5
+"""A kept view is the object's box grown by this share of its sides on each side (for the outline and some context)."""
+
+
+def _view(picture: Image.Image, mask: np.ndarray) -> tuple[Image.Image, np.ndarray]:
+    """The object's surroundings cut from the frame, with its mask cut the same way (memory: a crop, not a frame)."""
+    x1, y1, x2, y2 = mask_box(mask)
+    grow_x, grow_y = (x2 - x1) * VIEW_CONTEXT, (y2 - y1) * VIEW_CONTEXT
+    left, top = int(max(0, x1 - grow_x)), int(max(0, y1 - grow_y))
+    right, bottom = int(min(picture.width, x2 + grow_x + 1)), int(min(picture.height, y2 + grow_y + 1))
+    return picture.crop((left, top, right, bottom)), mask[top:bottom, left:right].copy()
