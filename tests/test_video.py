@@ -392,3 +392,8 @@ def test_views_stay_bounded_and_spread():
         track.add_keyframe(index, "x", Image.new("RGB", (12, 12)), max_views=4)
     assert len(track.views) < 8
     assert len(track.chosen_views(4)) == 4
+
+
+def test_from_pretrained_takes_the_region_captioner_arguments(tiny_model_dir):
+    video = VideoCaptioner.from_pretrained(tiny_model_dir, options=VideoOptions(keyframe_every=2), max_new_tokens=3)
+    assert video.options.keyframe_every == 2 and video.model.settings()["model"]

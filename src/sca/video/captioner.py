@@ -90,7 +90,7 @@ class Track:
 class VideoCaptioner:
     """Segment, track and caption objects through a video with any region model.
 
-    >>> video = VideoCaptioner(RegionCaptioner.from_pretrained().model)
+    >>> video = VideoCaptioner.from_pretrained()          # the shipped model; any kind and path as RegionCaptioner
     >>> for index, picture, tracks in video.run(read_frames("clip.mp4"), boxes=[[10, 20, 90, 80]]):
     ...     pass
     >>> [track.caption for track in video.tracks]
@@ -106,6 +106,14 @@ class VideoCaptioner:
         self.tracker_spec = tracker
         self.anything_options = (anything or AnythingOptions()).check()
         self.tracks: list[Track] = []
+
+    @classmethod
+    def from_pretrained(cls, path=None, *, options: VideoOptions | None = None, tracker: str | Tracker = REPROMPT,
+                        anything: AnythingOptions | None = None, **model_options) -> VideoCaptioner:
+        """A region model of any kind from its folder or hub id (`RegionCaptioner.from_pretrained`'s arguments)."""
+        from ..api import RegionCaptioner
+
+        return cls(RegionCaptioner.from_pretrained(path, **model_options).model, options, tracker, anything)
 
     def run(self, frames: Iterable[tuple[int, Image.Image]], boxes: Sequence | None = None,
             points: Sequence | None = None, point_labels: Sequence | None = None, frame: int = 0,
