@@ -229,12 +229,21 @@ def test_bad_options(options, message):
         VideoOptions(**options).check()
 
 
-def test_track_caption_is_the_most_frequent_keyframe_caption():
+def test_track_caption_is_the_most_frequent_keyframe_caption_in_view():
+    inside, at_edge = np.pad(np.ones((2, 2), bool), 1), np.pad(np.ones((2, 2), bool), ((0, 2), (1, 1)))
     track = Track(0)
     for index, caption in enumerate(["a red circle", "a blue circle", "a blue circle", "a red circle", "a blue circle"]):
-        track.record(index, np.ones((4, 4), bool), 1.0)
+        track.record(index, inside, 1.0)
         track.add_keyframe(index, caption)
     assert track.caption == "a blue circle"
+    for index in range(5, 10):
+        track.record(index, at_edge, 1.0)
+        track.add_keyframe(index, "a small red circle")  # cut by the frame's edge: not counted
+    assert track.caption == "a blue circle" and track.keyframes[-1]["in_view"] is False
+    cut = Track(1)
+    cut.record(0, at_edge, 1.0)
+    cut.add_keyframe(0, "a small red circle")
+    assert cut.caption == "a small red circle"  # with no keyframe in view, all count
 
 
 # ---------------------------------------------------------------------- SAM 2's memory tracker

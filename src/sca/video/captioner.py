@@ -45,10 +45,12 @@ class Track:
     @property
     def caption(self) -> str:
         """The captioner's summary of its views if it gave one, else the caption most keyframes gave (of equally
-        frequent ones, the first given)."""
+        frequent ones, the first given), counting only the keyframes where the object is wholly in view when there
+        are any: a shape cut by the frame's edge is described by what shows of it."""
         if self.summary is not None:
             return self.summary
-        counts = Counter(keyframe["caption"] for keyframe in self.keyframes)
+        whole = [keyframe for keyframe in self.keyframes if keyframe["in_view"]]
+        counts = Counter(keyframe["caption"] for keyframe in whole or self.keyframes)
         return max(counts, key=counts.get) if counts else ""
 
     @property
@@ -62,7 +64,8 @@ class Track:
     def add_keyframe(self, index: int, caption: str, picture: Image.Image | None = None, max_views: int = 0) -> None:
         if self.keyframes:
             self.keyframes[-1]["frames"][1] = max(i for i in self.frames if i < index)
-        self.keyframes.append({"frame": index, "caption": caption, "frames": [index, index]})
+        self.keyframes.append({"frame": index, "caption": caption, "frames": [index, index],
+                               "in_view": _in_view(self.last_mask)})
         self.keyframe_mask = self.last_mask
         if picture is not None and max_views:
             self.views.append(_view(picture, self.last_mask))
@@ -239,3 +242,8 @@ def _view(picture: Image.Image, mask: np.ndarray) -> tuple[Image.Image, np.ndarr
     left, top = int(max(0, x1 - grow_x)), int(max(0, y1 - grow_y))
     right, bottom = int(min(picture.width, x2 + grow_x + 1)), int(min(picture.height, y2 + grow_y + 1))
     return picture.crop((left, top, right, bottom)), mask[top:bottom, left:right].copy()
+
+
+def _in_view(mask: np.ndarray) -> bool:
+    """Whether the object is wholly in the frame: its mask touches none of the frame's edges."""
+    return not (mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any())
