@@ -79,6 +79,26 @@ def test_max_masks_keeps_the_best(tiny_model, bpe_tokenizer):
         captioner.anything(options)
 
 
+def test_masks_that_vanish_at_the_image_size_are_dropped(tiny_model, bpe_tokenizer):
+    """A low-res speck passes the filters but is empty once resized to a small image: it is no region."""
+    model = ScaRegionModel(tiny_model, bpe_tokenizer, GenerationOptions(max_new_tokens=2))
+    captioner = RegionCaptioner(model)
+    captioner.set_image(torch.zeros(16, 16, 3, dtype=torch.uint8).numpy())
+    size = model.frame.mask_size
+
+    def segment(encoded, prompts):
+        regions = prompts.points.shape[1]
+        logits = torch.full((1, regions, 2, size, size), -20.0)
+        logits[:, :, 0, 0, 0] = 20.0  # one low-res pixel in a corner: no image pixel samples it
+        logits[:, :, 1, : size // 2, : size // 2] = 20.0  # a quarter of the image
+        return torch.tensor([0.99, 0.9]).expand(1, regions, 2), logits
+
+    model.segment = segment
+    regions = captioner.anything(AnythingOptions(points_per_side=1, pred_iou_thresh=0.5, stability_score_thresh=0.9))
+    assert [r.best_iou for r in regions] == [pytest.approx(0.9)]
+    assert regions[0].best_mask.sum() > 0
+
+
 def test_strict_thresholds_keep_nothing(tiny_model, bpe_tokenizer):
     captioner = RegionCaptioner(ScaRegionModel(tiny_model, bpe_tokenizer))
     captioner.set_image(torch.zeros(32, 32, 3, dtype=torch.uint8).numpy())

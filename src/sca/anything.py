@@ -78,7 +78,11 @@ class AnythingGenerator:
             masks_to_boxes(frame.masks_to_original(logits[i : i + BOX_CHUNK, None], framed)[:, 0])
             for i in range(0, len(logits), BOX_CHUNK)
         ])
-        survivors = nms(boxes, scores, options.box_nms_thresh)[: options.max_masks]
+        # A mask empty at the image's size is no region (its box is all zeros).
+        nonempty = torch.nonzero(boxes[:, 2] > boxes[:, 0]).flatten()
+        survivors = nonempty[nms(boxes[nonempty], scores[nonempty], options.box_nms_thresh)][: options.max_masks]
+        if len(survivors) == 0:
+            return []
         logits, scores, stability, point_index = (t[survivors] for t in (logits, scores, stability, point_index))
         survivor_points = points[point_index]
         captions = self.model.describe(
