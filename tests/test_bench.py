@@ -20,3 +20,31 @@ def test_speed_table_and_json(tmp_path, capsys):
 def test_speed_options_are_checked(capsys):
     assert main(["bench", "speed", "--sam", "vit-x"]) == 2
     assert "--sam" in capsys.readouterr().err
+
+
+def test_quality_helpers():
+    from sca.bench.quality import same_colour_and_kind, side_band
+    from sca.data.records import ImageRecord
+
+    assert same_colour_and_kind("a small red circle", "a large red circle")
+    assert same_colour_and_kind(" A Large RED circle ", "a large red circle")
+    assert not same_colour_and_kind("a large red square", "a large red circle")
+    assert not same_colour_and_kind("circle", "a large red circle")
+    record = ImageRecord(image_id=1, path=None, width=200, height=100, regions=[])
+    assert side_band([0, 0, 16, 30], record) == "0.30-0.35"  # the longer side over the shorter image side
+    assert side_band([0, 0, 4, 2], record) == "0.00-0.05"
+
+
+def test_quality_bench_writes_tables_with_goals_and_breakdown(tmp_path, capsys):
+    code = main(["bench", "quality", "--images", "2", "--worlds", "classic", "--out", str(tmp_path)])
+    assert code == 0
+    table = (tmp_path / "quality.md").read_text()
+    assert "classic shapes world" in table and "colour_kind" in table
+    assert "95.2)" in table  # the goal beside the figure, met or not
+    assert "| kind=" in table and "| side=" in table
+    report = json.loads((tmp_path / "quality.json").read_text())["classic"]
+    assert report["images"] == 2
+    assert set(report) >= {"box", "point", "point pair"}
+    assert 0 <= report["box"]["colour_kind"] <= 1 and report["box"]["exact_match"] <= report["box"]["colour_kind"]
+    assert main(["bench", "quality", "--worlds", "moon"]) == 2
+    assert "--worlds" in capsys.readouterr().err

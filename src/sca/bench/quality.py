@@ -55,7 +55,7 @@ def background_point(mask: np.ndarray, others: np.ndarray) -> list[float]:
 def side_band(box: Sequence[float], record: ImageRecord, width: float = 0.05) -> str:
     """The band of a box's longer side as a share of the image's shorter side: "0.15-0.20"."""
     share = max(box[2] - box[0], box[3] - box[1]) / min(record.width, record.height)
-    low = np.floor(share / width) * width
+    low = np.floor(share / width + 1e-9) * width  # 0.3 / 0.05 is 5.999... in floating point
     return f"{low:.2f}-{low + width:.2f}"
 
 
