@@ -27,7 +27,7 @@ run: $(STAMP)
 	$(BIN)/sca caption src/sca/assets/sample.png \
 		--box 35,97,73,135 --box 89,137,158,206 --box 156,26,238,98 --out annotated.png
 
-# Retrain the shipped model from scratch (CPU, about 90 minutes on an idle 2-core machine), install it, and
+# Retrain the shipped model from scratch (CPU, about 95 minutes on an idle 2-core machine), install it, and
 # benchmark it. A curriculum: stage 1 and two caption cycles on the classic shapes world, two cycles on the rich
 # world (data=shapes), then a short stage that sharpens the masks (train=shapes-sharpen). Started on the rich world, the caption path learns far more slowly (README, "The shipped model").
 CLASSIC = data=shapes-classic train.args.max_steps=5000

@@ -42,10 +42,10 @@ def test_quality_floor_on_held_out_images(captioner, world):
 
 
 def test_readme_point_pair_example_on_the_sample(captioner):
-    """README, Python API: a point on the green square and a negative point on the background."""
+    """README, Python API: a point on the green square and a negative point on the background beside it."""
     record = sample_record()
     captioner.set_image(record.image)
-    (region,) = captioner.caption(points=[[[123, 171], [20, 20]]], point_labels=[[1, 0]])
+    (region,) = captioner.caption(points=[[[123, 171], [200, 180]]], point_labels=[[1, 0]])
     square = record.regions[1]
     target = decode_mask(square.mask, record.height, record.width)
     assert region.caption == square.captions[0] == "a large green square"
