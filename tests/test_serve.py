@@ -386,6 +386,15 @@ class _running:
         self.thread.join(10)
 
 
+
+def drag_box(page, canvas: dict, scale: float, box) -> None:
+    """Draw a box prompt on the page's canvas with the mouse, the box in image pixels."""
+    x1, y1, x2, y2 = box
+    page.mouse.move(canvas["x"] + x1 * scale, canvas["y"] + y1 * scale)
+    page.mouse.down()
+    page.mouse.move(canvas["x"] + x2 * scale, canvas["y"] + y2 * scale, steps=5)
+    page.mouse.up()
+
 @pytest.mark.skipif(os.environ.get("SCA_SKIP_BROWSER") == "1", reason="SCA_SKIP_BROWSER=1")
 def test_the_page_in_a_real_browser(model, tmp_path, clip):
     from playwright.sync_api import sync_playwright
@@ -404,11 +413,7 @@ def test_the_page_in_a_real_browser(model, tmp_path, clip):
             canvas = page.locator("#canvas").bounding_box()
             assert canvas["width"] > 400  # scaled to the viewport, not shown at 256 px
             scale = canvas["width"] / 256
-            x1, y1, x2, y2 = target.box
-            page.mouse.move(canvas["x"] + x1 * scale, canvas["y"] + y1 * scale)
-            page.mouse.down()
-            page.mouse.move(canvas["x"] + x2 * scale, canvas["y"] + y2 * scale, steps=5)
-            page.mouse.up()
+            drag_box(page, canvas, scale, target.box)
             page.click("#run-prompt")
             page.wait_for_selector("#captions li.caption")
             assert page.locator("#captions li.caption").first.inner_text().startswith(target.captions[0])
@@ -433,11 +438,7 @@ def test_the_page_in_a_real_browser(model, tmp_path, clip):
             canvas = page.locator("#canvas").bounding_box()
             scale = canvas["width"] / width
             object_id = min(truth[0].masks)
-            x1, y1, x2, y2 = mask_box(truth[0].masks[object_id])
-            page.mouse.move(canvas["x"] + x1 * scale, canvas["y"] + y1 * scale)
-            page.mouse.down()
-            page.mouse.move(canvas["x"] + x2 * scale, canvas["y"] + y2 * scale, steps=5)
-            page.mouse.up()
+            drag_box(page, canvas, scale, mask_box(truth[0].masks[object_id]))
             page.click("#run-video")
             page.wait_for_selector("#captions li.track")
             assert "frames 0–5" in page.locator("#captions li.track").first.inner_text()

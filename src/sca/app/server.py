@@ -170,10 +170,7 @@ def create_app(model: RegionModel, kind: str = "sca", limits: Limits | None = No
                   "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
                   "image/*": {"schema": {"type": "string", "format": "binary"}}}}})
     async def upload(request: Request):
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if content_type != "application/octet-stream" and not content_type.startswith("image/"):
-            raise ClientError(415, "send the image's bytes as the body, with Content-Type image/... or "
-                                   "application/octet-stream")
+        _require_media(request, "image")
         data = await _read_body(request, limits)
         return await asyncio.to_thread(_register, data, images, limits)
 
@@ -218,10 +215,7 @@ def create_app(model: RegionModel, kind: str = "sca", limits: Limits | None = No
                   "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
                   "video/*": {"schema": {"type": "string", "format": "binary"}}}}})
     async def upload_video(request: Request):
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if content_type != "application/octet-stream" and not content_type.startswith("video/"):
-            raise ClientError(415, "send the video's bytes as the body, with Content-Type video/... or "
-                                   "application/octet-stream")
+        _require_media(request, "video")
         data = await _read_body(request, limits)
         return await asyncio.to_thread(_register_video, data, videos, limits)
 
@@ -283,6 +277,14 @@ def _check_origin(request: Request, security: Security) -> None:
     own = f"{request.url.scheme}://{request.headers.get('host', '')}"
     if origin != own and origin not in security.allowed_origins and "*" not in security.allowed_origins:
         raise ClientError(403, f"requests from {origin} are not allowed: start the server with --allow-origin {origin}")
+
+
+def _require_media(request: Request, kind: str) -> None:
+    """Refuse (415) a body that is not sent as `kind/...` or raw bytes."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/octet-stream" and not content_type.startswith(f"{kind}/"):
+        raise ClientError(415, f"send the {kind}'s bytes as the body, with Content-Type {kind}/... or "
+                               "application/octet-stream")
 
 
 async def _read_body(request: Request, limits: Limits) -> bytes:
