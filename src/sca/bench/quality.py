@@ -73,8 +73,7 @@ def evaluate_quality(
     show_progress: bool = True,
 ) -> dict[str, dict]:
     """`{prompt kind: {"regions", "exact_match", "colour_kind", "mIoU", ["CIDEr-D", "METEOR"], "by": {group: exact
-    match}}}`,
-    on the 0-1 scale; groups are `kind=...`, `colour=...`, `size=...` of the reference caption and `side=...`, the
+    match}}}`, on the 0-1 scale; groups are `kind=...`, `colour=...`, `size=...` of the reference caption and `side=...`, the
     band of the region's longer box side as a share of the image's shorter side (where small shapes start to fail)."""
     references: list[list[str]] = []
     bands: list[str] = []
