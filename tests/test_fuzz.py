@@ -322,3 +322,19 @@ def test_huge_integers_and_deep_nesting(folder):
     path = _write(folder / "deep.jsonl", b"[" * 50_000 + b"]" * 50_000 + b"\n")
     with pytest.raises(InputError, match="nested too deeply"):
         load_records({"source": "jsonl", "path": str(path)})
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(0, 4), st.integers(1, 9), st.integers(1, 9), st.data())
+def test_run_length_encoding_of_tensors_is_pycocotools(count, height, width, data):
+    """`encode_rles` (runs found on the masks' device) gives pycocotools' RLE for every mask, and decodes back."""
+    import numpy as np
+    import torch
+
+    from sca.masks import decode_rle, encode_rle, encode_rles
+
+    pixels = data.draw(st.lists(st.booleans(), min_size=count * height * width, max_size=count * height * width))
+    masks = torch.tensor(pixels, dtype=torch.bool).reshape(count, height, width)
+    rles = encode_rles(masks)
+    assert rles == [encode_rle(mask) for mask in masks.numpy()]
+    assert all(np.array_equal(decode_rle(rle), mask) for rle, mask in zip(rles, masks.numpy()))

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from .geometry import masks_to_boxes, nms, point_grid, stability_score
@@ -93,6 +92,6 @@ class AnythingGenerator:
                                                                captions)]
 
 
-def full_size_mask(model: RegionModel, region: FoundRegion, encoded: EncodedImages) -> np.ndarray:
-    """A kept region's mask at the image's size, `(H, W)` bool."""
-    return model.frame.masks_to_original(region.low_res_mask[None, None], encoded.framed[0])[0, 0].cpu().numpy()
+def full_size_mask(model: RegionModel, region: FoundRegion, encoded: EncodedImages) -> torch.Tensor:
+    """A kept region's mask at the image's size, `(H, W)` bool, where the model is."""
+    return model.frame.masks_to_original(region.low_res_mask[None, None], encoded.framed[0])[0, 0]

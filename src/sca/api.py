@@ -13,7 +13,7 @@ from .anything import AnythingGenerator, full_size_mask
 from .data.sam_frame import FramedImage
 from .errors import InputError
 from .geometry import mask_box
-from .masks import decode_rle, encode_rle
+from .masks import decode_rle, encode_rles
 from .models.loading import DTYPES
 from .models.prompts import Prompts
 from .models.region_model import EncodedImages, RegionModel
@@ -175,7 +175,7 @@ class RegionCaptioner:
         encoded = self._require_image()
         found = AnythingGenerator(self.model, options).generate(encoded, [task])
         return [
-            RegionCaption(region.caption, [encode_rle(full_size_mask(self.model, region, encoded))], [region.score],
+            RegionCaption(region.caption, encode_rles(full_size_mask(self.model, region, encoded)[None]), [region.score],
                           {"points": [region.point], "point_labels": [1], "stability_score": round(region.stability, 6)},
                           [region.caption])
             for region in found
@@ -184,5 +184,4 @@ class RegionCaptioner:
     def _rles(self, low_res: torch.Tensor, framed: FramedImage) -> list[dict]:
         """One region's `(M, h, w)` low-res logits → M RLEs at the original size (one region at a time: a
         chunk of full-size masks of a large image would be gigabytes)."""
-        masks = self.frame.masks_to_original(low_res[None], framed)[0].cpu().numpy()
-        return [encode_rle(mask) for mask in masks]
+        return encode_rles(self.frame.masks_to_original(low_res[None], framed)[0])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 from pycocotools import mask as mask_utils
 
 
@@ -10,6 +11,19 @@ def encode_rle(mask: np.ndarray) -> dict:
     """`(H, W)` boolean mask → COCO RLE `{"size": [H, W], "counts": str}` (JSON-ready)."""
     rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
     return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
+def encode_rles(masks: torch.Tensor) -> list[dict]:
+    """`(N, H, W)` boolean masks, on any device → N COCO RLEs (JSON-ready), equal to `encode_rle`'s.
+
+    The masks are put in the column order COCO's runs follow where they are (on a GPU, a copy that costs
+    microseconds), so pycocotools encodes them all in one call without copying them again.
+    """
+    if masks.shape[0] == 0:
+        return []
+    columns_first = masks.to(torch.uint8).mT.contiguous().cpu().numpy()  # (N, W, H): (H, W, N) in Fortran order
+    rles = mask_utils.encode(columns_first.transpose(2, 1, 0))
+    return [{"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")} for rle in rles]
 
 
 def decode_rle(rle: dict) -> np.ndarray:

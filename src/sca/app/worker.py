@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from ..api import RegionCaption
-from ..masks import encode_rle
+from ..masks import encode_rles
 from ..models.prompts import Prompts
 from ..models.region_model import EncodedImages, RegionModel
 
@@ -173,11 +173,11 @@ class ModelWorker:
             for row, i in enumerate(active):
                 for r, record in enumerate(records[i][chunk]):
                     low_res = output.low_res_masks[row, r]
-                    masks = self.model.frame.masks_to_original(low_res[None], encoded.framed[row])[0].cpu().numpy()
+                    masks = self.model.frame.masks_to_original(low_res[None], encoded.framed[row])[0]
                     candidates = output.candidates[row][r]
                     best = (candidates[int(torch.tensor(scores[row][r]).argmax())]
                             if len(candidates) == len(scores[row][r]) else candidates[0])
-                    results[i].append(RegionCaption(best, [encode_rle(m) for m in masks], scores[row][r], record,
+                    results[i].append(RegionCaption(best, encode_rles(masks), scores[row][r], record,
                                                     list(candidates)))
         return [None if job.cancelled.is_set() else result for job, result in zip(jobs, results)]
 

@@ -107,7 +107,7 @@ class AnythingPredictor(Predictor):
             image = encoded.image(b)
             regions = []
             for region in self.generator.generate(image, [TASK_TYPES[int(batch["task_type_ids"][b])]]):
-                mask = full_size_mask(self.model, region, image)
+                mask = full_size_mask(self.model, region, image).cpu().numpy()
                 regions.append({"box": [round(v, 2) for v in mask_box(mask) or [0.0, 0.0, 0.0, 0.0]],
                                 "caption": region.caption, "score": region.score, "mask": encode_rle(mask)})
             results.append(regions)

@@ -196,7 +196,7 @@ class VideoCaptioner:
         """Anything mode's masks that are not an object already followed, with their captions."""
         found = []
         for region in generator.generate(frame.encoded):
-            mask = full_size_mask(generator.model, region, frame.encoded)
+            mask = full_size_mask(generator.model, region, frame.encoded).cpu().numpy()
             others = followed + [m for m, _ in found]
             if mask.any() and all(float(mask_iou(mask, other)) < self.options.new_object_overlap for other in others):
                 found.append((mask, region.caption))
