@@ -4,11 +4,12 @@ transformers' SAM modules compute."""
 import pytest
 import torch
 from transformers.models.sam.configuration_sam import SamMaskDecoderConfig, SamVisionConfig
-from transformers.models.sam.modeling_sam import SamTwoWayTransformer, SamVisionEncoder
+from transformers.models.sam.modeling_sam import SamMaskDecoder, SamTwoWayTransformer, SamVisionEncoder
 
 from sca.models import sca as sca_module
 from sca.models import vision_attention
 from sca.models.two_way import run_two_way_transformer
+from sca.models.upscaling import upscaled_masks
 from sca.models.vision_attention import BlockedSamVisionAttention, blocked_view, encoder_for
 
 
@@ -53,6 +54,33 @@ def _gradients(module: torch.nn.Module, tokens: torch.Tensor, image: torch.Tenso
     module.zero_grad(set_to_none=True)
     (tokens.square().mean() + image.sin().mean()).backward()
     return {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("regions", [1, 3])
+def test_upscaled_masks_match_the_decoders_convolutions(regions):
+    """Values and gradients of the per-position products equal SAM's transposed convolutions, LayerNorm and GELU."""
+    decoder = SamMaskDecoder(SamMaskDecoderConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                                                  mlp_dim=48, num_multimask_outputs=2)).eval()
+    _randomize(decoder, seed=regions)
+    generator = torch.Generator().manual_seed(2)
+    image = torch.randn(regions, 5, 7, 32, generator=generator)  # (N, H, W, C), a non-square grid
+    hyper_in = torch.randn(regions, 3, 32 // 8, generator=generator)
+
+    def reference(image, hyper_in):
+        upscaled = decoder.upscale_conv1(image.permute(0, 3, 1, 2))
+        upscaled = decoder.activation(decoder.upscale_layer_norm(upscaled))
+        upscaled = decoder.activation(decoder.upscale_conv2(upscaled))
+        return torch.einsum("nmc,nchw->nmhw", hyper_in, upscaled)
+
+    want = reference(image, hyper_in)
+    got = upscaled_masks(decoder, image, hyper_in)
+    assert got.shape == (regions, 3, 20, 28)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    want_grads = _gradients(decoder, want, want.detach())
+    got_grads = _gradients(decoder, upscaled_masks(decoder, image, hyper_in), want.detach())
+    assert want_grads.keys() == got_grads.keys()
+    for name, grad in want_grads.items():
+        torch.testing.assert_close(got_grads[name], grad, atol=1e-4, rtol=1e-4, msg=name)
 
 
 @pytest.mark.parametrize("block_bytes", [None, 3 * 36 * 4, 5 * 9 * 4 * 2])

@@ -16,6 +16,7 @@ from transformers.models.sam.modeling_sam import SamMaskDecoder, SamTwoWayTransf
 
 from .configuration import ScaMaskCaptionDecoderConfig
 from .two_way import run_two_way_transformer
+from .upscaling import upscaled_masks
 
 
 @dataclass
@@ -81,18 +82,14 @@ class ScaMaskCaptionDecoder(SamMaskDecoder):
         tokens, image = run_two_way_transformer(
             self.transformer, tokens, image.contiguous(), _as_sequence(image_positional_embeddings)
         )
-        image_features = image.reshape(batch_size * num_regions, height, width, channels).permute(0, 3, 1, 2)
-
-        upscaled = self.upscale_conv1(image_features)
-        upscaled = self.activation(self.upscale_layer_norm(upscaled))
-        upscaled = self.activation(self.upscale_conv2(upscaled))
         mask_tokens_out = tokens[:, :, 1 : 1 + self.num_mask_tokens]
         hyper_in = torch.stack(
             [mlp(mask_tokens_out[:, :, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=2
         )
-        _, up_channels, up_height, up_width = upscaled.shape
-        upscaled = upscaled.reshape(batch_size, num_regions, up_channels, up_height * up_width)
-        masks = (hyper_in @ upscaled).reshape(batch_size, num_regions, -1, up_height, up_width)
+        masks = upscaled_masks(
+            self, image.reshape(batch_size * num_regions, height, width, channels), hyper_in.flatten(0, 1)
+        )
+        masks = masks.unflatten(0, (batch_size, num_regions))
         iou_scores = self.iou_prediction_head(tokens[:, :, 0])
 
         mask_slice = slice(1, None) if multimask_output else slice(0, 1)
