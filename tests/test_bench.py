@@ -2,6 +2,8 @@
 
 import json
 
+import numpy as np
+
 from sca.cli import main
 
 
@@ -23,7 +25,7 @@ def test_speed_options_are_checked(capsys):
 
 
 def test_quality_helpers():
-    from sca.bench.quality import same_colour_and_kind, side_band
+    from sca.bench.quality import far_background_point, same_colour_and_kind, side_band
     from sca.data.records import ImageRecord
 
     assert same_colour_and_kind("a small red circle", "a large red circle")
@@ -33,6 +35,11 @@ def test_quality_helpers():
     record = ImageRecord(image_id=1, path=None, width=200, height=100, regions=[])
     assert side_band([0, 0, 16, 30], record) == "0.30-0.35"  # the longer side over the shorter image side
     assert side_band([0, 0, 4, 2], record) == "0.00-0.05"
+    mask, others = np.zeros((10, 20), bool), np.zeros((10, 20), bool)
+    mask[1:3, 1:3] = True
+    others[8:, 16:] = True  # another shape in the far corner: the point goes beside it, not on it
+    x, y = far_background_point(mask, others)
+    assert not others[int(y), int(x)] and not mask[int(y), int(x)] and x > 15 and (x, y) != (19.5, 9.5)
 
 
 def test_quality_bench_writes_tables_with_goals_and_breakdown(tmp_path, capsys):
@@ -44,7 +51,7 @@ def test_quality_bench_writes_tables_with_goals_and_breakdown(tmp_path, capsys):
     assert "| kind=" in table and "| side=" in table
     report = json.loads((tmp_path / "quality.json").read_text())["classic"]
     assert report["images"] == 2
-    assert set(report) >= {"box", "point", "point pair"}
+    assert set(report) >= {"box", "point", "point pair", "far negative"}
     assert 0 <= report["box"]["colour_kind"] <= 1 and report["box"]["exact_match"] <= report["box"]["colour_kind"]
     assert main(["bench", "quality", "--worlds", "moon"]) == 2
     assert "--worlds" in capsys.readouterr().err

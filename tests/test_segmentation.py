@@ -10,9 +10,10 @@ from sca.cli import main
 from sca.data.collate import RegionCollator
 from sca.data.sam_frame import SamFrame
 from sca.data.sources import load_records
-from sca.data.transforms import LargeScaleJitter, RegionTransform
+from sca.data.transforms import PADDING_LABEL, LargeScaleJitter, RegionTransform
 from sca.geometry import mask_iou
 from sca.masks import decode_mask
+from sca.train.error_points import error_points
 from sca.train.losses import dice_loss, segmentation_loss, sigmoid_focal_loss
 
 
@@ -123,13 +124,35 @@ def test_polygon_masks_decode():
     assert mask.shape == (8, 8) and mask[2:5, 2:5].all() and not mask[6:, 6:].any()
 
 
+def test_error_points_fall_where_the_best_mask_is_wrong():
+    target = torch.zeros(1, 3, 8, 8)
+    target[0, :, 2:6, 2:6] = 1
+    logits = torch.full((1, 3, 2, 8, 8), -5.0)
+    logits[0, 0, 1, 2:6, 2:7] = 5.0  # region 0: its best mask spills over one column -> a negative point there
+    logits[0, 1, 0, 2:6, 2:6] = 5.0  # region 1: the best mask misses one pixel -> a positive point on it
+    logits[0, 1, 0, 3, 3] = -5.0
+    logits[0, 1, 1, 2:6, 2:6] = 5.0  # (the right mask, but with the lower predicted IoU)
+    scores = torch.tensor([[[0.1, 0.9], [0.9, 0.1], [0.5, 0.4]]])
+    logits[0, 2, :, 2:6, 2:6] = 5.0  # region 2: right, but a padding region
+    valid = torch.tensor([[True, True, False]])
+    for _ in range(5):
+        points, labels = error_points(logits, scores, target, valid, input_size=32)
+        assert points.shape == (1, 3, 1, 2) and labels.shape == (1, 3, 1)
+        x, y = points[0, 0, 0].tolist()
+        assert labels[0, 0, 0] == 0 and x == (6 + 0.5) * 4 and 2 * 4 <= y < 6 * 4
+        assert labels[0, 1, 0] == 1 and points[0, 1, 0].tolist() == [(3 + 0.5) * 4, (3 + 0.5) * 4]
+        assert labels[0, 2, 0] == PADDING_LABEL
+
+
 def test_sam_alone_learns_masks(tmp_path):
-    """Segmentation-only fine-tuning (caption weight 0, decoder trainable): the mask loss falls."""
+    """Segmentation-only fine-tuning (caption weight 0, decoder trainable) with one correction round (SAM's
+    interactive recipe): the mask losses of both rounds fall."""
     out = tmp_path / "sam"
     code = main([
         "train", f"output_dir={out}", "train=shapes", "model.patch_size=8", "model.hidden_size=32",
         "data.train.0.num_images=64", "data.eval.num_images=8",
         "train.loss_weights.caption=0", "train.loss_weights.mask=1", "train.point_prompt_probability=0.5",
+        "train.correction_rounds=1",
         "train.trainable_modules=[vision_encoder,prompt_encoder,mask_decoder]",
         "train.args.max_steps=60", "train.args.logging_steps=10", "train.args.eval_steps=1000",
         "train.args.save_steps=1000", "train.args.warmup_steps=5", "train.args.learning_rate=3e-3",
@@ -139,3 +162,5 @@ def test_sam_alone_learns_masks(tmp_path):
     mask_losses = [h["mask_loss"] for h in history if "mask_loss" in h]
     assert "caption_loss" not in {k for h in history for k in h}
     assert len(mask_losses) >= 5 and mask_losses[-1] < 0.6 * mask_losses[0]
+    corrected = [h["correction_mask_loss"] for h in history if "correction_mask_loss" in h]
+    assert len(corrected) == len(mask_losses) and corrected[-1] < 0.6 * corrected[0]

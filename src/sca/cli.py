@@ -673,7 +673,8 @@ def build_parser() -> argparse.ArgumentParser:
     benches = bench.add_subparsers(dest="bench", required=True, parser_class=_Parser)
     quality = benches.add_parser(
         "quality", help="caption exact match, CIDEr-D, METEOR and mask mIoU on held-out shapes images",
-        description="Box prompts, one point, and a positive + negative point pair on held-out shapes images (each "
+        description="Box prompts, one point, and a positive + negative point pair (the negative beside the shape, "
+        "then far off in the background) on held-out shapes images (each "
         "world's test split): caption exact match (and its breakdown by kind, colour and size), CIDEr-D and METEOR "
         "(pycocoevalcap), and the mIoU of the highest-IoU mask.",
     )

@@ -1,5 +1,6 @@
 """Quality on held-out shapes images: caption exact match, CIDEr-D and METEOR, and mask mIoU, for box prompts, one
-interior point, and a positive + negative point pair; colour + kind (the caption names the right colour and kind,
+interior point, a positive + negative point pair (the negative beside the shape) and the same with the negative far
+off in the background; colour + kind (the caption names the right colour and kind,
 whatever its size word: sizes near the world's one threshold are ambiguous to the eye as well); with the breakdown of
 exact match by kind, colour and size word (where the model errs). The goals are those of the shipped model."""
 
@@ -18,7 +19,7 @@ from ..geometry import mask_iou
 from ..masks import decode_mask
 from ..tables import markdown_table
 
-PROMPTS = ("box", "point", "point pair")
+PROMPTS = ("box", "point", "point pair", "far negative")
 GOALS = {
     "rich": {("box", "exact_match"): 0.97, ("box", "mIoU"): 0.85, ("point pair", "mIoU"): 0.75},
     # the first shipped model on the classic world's test split: the new one is to do no worse
@@ -50,6 +51,15 @@ def background_point(mask: np.ndarray, others: np.ndarray) -> list[float]:
     free_ys, free_xs = np.nonzero(~mask & ~others)
     nearest = np.argmin((free_xs - target_x) ** 2 + (free_ys - y_mid) ** 2)
     return [free_xs[nearest] + 0.5, free_ys[nearest] + 0.5]
+
+
+def far_background_point(mask: np.ndarray, others: np.ndarray) -> list[float]:
+    """The pixel off every shape farthest from the shape's centre: a negative point a user drops anywhere in the
+    background."""
+    ys, xs = np.nonzero(mask)
+    free_ys, free_xs = np.nonzero(~mask & ~others)
+    farthest = np.argmax((free_xs - xs.mean()) ** 2 + (free_ys - ys.mean()) ** 2)
+    return [free_xs[farthest] + 0.5, free_ys[farthest] + 0.5]
 
 
 def side_band(box: Sequence[float], record: ImageRecord, width: float = 0.05) -> str:
@@ -92,7 +102,8 @@ def evaluate_quality(
             elif kind == "point":
                 regions = captioner.caption(points=[interior_point(m) for m in masks])
             else:
-                pairs = [[interior_point(m), background_point(m, occupied)] for m in masks]
+                negative = background_point if kind == "point pair" else far_background_point
+                pairs = [[interior_point(m), negative(m, occupied)] for m in masks]
                 regions = captioner.caption(points=pairs, point_labels=[[1, 0]] * len(pairs))
             results[kind]["captions"] += [r.caption for r in regions]
             results[kind]["ious"] += [float(mask_iou(r.best_mask, m)) for r, m in zip(regions, masks)]

@@ -49,6 +49,8 @@ class ScaOutput(ModelOutput):
     pred_masks: `(B, R, M, h, w)` SAM's low-resolution mask logits.
     caption_queries: `(B, R, N, C)` the mixer's caption queries (N = num_caption_tokens).
     prefix_embeds: `(B, R, P, H)` the LM prefix: task tokens then projected caption queries.
+    image_embeddings: `(B, C, H, W)` the image encoder's output (or the embeddings passed in), so that more
+        prompts can be answered on the same images (`segment`) without encoding them again.
     """
 
     loss: torch.Tensor | None = None
@@ -57,6 +59,7 @@ class ScaOutput(ModelOutput):
     pred_masks: torch.Tensor | None = None
     caption_queries: torch.Tensor | None = None
     prefix_embeds: torch.Tensor | None = None
+    image_embeddings: torch.Tensor | None = None
 
 
 @dataclass
@@ -308,6 +311,7 @@ class ScaModel(ScaPreTrainedModel):
             pred_masks=segmentation.pred_masks,
             caption_queries=caption_queries,
             prefix_embeds=prefix,
+            image_embeddings=image_embeddings,
         )
         if input_ids is None:
             return output

@@ -83,6 +83,11 @@ def build_datasets(cfg: DictConfig, model, tokenizer, train_records):
 def run_training(cfg: DictConfig) -> Path:
     """Train as the config says; returns the folder of the final model."""
     args = training_arguments(cfg)
+    correction_rounds = cfg.train.get("correction_rounds", 0)
+    if isinstance(correction_rounds, bool) or not isinstance(correction_rounds, int) or correction_rounds < 0:
+        raise InputError(f"train.correction_rounds must be a whole number >= 0, got {correction_rounds!r}")
+    if correction_rounds and not cfg.train.loss_weights.mask:
+        raise InputError("train.correction_rounds trains masks: set train.loss_weights.mask above 0 too")
     train_specs = OmegaConf.to_container(cfg.data.train, resolve=True)
     if not train_specs:
         raise InputError("data.train lists no training set")
@@ -119,6 +124,7 @@ def run_training(cfg: DictConfig) -> Path:
         custom_param_lrs=OmegaConf.to_container(cfg.train.custom_param_lrs, resolve=True),
         caption_eval=caption_eval,
         loss_weights=OmegaConf.to_container(cfg.train.loss_weights, resolve=True),
+        correction_rounds=correction_rounds,
     )
     trainer.train(resume_from_checkpoint=_resume_point(cfg.train.resume, output_dir))
     final = output_dir / "final"

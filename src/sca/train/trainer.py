@@ -13,6 +13,7 @@ from ..eval.captions import meteor
 from ..models.prompts import Prompts
 from ..models.sca_region import ScaRegionModel
 from ..options import GenerationOptions
+from .error_points import error_points
 from .losses import segmentation_loss
 from .optim import param_groups
 
@@ -21,6 +22,10 @@ class ScaTrainer(Trainer):
     """`loss_weights`: `{"caption": 1.0, "mask": 0.0}`. The caption loss is SCA's; the mask loss is SAM's
     (focal + dice + IoU MSE, `losses.py`) on batches that carry `mask_labels`. Caption weight 0 trains
     segmentation alone (the LM is not run).
+
+    `correction_rounds`: SAM's interactive recipe (`error_points.py`): after the first prediction, each round adds
+    a point from the error of the last prediction to the prompts and trains the masks predicted again (the
+    round's mask loss is averaged over rounds and weighted as the first's). Needs a mask loss.
 
     `caption_eval`: optional `{"dataset", "max_images", "max_new_tokens", "num_beams"}`; when given, every
     evaluation also generates captions for that many images (inference transform: every region, first
@@ -33,11 +38,13 @@ class ScaTrainer(Trainer):
         custom_param_lrs: Mapping[str, float] | None = None,
         caption_eval: Mapping | None = None,
         loss_weights: Mapping[str, float] | None = None,
+        correction_rounds: int = 0,
         **kwargs,
     ):
         self.custom_param_lrs = dict(custom_param_lrs or {})
         self.caption_eval = dict(caption_eval) if caption_eval else None
         self.loss_weights = {"caption": 1.0, "mask": 0.0, **(loss_weights or {})}
+        self.correction_rounds = correction_rounds
         self._loss_parts: dict[str, list[float]] = {}
         super().__init__(*args, **kwargs)
 
@@ -84,8 +91,30 @@ class ScaTrainer(Trainer):
             loss = loss + mask_weight * segmentation.total
             self._record("mask_loss", segmentation.mask)
             self._record("iou_loss", segmentation.iou)
+            if self.correction_rounds:
+                corrected = self._corrected_mask_loss(model, inputs, outputs, mask_labels, mask_valid)
+                loss = loss + mask_weight * corrected
+                self._record("correction_mask_loss", corrected)
         outputs.loss = loss
         return (loss, outputs) if return_outputs else loss
+
+    def _corrected_mask_loss(self, model, inputs: dict, outputs, mask_labels: torch.Tensor, mask_valid: torch.Tensor
+                             ) -> torch.Tensor:
+        """The mean segmentation loss of `correction_rounds` rounds, each prompted by the batch's prompts and one
+        more error point per round (the image embeddings of the first prediction are reused)."""
+        sca = self.accelerator.unwrap_model(model)
+        points, labels, boxes = inputs.get("input_points"), inputs.get("input_labels"), inputs.get("input_boxes")
+        masks, scores = outputs.pred_masks, outputs.iou_scores
+        total = masks.new_zeros((), dtype=torch.float32)
+        for _ in range(self.correction_rounds):
+            new_points, new_labels = error_points(masks.detach(), scores.detach(), mask_labels, mask_valid,
+                                                  sca.config.vision_config.image_size)
+            points = new_points if points is None else torch.cat([points, new_points.to(points.dtype)], dim=2)
+            labels = new_labels if labels is None else torch.cat([labels, new_labels], dim=2)
+            segmentation = sca.segment(outputs.image_embeddings, Prompts(points=points, labels=labels, boxes=boxes))
+            masks, scores = segmentation.pred_masks, segmentation.iou_scores
+            total = total + segmentation_loss(masks, scores, mask_labels, mask_valid).total
+        return total / self.correction_rounds
 
     def _record(self, name: str, value: torch.Tensor) -> None:
         if self.model.training:
