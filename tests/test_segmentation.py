@@ -119,6 +119,30 @@ def test_sams_prompt_recipe_positives_inside_negatives_around_noisy_boxes(shapes
     assert all(count > 3 for count in seen.values()), seen
 
 
+def test_background_negatives_fall_anywhere_off_the_shape(shapes_records):
+    frame = SamFrame(image_size=96, embedding_size=24)
+    distances = {}
+    for share in (0.0, 1.0):
+        transform = RegionTransform(frame, tokenizer=None, train=True, num_masks_per_sample=None, with_masks=True,
+                                    background_negatives=share)
+        distances[share] = []
+        for index, record in enumerate(shapes_records * 3):
+            sample = transform(record, epoch_seed=index)
+            scale = frame.image_size / max(record.width, record.height)
+            by_id = {r.region_id: r for r in record.regions}
+            for region_id, points, labels in zip(sample["region_ids"], sample["input_points"], sample["input_labels"]):
+                x1, y1, x2, y2 = by_id[region_id].box
+                mask = decode_mask(by_id[region_id].mask, record.height, record.width)
+                for (x, y), label in zip((points / scale).tolist(), labels.tolist()):
+                    if label == 0:
+                        assert not mask[int(y), int(x)]
+                        # how far beyond the box, in box sides (around: at most a third)
+                        beyond = max(x1 - x, x - x2, y1 - y, y - y2, 0) / max(x2 - x1, y2 - y1)
+                        distances[share].append(beyond)
+    assert distances[0.0] and max(distances[0.0]) <= 1 / 3 + 0.05
+    assert distances[1.0] and max(distances[1.0]) > 0.5
+
+
 def test_polygon_masks_decode():
     mask = decode_mask([[1, 1, 5, 1, 5, 5, 1, 5]], 8, 8)
     assert mask.shape == (8, 8) and mask[2:5, 2:5].all() and not mask[6:, 6:].any()

@@ -98,6 +98,7 @@ def test_two_processes_train_with_gloo(tmp_path):
         (["train.args.no_such_argument=1"], "no_such_argument"),
         (["train.correction_rounds=-1"], "train.correction_rounds must be a whole number"),
         (["train.correction_rounds=1", "train.loss_weights.mask=0"], "set train.loss_weights.mask above 0"),
+        (["train.background_negatives=1.5"], "train.background_negatives must be a probability"),
     ],
 )
 def test_bad_configs_are_one_line_errors(tmp_path, capsys, overrides, message):

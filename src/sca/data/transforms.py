@@ -62,7 +62,8 @@ class RegionTransform:
     With `with_masks`, each sample also carries segmentation targets in SAM's low-res frame
     (`mask_labels (R, m, m)`, `mask_valid (R,)`: regions without a mask are out of the mask loss) and the prompts
     of SAM's recipe: `input_points (R, K, 2)` with `input_labels (R, K)` (positives in the mask, negatives around
-    it, -10 padding) and `noisy_boxes (R, 4)` (see `_mask_targets`).
+    it or, with probability `background_negatives`, anywhere off it; -10 padding) and `noisy_boxes (R, 4)` (see
+    `_mask_targets`).
     """
 
     def __init__(
@@ -75,6 +76,7 @@ class RegionTransform:
         jitter: LargeScaleJitter | None = None,
         with_masks: bool = False,
         keep_image: bool = False,
+        background_negatives: float = 0.0,
     ):
         self.frame = frame
         self.tokenizer = tokenizer
@@ -83,6 +85,7 @@ class RegionTransform:
         self.max_caption_length = max_caption_length
         self.jitter = jitter if train else None
         self.with_masks = with_masks
+        self.background_negatives = background_negatives
         self.keep_image = keep_image  # the PIL image itself, for models that crop it (SAM-Captioner)
 
     def __call__(self, record: ImageRecord, epoch_seed: int | None = None) -> dict | None:
@@ -134,7 +137,8 @@ class RegionTransform:
         """Targets in SAM's low-res frame, and the prompts of SAM's training recipe: boxes with noise (a tenth of
         the box's side, at most 20 px, per coordinate), and 1 to 3 positive points in the mask with up to 2
         negative points from around it (the box grown by a third, outside the mask: where a prediction errs by
-        spilling over), padded with SAM's "no point" label -10."""
+        spilling over) or, each with probability `background_negatives`, from anywhere off the mask (a user's
+        click on the background or on a neighbour), padded with SAM's "no point" label -10."""
         height, width = framed.original_size
         valid = [m is not None and bool(m.any()) for m in masks]
         stacked = np.stack([m if ok else np.zeros((height, width), bool) for m, ok in zip(masks, valid)])
@@ -148,9 +152,13 @@ class RegionTransform:
             negatives = rng.choices((0, 1, 2), weights=(0.5, 0.3, 0.2))[0]
             ys, xs = np.nonzero(mask)
             chosen = [[xs[i] + 0.5, ys[i] + 0.5] for i in (rng.randrange(len(xs)) for _ in range(positives))]
-            around = _around(mask, box, width, height)
-            ys, xs = np.nonzero(around)
-            chosen += [[xs[i] + 0.5, ys[i] + 0.5] for i in (rng.randrange(len(xs)) for _ in range(negatives if len(xs) else 0))]
+            around, anywhere = np.nonzero(_around(mask, box, width, height)), np.nonzero(~mask)
+            for _ in range(negatives):
+                # (no draw at all when it is 0: the stream of earlier recipes stays as it was)
+                ys, xs = anywhere if self.background_negatives and rng.random() < self.background_negatives else around
+                if len(xs):
+                    i = rng.randrange(len(xs))
+                    chosen.append([xs[i] + 0.5, ys[i] + 0.5])
             points.append(chosen)
             labels.append([1] * positives + [0] * (len(chosen) - positives))
         most = max(len(p) for p in points)

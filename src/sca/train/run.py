@@ -63,8 +63,13 @@ def build_datasets(cfg: DictConfig, model, tokenizer, train_records):
         jitter = LargeScaleJitter(frame.image_size, cfg.train.lsj.min_scale, cfg.train.lsj.max_scale)
     common = dict(frame=frame, tokenizer=tokenizer, max_caption_length=cfg.train.max_caption_length)
     with_masks = bool(cfg.train.loss_weights.mask)
+    background_negatives = cfg.train.get("background_negatives", 0.0)
+    if isinstance(background_negatives, bool) or not isinstance(background_negatives, int | float) \
+            or not 0 <= background_negatives <= 1:
+        raise InputError(f"train.background_negatives must be a probability in [0, 1], got {background_negatives!r}")
     train_transform = RegionTransform(train=True, num_masks_per_sample=cfg.train.num_masks_per_sample,
-                                      jitter=jitter, with_masks=with_masks, **common)
+                                      jitter=jitter, with_masks=with_masks,
+                                      background_negatives=float(background_negatives), **common)
     parts = [RegionDataset(records, train_transform) for records in train_records]
     probabilities = [spec.get("probability", 1.0) for spec in cfg.data.train]
     train = parts[0] if len(parts) == 1 else MixedDataset(parts, probabilities, seed=cfg.train.args.seed)
