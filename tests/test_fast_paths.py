@@ -58,7 +58,7 @@ def _gradients(module: torch.nn.Module, tokens: torch.Tensor, image: torch.Tenso
 
 @pytest.mark.parametrize("regions", [1, 3])
 def test_upscaled_masks_match_the_decoders_convolutions(regions):
-    """Values and gradients of the per-position products equal SAM's transposed convolutions, LayerNorm and GELU."""
+    """The per-position products compute SAM's transposed convolutions, LayerNorm and GELU."""
     decoder = SamMaskDecoder(SamMaskDecoderConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
                                                   mlp_dim=48, num_multimask_outputs=2)).eval()
     _randomize(decoder, seed=regions)
@@ -72,15 +72,15 @@ def test_upscaled_masks_match_the_decoders_convolutions(regions):
         upscaled = decoder.activation(decoder.upscale_conv2(upscaled))
         return torch.einsum("nmc,nchw->nmhw", hyper_in, upscaled)
 
-    want = reference(image, hyper_in)
-    got = upscaled_masks(decoder, image, hyper_in)
+    with torch.no_grad():  # the per-position path is inference's; training runs the convolutions
+        want = reference(image, hyper_in)
+        calls = []
+        hook = decoder.upscale_conv1.register_forward_hook(lambda *_: calls.append(1))
+        got = upscaled_masks(decoder, image, hyper_in)
+        hook.remove()
+    assert not calls  # the products ran, not the convolution
     assert got.shape == (regions, 3, 20, 28)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
-    want_grads = _gradients(decoder, want, want.detach())
-    got_grads = _gradients(decoder, upscaled_masks(decoder, image, hyper_in), want.detach())
-    assert want_grads.keys() == got_grads.keys()
-    for name, grad in want_grads.items():
-        torch.testing.assert_close(got_grads[name], grad, atol=1e-4, rtol=1e-4, msg=name)
 
 
 @pytest.mark.parametrize("block_bytes", [None, 3 * 36 * 4, 5 * 9 * 4 * 2])

@@ -8,7 +8,8 @@ own 2×2 block again. So a region's masks are, position by position, products, a
 two GELUs, all on contiguous channels-last rows, with the 4×4 blocks put in place once, on the M mask
 channels at the end. On a CPU that runs ~1.6× faster than the convolutions on the batch (whose 32-channel,
 256² intermediate does not stay in cache); it matters most in anything mode, where 1,024 grid points each
-upscale their own image side. Elsewhere the decoder's own modules run.
+upscale their own image side. Elsewhere, and in training (autograd through the per-region loop costs more than
+it saves), the decoder's own modules run.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def upscaled_masks(decoder: SamMaskDecoder, image: torch.Tensor, hyper_in: torch
     Returns:
         `(N, M, 4H, 4W)`, what `decoder`'s upscaling convolutions and product compute.
     """
-    if image.device.type != "cpu":
+    if image.device.type != "cpu" or torch.is_grad_enabled():  # training: autograd through a loop costs more
         upscaled = decoder.upscale_conv1(image.permute(0, 3, 1, 2))
         upscaled = decoder.activation(decoder.upscale_layer_norm(upscaled))
         upscaled = decoder.activation(decoder.upscale_conv2(upscaled))
