@@ -2,12 +2,13 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
 from sca.api import InputError, RegionCaptioner
 from sca.cli import main
-from sca.geometry import box_iou, masks_to_boxes, nms, point_grid, stability_score
+from sca.geometry import box_iou, masks_to_boxes, nms, point_grid, remove_small_regions, stability_score
 from sca.models.sca_region import ScaRegionModel
 from sca.options import AnythingOptions, GenerationOptions
 
@@ -94,9 +95,50 @@ def test_masks_that_vanish_at_the_image_size_are_dropped(tiny_model, bpe_tokeniz
         return torch.tensor([0.99, 0.9]).expand(1, regions, 2), logits
 
     model.segment = segment
-    regions = captioner.anything(AnythingOptions(points_per_side=1, pred_iou_thresh=0.5, stability_score_thresh=0.9))
+    regions = captioner.anything(AnythingOptions(points_per_side=1, pred_iou_thresh=0.5, stability_score_thresh=0.9,
+                                                 min_region_area=0))
     assert [r.best_iou for r in regions] == [pytest.approx(0.9)]
     assert regions[0].best_mask.sum() > 0
+
+
+def test_small_regions_by_hand():
+    mask = np.zeros((12, 12), bool)
+    mask[1:7, 1:7] = True  # 36 pixels, with a 1-pixel hole
+    mask[3, 3] = False
+    mask[10, 10] = True  # a 1-pixel island
+    cleaned = remove_small_regions(mask, min_area=4)
+    assert cleaned[3, 3] and not cleaned[10, 10] and cleaned[1:7, 1:7].all() and cleaned.sum() == 36
+    assert np.array_equal(remove_small_regions(mask, min_area=1), mask)
+    for bad in (-1, 2.5, True):
+        with pytest.raises(InputError, match="min_region_area"):
+            AnythingOptions(min_region_area=bad).check()
+
+
+@pytest.mark.parametrize("min_region_area", [0, 100])
+def test_a_copy_whose_speck_stretches_its_box_is_dropped(tiny_model, bpe_tokenizer, min_region_area):
+    """SAM's small-region removal: without it a copy of a mask with a far speck passes box NMS."""
+    model = ScaRegionModel(tiny_model, bpe_tokenizer, GenerationOptions(max_new_tokens=2))
+    captioner = RegionCaptioner(model)
+    captioner.set_image(np.zeros(model.frame.image_size * np.array([1, 1, 0]) + [0, 0, 3], dtype=np.uint8))
+    size = model.frame.mask_size
+
+    def segment(encoded, prompts):
+        regions = prompts.points.shape[1]
+        logits = torch.full((1, regions, 1, size, size), -20.0)
+        logits[:, :, 0, size // 4 : size // 2, size // 4 : size // 2] = 20.0
+        logits[:, 1::2, 0, -1, -1] = 20.0  # every other point: the same square and a one-pixel speck far off
+        scores = torch.tensor([0.95, 0.99]).repeat(regions)[:regions]
+        return scores[None, :, None], logits
+
+    model.segment = segment
+    options = AnythingOptions(points_per_side=2, pred_iou_thresh=0.5, stability_score_thresh=0.9,
+                              min_region_area=min_region_area)
+    regions = captioner.anything(options)
+    if min_region_area:
+        assert len(regions) == 1 and regions[0].best_iou == pytest.approx(0.99)
+        assert not regions[0].best_mask[-4:, -4:].any()  # the kept copy is cleaned too
+    else:
+        assert len(regions) == 2
 
 
 def test_strict_thresholds_keep_nothing(tiny_model, bpe_tokenizer):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .geometry import masks_to_boxes, nms, point_grid, stability_score
+from .geometry import masks_to_boxes, nms, point_grid, remove_small_regions, stability_score
 from .models.prompts import Prompts
 from .models.region_model import EncodedImages, RegionModel
 from .options import AnythingOptions
@@ -24,13 +24,15 @@ BOX_CHUNK = 32
 @dataclass
 class FoundRegion:
     """A mask anything mode kept: its grid point (original pixels), SAM's predicted IoU and stability score,
-    its low-resolution logits `(h, w)` and its caption."""
+    its low-resolution logits `(h, w)`, its caption, and its mask at the image's size `(H, W)` when small regions
+    were removed from it (else None: the mask is the logits upsampled)."""
 
     point: list[float]
     score: float
     stability: float
     low_res_mask: torch.Tensor
     caption: str
+    mask: torch.Tensor | None = None
 
 
 class AnythingGenerator:
@@ -83,15 +85,37 @@ class AnythingGenerator:
         if len(survivors) == 0:
             return []
         logits, scores, stability, point_index = (t[survivors] for t in (logits, scores, stability, point_index))
+        masks = [None] * len(survivors)
+        if options.min_region_area:
+            logits, scores, stability, point_index, masks = self._without_small_regions(
+                framed, logits, scores, stability, point_index)
+            if len(scores) == 0:
+                return []
         survivor_points = points[point_index]
         captions = self.model.describe(
             encoded, Prompts(points=framed.scale(survivor_points).float()[None, :, None]), logits[None], tasks
         )[0]
-        return [FoundRegion(point, float(score), float(stable), mask, caption)
-                for point, score, stable, mask, caption in zip(survivor_points.tolist(), scores, stability, logits,
-                                                               captions)]
+        return [FoundRegion(point, float(score), float(stable), low_res, caption, mask)
+                for point, score, stable, low_res, caption, mask in zip(survivor_points.tolist(), scores, stability,
+                                                                        logits, captions, masks)]
+
+    def _without_small_regions(self, framed, logits, scores, stability, point_index) -> tuple:
+        """SAM's post-processing: small islands and holes removed from each survivor's full-size mask, then boxes
+        and NMS again (a copy whose speck stretched its box now overlaps its original)."""
+        options, frame = self.options, self.model.frame
+        masks = []
+        for i in range(0, len(logits), BOX_CHUNK):
+            for mask in frame.masks_to_original(logits[i : i + BOX_CHUNK, None], framed)[:, 0].cpu().numpy():
+                masks.append(torch.from_numpy(remove_small_regions(mask, options.min_region_area)))
+        boxes = masks_to_boxes(torch.stack(masks))
+        nonempty = torch.nonzero(boxes[:, 2] > boxes[:, 0]).flatten()
+        keep = nonempty[nms(boxes[nonempty], scores[nonempty], options.box_nms_thresh)]
+        return (*(t[keep] for t in (logits, scores, stability, point_index)), [masks[i] for i in keep.tolist()])
 
 
 def full_size_mask(model: RegionModel, region: FoundRegion, encoded: EncodedImages) -> torch.Tensor:
-    """A kept region's mask at the image's size, `(H, W)` bool, where the model is."""
+    """A kept region's mask at the image's size, `(H, W)` bool (where the model is, unless small regions were
+    removed from it)."""
+    if region.mask is not None:
+        return region.mask
     return model.frame.masks_to_original(region.low_res_mask[None, None], encoded.framed[0])[0, 0]

@@ -172,7 +172,8 @@ def cmd_anything(args) -> int:
     captioner.set_image(image)
     options = AnythingOptions(points_per_side=args.points_per_side, points_per_batch=args.points_per_batch,
                               pred_iou_thresh=args.pred_iou_thresh, stability_score_thresh=args.stability_thresh,
-                              box_nms_thresh=args.nms_thresh, max_masks=args.max_masks).check()
+                              box_nms_thresh=args.nms_thresh, max_masks=args.max_masks,
+                              min_region_area=args.min_region_area).check()
     regions = captioner.anything(options)
     _show_regions(args, image, regions)
     if not args.json:
@@ -572,6 +573,8 @@ def build_parser() -> argparse.ArgumentParser:
     anything.add_argument("--stability-thresh", type=float, default=defaults.stability_score_thresh,
                           help="keep masks this stable or more")
     anything.add_argument("--nms-thresh", type=float, default=defaults.box_nms_thresh, help="box NMS IoU threshold")
+    anything.add_argument("--min-region-area", type=int, default=defaults.min_region_area,
+                          help="islands and holes of fewer pixels are removed from each mask (0: off)")
     anything.add_argument("--max-masks", type=int, help="keep at most this many masks, best predicted IoU first")
     anything.add_argument("--json", action="store_true", help="print JSON (captions, scores, boxes, RLE masks)")
     anything.add_argument("--out", type=_picture_path, help="write a .png or .jpg with the masks and captions drawn")

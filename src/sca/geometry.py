@@ -56,6 +56,23 @@ def mask_box(mask: np.ndarray | torch.Tensor) -> list[float] | None:
     return masks_to_boxes(mask[None])[0].tolist()
 
 
+def remove_small_regions(mask: np.ndarray, min_area: int) -> np.ndarray:
+    """SAM's post-processing of a `(H, W)` boolean mask: islands, then holes, of fewer than `min_area` pixels
+    removed (4-connected components, as SAM's `remove_small_regions` with OpenCV)."""
+    from scipy import ndimage
+
+    cleaned = mask.copy()
+    for fill, region in ((False, cleaned), (True, ~cleaned)):
+        labels, count = ndimage.label(region)
+        if count == 0:
+            continue
+        sizes = np.bincount(labels.ravel(), minlength=count + 1)
+        small = sizes < min_area
+        small[0] = False  # label 0 is everything outside the regions
+        cleaned[small[labels]] = fill
+    return cleaned
+
+
 def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
     """Indexes of the boxes kept by greedy non-maximum suppression, best score first (torchvision's `nms`)."""
     order = scores.argsort(descending=True, stable=True)

@@ -49,6 +49,7 @@ class AnythingRequest(Request):
     stability_score_thresh: Number | None = None
     box_nms_thresh: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] | None = None
     max_masks: Annotated[int, Field(ge=1)] | None = None
+    min_region_area: Annotated[int, Field(ge=0)] | None = None
 
 
 class VideoRequest(Request):
