@@ -7,12 +7,14 @@ score, de-duplicated by box NMS, and only the survivors are captioned.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 
+from .data.sam_frame import FramedImage
 from .geometry import masks_to_boxes, nms, point_grid, remove_small_regions, stability_score
+from .masks import decode_rle, encode_rle, encode_rles
 from .models.prompts import Prompts
 from .models.region_model import EncodedImages, RegionModel
 from .options import AnythingOptions
@@ -24,7 +26,7 @@ BOX_CHUNK = 32
 @dataclass
 class FoundRegion:
     """A mask anything mode kept: its grid point (original pixels), SAM's predicted IoU and stability score,
-    its low-resolution logits `(h, w)`, its caption, and its mask at the image's size `(H, W)` when small regions
+    its low-resolution logits `(h, w)`, its caption, and its mask at the image's size as COCO RLE when small regions
     were removed from it (else None: the mask is the logits upsampled)."""
 
     point: list[float]
@@ -32,7 +34,7 @@ class FoundRegion:
     stability: float
     low_res_mask: torch.Tensor
     caption: str
-    mask: torch.Tensor | None = None
+    mask_rle: dict | None = None
 
 
 class AnythingGenerator:
@@ -75,47 +77,60 @@ class AnythingGenerator:
             logits, scores, stability, point_index = (t[best] for t in (logits, scores, stability, point_index))
         # Boxes of the masks as they are returned (at the image's size): low-res logits can hold specks that
         # vanish when upsampled, and would stretch a low-res box.
-        boxes = torch.cat([
-            masks_to_boxes(frame.masks_to_original(logits[i : i + BOX_CHUNK, None], framed)[:, 0])
-            for i in range(0, len(logits), BOX_CHUNK)
-        ])
-        # A mask empty at the image's size is no region (its box is all zeros).
-        nonempty = torch.nonzero(boxes[:, 2] > boxes[:, 0]).flatten()
-        survivors = nonempty[nms(boxes[nonempty], scores[nonempty], options.box_nms_thresh)][: options.max_masks]
+        boxes = torch.cat([masks_to_boxes(masks) for masks in self._full_size(framed, logits)])
+        survivors = self._box_nms(boxes, scores)[: options.max_masks]
         if len(survivors) == 0:
             return []
         logits, scores, stability, point_index = (t[survivors] for t in (logits, scores, stability, point_index))
-        masks = [None] * len(survivors)
+        rles = [None] * len(survivors)
         if options.min_region_area:
-            logits, scores, stability, point_index, masks = self._without_small_regions(
-                framed, logits, scores, stability, point_index)
-            if len(scores) == 0:
+            kept, rles = self._without_small_regions(framed, logits, scores)
+            if len(kept) == 0:
                 return []
+            logits, scores, stability, point_index = (t[kept] for t in (logits, scores, stability, point_index))
         survivor_points = points[point_index]
         captions = self.model.describe(
             encoded, Prompts(points=framed.scale(survivor_points).float()[None, :, None]), logits[None], tasks
         )[0]
-        return [FoundRegion(point, float(score), float(stable), low_res, caption, mask)
-                for point, score, stable, low_res, caption, mask in zip(survivor_points.tolist(), scores, stability,
-                                                                        logits, captions, masks)]
+        return [FoundRegion(point, float(score), float(stable), low_res, caption, rle)
+                for point, score, stable, low_res, caption, rle in zip(survivor_points.tolist(), scores, stability,
+                                                                       logits, captions, rles)]
 
-    def _without_small_regions(self, framed, logits, scores, stability, point_index) -> tuple:
-        """SAM's post-processing: small islands and holes removed from each survivor's full-size mask, then boxes
-        and NMS again (a copy whose speck stretched its box now overlaps its original)."""
-        options, frame = self.options, self.model.frame
-        masks = []
-        for i in range(0, len(logits), BOX_CHUNK):
-            for mask in frame.masks_to_original(logits[i : i + BOX_CHUNK, None], framed)[:, 0].cpu().numpy():
-                masks.append(torch.from_numpy(remove_small_regions(mask, options.min_region_area)))
-        boxes = masks_to_boxes(torch.stack(masks))
+    def _full_size(self, framed: FramedImage, logits: torch.Tensor) -> Iterator[torch.Tensor]:
+        """`(n, H, W)` boolean masks at the image's size, `BOX_CHUNK` candidates at a time (memory stays bounded)."""
+        for start in range(0, len(logits), BOX_CHUNK):
+            yield self.model.frame.masks_to_original(logits[start : start + BOX_CHUNK, None], framed)[:, 0]
+
+    def _box_nms(self, boxes: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        """Indexes kept by box NMS, best first; a mask empty at the image's size (its box all zeros) is no region."""
         nonempty = torch.nonzero(boxes[:, 2] > boxes[:, 0]).flatten()
-        keep = nonempty[nms(boxes[nonempty], scores[nonempty], options.box_nms_thresh)]
-        return (*(t[keep] for t in (logits, scores, stability, point_index)), [masks[i] for i in keep.tolist()])
+        return nonempty[nms(boxes[nonempty], scores[nonempty], self.options.box_nms_thresh)]
+
+    def _without_small_regions(self, framed: FramedImage, logits: torch.Tensor, scores: torch.Tensor
+                               ) -> tuple[torch.Tensor, list[dict]]:
+        """SAM's post-processing: small islands and holes removed from each survivor's full-size mask, then boxes
+        and NMS again (a copy whose speck stretched its box now overlaps its original). Returns the indexes kept
+        and their cleaned masks as RLE (a full-size mask per region would be an image's worth of memory each)."""
+        rles, boxes = [], []
+        for masks in self._full_size(framed, logits):
+            for mask in masks.cpu().numpy():
+                cleaned = remove_small_regions(mask, self.options.min_region_area)
+                rles.append(encode_rle(cleaned))
+                boxes.append(masks_to_boxes(torch.from_numpy(cleaned)[None])[0])
+        kept = self._box_nms(torch.stack(boxes), scores)
+        return kept, [rles[i] for i in kept.tolist()]
 
 
 def full_size_mask(model: RegionModel, region: FoundRegion, encoded: EncodedImages) -> torch.Tensor:
     """A kept region's mask at the image's size, `(H, W)` bool (where the model is, unless small regions were
     removed from it)."""
-    if region.mask is not None:
-        return region.mask
+    if region.mask_rle is not None:
+        return torch.from_numpy(decode_rle(region.mask_rle))
     return model.frame.masks_to_original(region.low_res_mask[None, None], encoded.framed[0])[0, 0]
+
+
+def full_size_rle(model: RegionModel, region: FoundRegion, encoded: EncodedImages) -> dict:
+    """A kept region's mask at the image's size as COCO RLE (JSON-ready)."""
+    if region.mask_rle is not None:
+        return region.mask_rle
+    return encode_rles(full_size_mask(model, region, encoded)[None])[0]

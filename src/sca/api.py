@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .anything import AnythingGenerator, full_size_mask
+from .anything import AnythingGenerator, full_size_rle
 from .data.sam_frame import FramedImage
 from .errors import InputError
 from .geometry import mask_box
@@ -175,7 +175,7 @@ class RegionCaptioner:
         encoded = self._require_image()
         found = AnythingGenerator(self.model, options).generate(encoded, [task])
         return [
-            RegionCaption(region.caption, encode_rles(full_size_mask(self.model, region, encoded)[None]), [region.score],
+            RegionCaption(region.caption, [full_size_rle(self.model, region, encoded)], [region.score],
                           {"points": [region.point], "point_labels": [1], "stability_score": round(region.stability, 6)},
                           [region.caption])
             for region in found

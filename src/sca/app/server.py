@@ -40,11 +40,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from PIL import Image, UnidentifiedImageError
 
-from ..anything import AnythingGenerator, full_size_mask
+from ..anything import AnythingGenerator, full_size_rle
 from ..api import RegionCaption
 from ..assets import SAMPLE_IMAGE
 from ..errors import InputError, one_line
-from ..masks import decode_rle, encode_rles
+from ..masks import decode_rle
 from ..models.prompts import Prompts, check_box
 from ..models.region_model import RegionModel
 from ..options import AnythingOptions, VideoOptions
@@ -449,7 +449,7 @@ def _run_anything(worker: ModelWorker, jobs: list[Job]) -> list:
         encoded = worker.encoded(image_id, picture)
         found = AnythingGenerator(worker.model, options).generate(encoded)
         results.append([
-            RegionCaption(region.caption, encode_rles(full_size_mask(worker.model, region, encoded)[None]), [region.score],
+            RegionCaption(region.caption, [full_size_rle(worker.model, region, encoded)], [region.score],
                           {"points": [region.point], "point_labels": [1]}, [region.caption])
             for region in found
         ])

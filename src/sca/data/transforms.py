@@ -152,7 +152,8 @@ class RegionTransform:
             negatives = rng.choices((0, 1, 2), weights=(0.5, 0.3, 0.2))[0]
             ys, xs = np.nonzero(mask)
             chosen = [[xs[i] + 0.5, ys[i] + 0.5] for i in (rng.randrange(len(xs)) for _ in range(positives))]
-            around, anywhere = np.nonzero(_around(mask, box, width, height)), np.nonzero(~mask)
+            around = np.nonzero(_around(mask, box, width, height))
+            anywhere = np.nonzero(~mask) if self.background_negatives else around
             for _ in range(negatives):
                 # (no draw at all when it is 0: the stream of earlier recipes stays as it was)
                 ys, xs = anywhere if self.background_negatives and rng.random() < self.background_negatives else around
