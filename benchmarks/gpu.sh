@@ -11,4 +11,5 @@ bench() { timeout "$1" python3 -m sca bench speed --device cuda --models sca --r
           | tee "$out/$2.log"; }
 bench 200 paper --sam vit-h --lm gpt2-large --dtypes float16,bfloat16 --chunks 64 --regions 47 --scope api,model
 bench 100 vitb --sam vit-b --lm gpt2 --dtypes float32,bfloat16 --chunks 64 --regions 64
-bench 120 paper-static --sam vit-h --lm gpt2-large --dtypes float16 --chunks 64 --regions 47 --static-cache
+bench 200 paper-static --sam vit-h --lm gpt2-large --dtypes float16,bfloat16 --chunks 64 --regions 47 --static-cache \
+      --scope api,model

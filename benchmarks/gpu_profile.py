@@ -75,10 +75,30 @@ def main() -> None:
         synchronize()
         parts["LM static cache: first call (compiles)"] = time.perf_counter() - start
         parts["LM, static cache"] = timed(lambda: lm.generate(**options, cache_implementation="static"), args.runs)
+        fewer = {**options, "inputs_embeds": prefix[: len(prefix) // 2],
+                 "attention_mask": options["attention_mask"][: len(prefix) // 2]}
+        start = time.perf_counter()
+        lm.generate(**fewer, cache_implementation="static")
+        synchronize()
+        parts[f"LM static cache: first call at {len(prefix) // 2} captions"] = time.perf_counter() - start
         low_res = segmentation.pred_masks[0]
         framed = encoded.framed[0]
-        parts["masks at image size + RLE"] = timed(
+        parts["masks at image size + RLE (runs and strings on the device)"] = timed(
             lambda: [encode_rles(region_model.frame.masks_to_original(m[None], framed)[0]) for m in low_res], args.runs)
+        parts["masks at image size + RLE (pycocotools on the host)"] = timed(
+            lambda: [encode_rles(region_model.frame.masks_to_original(m[None], framed)[0].cpu()) for m in low_res],
+            args.runs)
+        smooth = low_res.clone()
+        smooth[..., :, :] = -1.0
+        smooth[..., 64:192, 32:160] = 1.0
+        parts["masks at image size + RLE, one rectangle each (device / host)"] = (
+            timed(lambda: [encode_rles(region_model.frame.masks_to_original(m[None], framed)[0]) for m in smooth],
+                  args.runs),
+            timed(lambda: [encode_rles(region_model.frame.masks_to_original(m[None], framed)[0].cpu())
+                           for m in smooth], args.runs))
+        device_rles = [encode_rles(region_model.frame.masks_to_original(m[None], framed)[0]) for m in low_res]
+        host_rles = [encode_rles(region_model.frame.masks_to_original(m[None], framed)[0].cpu()) for m in low_res]
+        print("device RLEs equal to pycocotools':", device_rles == host_rles)
         activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
         with torch.profiler.profile(activities=activities[torch.cuda.is_available():]) as profile:
             lm.generate(**options)
@@ -87,7 +107,8 @@ def main() -> None:
     print(f"{args.sam} + {args.lm}, {args.dtype}, {args.regions} regions, {case.new_tokens} tokens, "
           f"{torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU'}, torch {torch.__version__}")
     for name, seconds in parts.items():
-        print(f"| {name} | {seconds * 1000:.1f} ms |")
+        shown = " / ".join(f"{value * 1000:.1f} ms" for value in (seconds if isinstance(seconds, tuple) else (seconds,)))
+        print(f"| {name} | {shown} |")
     print(f"| GPU kernels per decoding step (dynamic cache) | {kernels / case.new_tokens:.0f} |")
     print(profile.key_averages().table(sort_by="self_device_time_total", row_limit=12))
 

@@ -121,15 +121,21 @@ def test_mask_post_processing_equals_transformers(original_size):
     assert torch.equal(frame.masks_to_original(logits, framed), expected.bool())
 
 
-def test_a_static_kv_cache_decodes_the_same_captions(tiny_model):
-    """The GPU path's capturable decoding (`GenerationOptions(extra={"cache_implementation": "static"})`)."""
+def test_a_static_kv_cache_decodes_the_same_captions(tiny_model, monkeypatch):
+    """The GPU path's capturable decoding (`GenerationOptions(extra={"cache_implementation": "static"})`): the
+    same captions, and every chunk decoded at one batch shape (the last one padded), so it compiles once."""
     size = tiny_model.config.vision_config.image_size
     pixel_values = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(6))
-    boxes = torch.tensor([[[0.0, 0.0, size / 2, size / 2], [size / 4, size / 8, size, size]]])
+    boxes = torch.tensor([[[0.0, 0.0, size / 2, size / 2], [size / 4, size / 8, size, size],
+                           [size / 3, 0.0, size, size / 2]]])
     dynamic = tiny_model.generate(pixel_values=pixel_values, input_boxes=boxes, max_new_tokens=6)
-    static = tiny_model.generate(pixel_values=pixel_values, input_boxes=boxes, max_new_tokens=6,
+    decode, batch_rows = tiny_model.language_model.generate, []
+    monkeypatch.setattr(tiny_model.language_model, "generate",
+                        lambda **kwargs: batch_rows.append(len(kwargs["inputs_embeds"])) or decode(**kwargs))
+    static = tiny_model.generate(pixel_values=pixel_values, input_boxes=boxes, max_new_tokens=6, chunk_size=2,
                                  cache_implementation="static")
     assert torch.equal(dynamic.sequences, static.sequences)
+    assert batch_rows == [2, 2]
 
 
 def test_region_groups_do_not_change_results(tiny_model, monkeypatch):

@@ -338,3 +338,31 @@ def test_run_length_encoding_of_tensors_is_pycocotools(count, height, width, dat
     rles = encode_rles(masks)
     assert rles == [encode_rle(mask) for mask in masks.numpy()]
     assert all(np.array_equal(decode_rle(rle), mask) for rle, mask in zip(rles, masks.numpy()))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(1, 4), st.integers(1, 80), st.integers(1, 80), st.floats(0, 1), st.integers(0, 2**31 - 1))
+def test_counts_strings_made_with_tensor_ops_are_pycocotools(count, height, width, density, seed):
+    """`rle_counts` (the GPU's encoder, run here on the CPU) writes pycocotools' strings: noise of any density,
+    so runs of every length and counts smaller and larger than the one two before (negative differences)."""
+    import torch
+
+    from sca.masks import encode_rle, rle_counts
+
+    generator = torch.Generator().manual_seed(seed)
+    masks = torch.rand(count, height, width, generator=generator) < density
+    assert rle_counts(masks) == [encode_rle(mask)["counts"] for mask in masks.numpy()]
+
+
+def test_counts_strings_of_long_runs_are_pycocotools():
+    """Runs of millions of pixels need 5 groups of 5 bits; a lone pixel at either end makes runs of 0 and 1."""
+    import torch
+
+    from sca.masks import encode_rle, rle_counts
+
+    masks = torch.zeros(4, 1500, 2100, dtype=torch.bool)
+    masks[1] = True
+    masks[2, 0, 0] = masks[2, -1, -1] = True
+    masks[3, 700:900, 10:2000] = True
+    masks[3, 1499, 5] = True
+    assert rle_counts(masks) == [encode_rle(mask)["counts"] for mask in masks.numpy()]

@@ -16,14 +16,56 @@ def encode_rle(mask: np.ndarray) -> dict:
 def encode_rles(masks: torch.Tensor) -> list[dict]:
     """`(N, H, W)` boolean masks, on any device → N COCO RLEs (JSON-ready), equal to `encode_rle`'s.
 
-    The masks are put in the column order COCO's runs follow where they are (on a GPU, a copy that costs
-    microseconds), so pycocotools encodes them all in one call without copying them again.
+    On a CPU pycocotools encodes them all in one call. On a GPU the run lengths and COCO's counts strings are
+    computed there (`rle_counts`), so only the strings cross to the host, not the masks: a noisy mask has runs in
+    the hundreds of thousands, which pycocotools takes tens of milliseconds to walk.
     """
     if masks.shape[0] == 0:
         return []
+    height, width = masks.shape[-2:]
+    if masks.device.type != "cpu" and masks[0].numel() > 0:
+        return [{"size": [height, width], "counts": counts} for counts in rle_counts(masks)]
     columns_first = masks.to(torch.uint8).mT.contiguous().cpu().numpy()  # (N, W, H): (H, W, N) in Fortran order
     rles = mask_utils.encode(columns_first.transpose(2, 1, 0))
     return [{"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")} for rle in rles]
+
+
+def rle_counts(masks: torch.Tensor) -> list[str]:
+    """`(N, H, W)` boolean masks (H, W ≥ 1) → their COCO counts strings, computed with tensor ops where the masks
+    are (pycocotools' `rleToString`, vectorised: the runs in column order, each count after the first two minus
+    the one two before, written in 5-bit groups, low first, `0x20` marking "more follows", offset by 48)."""
+    count, height, width = masks.shape
+    length = height * width
+    flat = masks.bool().mT.reshape(count, length)
+    # A run starts at each change, and at pixel 0 if it is set (the runs begin with zeros, maybe none); the
+    # column `length` closes the last run.
+    starts = torch.ones(count, length + 1, dtype=torch.bool, device=masks.device)
+    starts[:, 0] = flat[:, 0]
+    starts[:, 1:length] = flat[:, 1:] != flat[:, :-1]
+    rows, positions = starts.nonzero(as_tuple=True)
+    first_of_row = torch.ones_like(rows, dtype=torch.bool)
+    first_of_row[1:] = rows[1:] != rows[:-1]
+    previous = torch.zeros_like(positions)
+    previous[1:] = positions[:-1]
+    runs = positions - previous.masked_fill(first_of_row, 0)
+    runs_per_row = torch.bincount(rows, minlength=count)
+    rank = torch.arange(len(runs), device=masks.device) - (runs_per_row.cumsum(0) - runs_per_row)[rows]
+    two_before = torch.zeros_like(runs)
+    two_before[2:] = runs[:-2]
+    values = torch.where(rank > 2, runs - two_before, runs)
+    groups = -(-(length.bit_length() + 1) // 5)  # enough 5-bit groups for any value in [-length, length]
+    shifts = 5 * torch.arange(groups + 1, device=masks.device)
+    shifted = values[:, None] >> shifts  # (runs, groups + 1), arithmetic: negative values stay negative
+    chunks = shifted[:, :-1] & 0x1F
+    rest = shifted[:, 1:]
+    more = torch.where(chunks & 0x10 != 0, rest != -1, rest != 0)
+    lengths = (~more).int().argmax(dim=1) + 1  # groups written: up to and including the first without "more"
+    written = torch.arange(groups, device=masks.device) < lengths[:, None]
+    characters = (chunks | (more & written).long() << 5) + 48
+    text = characters[written].to(torch.uint8).cpu().numpy().tobytes()
+    per_row = torch.zeros(count, dtype=torch.long, device=masks.device).index_add_(0, rows, lengths).cpu().tolist()
+    ends = np.cumsum(per_row).tolist()
+    return [text[end - size:end].decode("ascii") for end, size in zip(ends, per_row)]
 
 
 def decode_rle(rle: dict) -> np.ndarray:

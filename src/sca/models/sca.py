@@ -397,6 +397,11 @@ class ScaModel(ScaPreTrainedModel):
             scores, masks, prefix = (torch.cat(part, dim=1) for part in zip(*parts))
             regions = prefix.shape[1]
             prefix = prefix.flatten(0, 1)
+            rows = prefix.shape[0]
+            if generate_kwargs.get("cache_implementation") == "static" and regions < chunk_size:
+                # The static cache's decoding step is compiled for one batch shape (~30 s on a GPU, again for each
+                # new shape): the last, shorter chunk is padded to the others' shape by repeating its last row.
+                prefix = torch.cat([prefix, prefix[-1:].expand(batch_size * chunk_size - rows, -1, -1)])
             tokens = self.language_model.generate(
                 inputs_embeds=prefix,
                 attention_mask=prefix.new_ones(prefix.shape[:2], dtype=torch.long),
@@ -405,7 +410,7 @@ class ScaModel(ScaPreTrainedModel):
                 pad_token_id=pad_token_id,
                 eos_token_id=eos_token_id,
                 **generate_kwargs,
-            )
+            )[:rows]
             sequences.append(tokens.reshape(batch_size, regions, -1))
             iou_scores.append(scores)
             pred_masks.append(masks)
