@@ -25,7 +25,7 @@ def test_speed_options_are_checked(capsys):
 
 
 def test_quality_helpers():
-    from sca.bench.quality import far_background_point, same_colour_and_kind, side_band
+    from sca.bench.quality import background_tone, far_background_point, same_colour_and_kind, side_band
     from sca.data.records import ImageRecord
 
     assert same_colour_and_kind("a small red circle", "a large red circle")
@@ -40,6 +40,11 @@ def test_quality_helpers():
     others[8:, 16:] = True  # another shape in the far corner: the point goes beside it, not on it
     x, y = far_background_point(mask, others)
     assert not others[int(y), int(x)] and not mask[int(y), int(x)] and x > 15 and (x, y) != (19.5, 9.5)
+    image = np.full((10, 20, 3), 30, np.uint8)
+    image[mask] = 250  # a bright shape on a dark background: the shape does not count
+    assert background_tone(image, mask) == "dark"
+    assert background_tone(np.full((4, 4, 3), 120, np.uint8), np.zeros((4, 4), bool)) == "mid"
+    assert background_tone(np.full((4, 4, 3), 230, np.uint8), np.ones((4, 4), bool)) == "light"
 
 
 def test_quality_bench_writes_tables_with_goals_and_breakdown(tmp_path, capsys):
@@ -48,7 +53,7 @@ def test_quality_bench_writes_tables_with_goals_and_breakdown(tmp_path, capsys):
     table = (tmp_path / "quality.md").read_text()
     assert "classic shapes world" in table and "colour_kind" in table
     assert "95.2)" in table  # the goal beside the figure, met or not
-    assert "| kind=" in table and "| side=" in table
+    assert "| kind=" in table and "| side=" in table and "| background=light" in table
     report = json.loads((tmp_path / "quality.json").read_text())["classic"]
     assert report["images"] == 2
     assert set(report) >= {"box", "point", "point pair", "far negative"}

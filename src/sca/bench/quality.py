@@ -69,6 +69,12 @@ def side_band(box: Sequence[float], record: ImageRecord, width: float = 0.05) ->
     return f"{low:.2f}-{low + width:.2f}"
 
 
+def background_tone(image: np.ndarray, occupied: np.ndarray) -> str:
+    """"light", "mid" or "dark": the mean grey level of an `(H, W, 3)` image's pixels outside its shapes."""
+    level = float(image[~occupied].mean()) if (~occupied).any() else float(image.mean())
+    return "dark" if level < 85 else "mid" if level < 180 else "light"
+
+
 def same_colour_and_kind(caption: str, reference: str) -> bool:
     """Whether a caption ends with the reference's last two words ("... red circle"), whatever comes before."""
     words, reference_words = caption.strip().lower().split(), reference.strip().lower().split()
@@ -83,17 +89,21 @@ def evaluate_quality(
     show_progress: bool = True,
 ) -> dict[str, dict]:
     """`{prompt kind: {"regions", "exact_match", "colour_kind", "mIoU", ["CIDEr-D", "METEOR"], "by": {group: exact
-    match}}}`, on the 0-1 scale; groups are `kind=...`, `colour=...`, `size=...` of the reference caption and `side=...`, the
-    band of the region's longer box side as a share of the image's shorter side (where small shapes start to fail)."""
+    match}}}`, on the 0-1 scale; groups are `kind=...`, `colour=...`, `size=...` of the reference caption, `side=...`,
+    the band of the region's longer box side as a share of the image's shorter side (where small shapes start to
+    fail), and `background=...`, the image's tone (`background_tone`)."""
     references: list[list[str]] = []
     bands: list[str] = []
+    tones: list[str] = []
     results = {kind: {"captions": [], "ious": []} for kind in prompts}
     for record in tqdm(records, desc="quality", unit="img", disable=not show_progress):
         if not record.regions:
             continue
-        captioner.set_image(record.load())
+        image = record.load()
+        captioner.set_image(image)
         masks = [decode_mask(r.mask, record.height, record.width) for r in record.regions]
         occupied = np.logical_or.reduce(masks)
+        tones += [background_tone(np.asarray(image.convert("RGB")), occupied)] * len(record.regions)
         references += [list(r.captions) for r in record.regions]
         bands += [side_band(r.box, record) for r in record.regions]
         for kind in prompts:
@@ -114,9 +124,9 @@ def evaluate_quality(
         exact = [c.strip().lower() in {r.strip().lower() for r in refs} for c, refs in zip(captions, references)]
         colour_kind = [any(same_colour_and_kind(c, r) for r in refs) for c, refs in zip(captions, references)]
         groups = defaultdict(list)
-        for hit, refs, band in zip(exact, references, bands):
+        for hit, refs, band, tone in zip(exact, references, bands, tones):
             size, colour, shape = refs[0].split()[1:4]
-            for group in (f"kind={shape}", f"colour={colour}", f"size={size}", f"side={band}"):
+            for group in (f"kind={shape}", f"colour={colour}", f"size={size}", f"side={band}", f"background={tone}"):
                 groups[group].append(hit)
         report[kind] = {
             "regions": len(captions),
