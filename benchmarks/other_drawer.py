@@ -116,7 +116,7 @@ def main() -> None:
                 ok = region.caption.split()[-2:] == [shape.colour, shape.kind]
                 right.setdefault((tone, prompt), []).append(ok)
                 if not ok:
-                    misses.append(f"scene {index} ({tone}), {prompt}: a {shape.colour} {shape.kind} "
+                    misses.append(f"scene {index} ({tone}), {prompt}: the {shape.colour} {shape.kind} "
                                   f"captioned {region.caption!r}")
         pictures.append(draw_regions(image, [r.best_mask for r in by_box], [r.caption for r in by_box]))
         print(f"scene {index + 1}/{args.scenes} ({tone}): {len(shapes)} shapes", flush=True)

@@ -71,8 +71,9 @@ def test_mask_targets_and_points_sit_on_the_regions(shapes_records, jitter):
                 continue  # a jittered-away shape
             ys, xs = torch.nonzero(label, as_tuple=True)
             low_res_box = torch.tensor([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]).float()
-            assert torch.allclose(low_res_box, box * scale, atol=1.5)
-            # The point is on the shape (within two low-res pixels: thin tips of stars round away at low res).
+            # Within two low-res pixels: the thin tips of a small star round away at low res.
+            assert torch.allclose(low_res_box, box * scale, atol=2.0)
+            # The point is on the shape (within two low-res pixels, for the same reason).
             x, y = (point * scale).long().tolist()
             assert label[max(y - 2, 0) : y + 3, max(x - 2, 0) : x + 3].any()
             checked += 1

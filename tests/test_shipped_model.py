@@ -14,9 +14,10 @@ from sca.masks import decode_mask
 # Below what the shipped model scores on 200 images (see README), so that only a regression in training,
 # inference or loading fails here, not the noise of a small set.
 FLOORS = {
-    "rich": {("box", "exact_match"): 0.84, ("box", "colour_kind"): 0.88, ("box", "mIoU"): 0.83,
-             ("point", "exact_match"): 0.84, ("point", "mIoU"): 0.83, ("point pair", "mIoU"): 0.83,
-             ("far negative", "exact_match"): 0.84, ("far negative", "mIoU"): 0.80},
+    "rich": {("box", "exact_match"): 0.78, ("box", "colour_kind"): 0.82, ("box", "mIoU"): 0.83,
+             ("box", "background=dark"): 0.7, ("point", "exact_match"): 0.76, ("point", "mIoU"): 0.83,
+             ("point", "background=dark"): 0.7, ("point pair", "mIoU"): 0.83, ("far negative", "exact_match"): 0.76,
+             ("far negative", "mIoU"): 0.80},
     "classic": {("box", "exact_match"): 0.95, ("box", "mIoU"): 0.87, ("point", "exact_match"): 0.95,
                 ("point", "mIoU"): 0.87, ("far negative", "mIoU"): 0.85},
 }
@@ -39,7 +40,8 @@ def test_quality_floor_on_held_out_images(captioner, world):
     prompts = sorted({kind for kind, _ in FLOORS[world]})
     report = evaluate_quality(captioner, records, prompts=prompts, caption_metrics=False, show_progress=False)
     for (kind, name), floor in FLOORS[world].items():
-        assert report[kind][name] >= floor, (world, kind, name, report[kind][name])
+        value = report[kind][name] if name in report[kind] else report[kind]["by"][name]  # a group's exact match
+        assert value >= floor, (world, kind, name, value)
 
 
 @pytest.mark.parametrize("negative", [[200, 180], [20, 20]], ids=["beside", "far off"])

@@ -160,3 +160,27 @@ def test_shapes_world_is_deterministic_with_exact_masks():
         assert region.captions[0] in all_captions()
         colours = np.unique(pixels[mask].reshape(-1, 3), axis=0)
         assert len(colours) == 1  # the mask is exactly the painted shape
+
+
+def test_rich_shapes_world_draws_light_mid_grey_and_dark_backgrounds():
+    from collections import Counter
+
+    from sca.bench.quality import background_tone
+
+    tones = Counter()
+    for record in ShapesWorld.split("train", world="rich", max_shapes=6).records(80):
+        pixels = np.asarray(record.image)
+        occupied = np.zeros(pixels.shape[:2], dtype=bool)
+        for region in record.regions:
+            occupied |= decode_rle(region.mask)
+        tones[background_tone(pixels, occupied)] += 1
+        for region in record.regions:  # every captioned shape stands out from the background around it
+            mask = decode_rle(region.mask)
+            x1, y1, x2, y2 = (int(v) for v in region.box)
+            around = np.zeros_like(mask)
+            around[max(0, y1 - 3):y2 + 3, max(0, x1 - 3):x2 + 3] = True
+            around &= ~occupied
+            if around.any():
+                contrast = np.abs(pixels[mask].mean(0) - pixels[around].mean(0)).max()
+                assert contrast > 40, (record.image_id, region.captions, contrast)
+    assert set(tones) == {"light", "mid", "dark"} and tones["light"] > tones["dark"] > tones["mid"], tones

@@ -4,9 +4,9 @@ Image `i` of a world with seed `s` is always the same picture, so a split is jus
 It needs no files, so it is the embedded default for training, inference, evaluation and tests.
 
 Two worlds share the captions ("a small red circle"):
-- `rich` (the default): images of varied sizes and aspect ratios on flat, gradient or mildly noisy backgrounds;
-  1 to `max_shapes` shapes of any size from 12% to 40% of the image's shorter side, close together (touching
-  allowed, overlapping not), squares, triangles and stars at any rotation, colours jittered; a shape is "large"
+- `rich` (the default): images of varied sizes and aspect ratios on light, mid-grey or dark backgrounds (flat,
+  gradients or mild noise); 1 to `max_shapes` shapes of any size from 12% to 40% of the image's shorter side, close
+  together (touching allowed, overlapping not), squares, triangles and stars at any rotation, colours jittered; a shape is "large"
   when its extent reaches `LARGE_FROM` (25%) of the shorter side, else "small". Shapes cut by the border are drawn
   but not captioned.
 - `classic`: square images on a plain background, at most 3 shapes well apart, sizes in two bands (14–20% and
@@ -160,13 +160,20 @@ class ShapesWorld:
         return None
 
 
+BACKGROUND_TONES = {"light": ((195, 245), 0.6), "mid": ((95, 165), 0.15), "dark": ((10, 70), 0.25)}
+"""Rich world: each image's background tone, its channel range and its share of images."""
+
+
 def _background(rng: random.Random, width: int, height: int) -> Image.Image:
-    """A light background: flat, a gradient between two light colours, or flat with mild noise."""
-    first = np.array([rng.randint(195, 245) for _ in range(3)], dtype=np.float32)
+    """A light, mid-grey or dark background: flat, a gradient between two colours of its tone, or flat with mild
+    noise. Every shape colour stands out from every tone (they are saturated; the tones are near-grey)."""
+    tones = list(BACKGROUND_TONES.values())
+    low, high = rng.choices([band for band, _ in tones], weights=[share for _, share in tones])[0]
+    first = np.array([rng.randint(low, high) for _ in range(3)], dtype=np.float32)
     style = rng.choice(["flat", "gradient", "noise"])
     pixels = np.broadcast_to(first, (height, width, 3)).copy()
     if style == "gradient":
-        second = np.array([rng.randint(195, 245) for _ in range(3)], dtype=np.float32)
+        second = np.array([rng.randint(low, high) for _ in range(3)], dtype=np.float32)
         angle = rng.uniform(0, 2 * math.pi)
         y, x = np.mgrid[0:height, 0:width].astype(np.float32)
         t = x * math.cos(angle) + y * math.sin(angle)
