@@ -1,7 +1,7 @@
 """The shipped model on shapes drawn by another program: colour and kind right, with box and with point prompts.
 
     python benchmarks/other_drawer.py                          # the shipped model, 12 scenes
-    python benchmarks/other_drawer.py --model FOLDER --scenes 24 --out bench/other-drawer
+    python benchmarks/other_drawer.py --model FOLDER --scenes 24 --out /tmp/other-drawer
 
 The scenes are drawn here with PIL alone, not by the shapes world (`sca.data.sources.shapes`): other colour
 values, other proportions (squares drawn by their corners, stars with a deeper notch), other image sizes, and
@@ -100,7 +100,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=str(DEFAULT_MODEL), help="a folder or hub id (default: the shipped model)")
     parser.add_argument("--scenes", type=int, default=12)
-    parser.add_argument("--out", type=Path, default=Path("bench/other-drawer"))
+    parser.add_argument("--out", type=Path, default=Path("build/other-drawer"))
     args = parser.parse_args()
     captioner = RegionCaptioner.from_pretrained(args.model)
     args.out.mkdir(parents=True, exist_ok=True)
