@@ -677,9 +677,9 @@ def build_parser() -> argparse.ArgumentParser:
     quality = benches.add_parser(
         "quality", help="caption exact match, CIDEr-D, METEOR and mask mIoU on held-out shapes images",
         description="Box prompts, one point, and a positive + negative point pair (the negative beside the shape, "
-        "then far off in the background) on held-out shapes images (each "
-        "world's test split): caption exact match (and its breakdown by kind, colour and size), CIDEr-D and METEOR "
-        "(pycocoevalcap), and the mIoU of the highest-IoU mask.",
+        "then far off in the background) on held-out shapes images (each world's test split): caption exact match "
+        "(and its breakdown by kind, colour, size and background tone), CIDEr-D and METEOR (pycocoevalcap), and the "
+        "mIoU of the highest-IoU mask.",
     )
     quality.add_argument("--images", type=int, default=200, help="held-out images per world (default 200)")
     quality.add_argument("--worlds", default="rich,classic", help="the shapes worlds: rich and/or classic")
