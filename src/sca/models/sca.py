@@ -398,12 +398,11 @@ class ScaModel(ScaPreTrainedModel):
             regions = prefix.shape[1]
             prefix = prefix.flatten(0, 1)
             rows = prefix.shape[0]
-            # The static cache's decoding step is compiled for one batch shape (~30 s on a GPU, again for each new
-            # shape): a chunk is padded, by repeating its last row, to a full chunk for a power-of-two number of
-            # images, so a shorter last chunk or a server's batch of 3 images compiles nothing new.
-            padded_rows = chunk_size * (1 << (batch_size - 1).bit_length())
-            if generate_kwargs.get("cache_implementation") == "static" and rows < padded_rows:
-                prefix = torch.cat([prefix, prefix[-1:].expand(padded_rows - rows, -1, -1)])
+            if generate_kwargs.get("cache_implementation") == "static" and regions < chunk_size:
+                # The static cache's decoding step is compiled for the first batch shape it meets (~30 s on a GPU);
+                # a second shape compiles it again for any batch size (~40-50 s). The last, shorter chunk is padded
+                # to the others' shape by repeating its last row, so one image at a time never meets a second shape.
+                prefix = torch.cat([prefix, prefix[-1:].expand(batch_size * chunk_size - rows, -1, -1)])
             tokens = self.language_model.generate(
                 inputs_embeds=prefix,
                 attention_mask=prefix.new_ones(prefix.shape[:2], dtype=torch.long),
