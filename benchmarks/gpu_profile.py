@@ -83,22 +83,20 @@ def main() -> None:
         parts[f"LM static cache: first call at {len(prefix) // 2} captions"] = time.perf_counter() - start
         low_res = segmentation.pred_masks[0]
         framed = encoded.framed[0]
-        parts["masks at image size + RLE (runs and strings on the device)"] = timed(
-            lambda: [encode_rles(region_model.frame.masks_to_original(m[None], framed)[0]) for m in low_res], args.runs)
-        parts["masks at image size + RLE (pycocotools on the host)"] = timed(
-            lambda: [encode_rles(region_model.frame.masks_to_original(m[None], framed)[0].cpu()) for m in low_res],
-            args.runs)
-        smooth = low_res.clone()
-        smooth[..., :, :] = -1.0
+
+        def rles(logits: torch.Tensor, on_host: bool) -> list[list[dict]]:
+            """Each region's masks at the image's size and their RLE, written where they are or by pycocotools."""
+            full_size = (region_model.frame.masks_to_original(m[None], framed)[0] for m in logits)
+            return [encode_rles(masks.cpu() if on_host else masks) for masks in full_size]
+
+        smooth = torch.full_like(low_res, -1.0)
         smooth[..., 64:192, 32:160] = 1.0
+        parts["masks at image size + RLE (runs and strings on the device)"] = timed(lambda: rles(low_res, False),
+                                                                                    args.runs)
+        parts["masks at image size + RLE (pycocotools on the host)"] = timed(lambda: rles(low_res, True), args.runs)
         parts["masks at image size + RLE, one rectangle each (device / host)"] = (
-            timed(lambda: [encode_rles(region_model.frame.masks_to_original(m[None], framed)[0]) for m in smooth],
-                  args.runs),
-            timed(lambda: [encode_rles(region_model.frame.masks_to_original(m[None], framed)[0].cpu())
-                           for m in smooth], args.runs))
-        device_rles = [encode_rles(region_model.frame.masks_to_original(m[None], framed)[0]) for m in low_res]
-        host_rles = [encode_rles(region_model.frame.masks_to_original(m[None], framed)[0].cpu()) for m in low_res]
-        print("device RLEs equal to pycocotools':", device_rles == host_rles)
+            timed(lambda: rles(smooth, False), args.runs), timed(lambda: rles(smooth, True), args.runs))
+        print("device RLEs equal to pycocotools':", rles(low_res, False) == rles(low_res, True))
         activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
         with torch.profiler.profile(activities=activities[torch.cuda.is_available():]) as profile:
             lm.generate(**options)

@@ -26,6 +26,7 @@ from scipy import ndimage
 
 from sca.api import RegionCaptioner
 from sca.assets import DEFAULT_MODEL
+from sca.geometry import mask_box
 from sca.tables import markdown_table
 from sca.visualize import draw_regions
 
@@ -43,8 +44,7 @@ class Shape:
 
     @property
     def box(self) -> list[float]:
-        ys, xs = np.nonzero(self.mask)
-        return [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
+        return mask_box(self.mask)
 
     @property
     def inner_point(self) -> list[float]:
@@ -102,6 +102,8 @@ def main() -> None:
     parser.add_argument("--scenes", type=int, default=12)
     parser.add_argument("--out", type=Path, default=Path("build/other-drawer"))
     args = parser.parse_args()
+    if args.scenes < 1:
+        parser.error(f"--scenes must be at least 1, got {args.scenes}")
     captioner = RegionCaptioner.from_pretrained(args.model)
     args.out.mkdir(parents=True, exist_ok=True)
     right: dict[tuple[str, str], list[bool]] = {}
