@@ -20,6 +20,7 @@ from transformers.models.sam.modeling_sam import (
 )
 
 from .configuration import TASK_TYPES, ScaConfig, ScaMaskCaptionDecoderConfig
+from .cpu_products import onednn_linear_layers
 from .mask_caption_decoder import ScaMaskCaptionDecoder, Segmentation
 from .prompts import Prompts
 from .vision_attention import encoder_for
@@ -204,7 +205,8 @@ class ScaModel(ScaPreTrainedModel):
         On a CPU the encoder attends block by block (`vision_attention.py`: same weights, same results, half the
         time there); elsewhere it uses its own attention (SDPA).
         """
-        return encoder_for(self.vision_encoder, pixel_values.device)(pixel_values.to(self.dtype)).last_hidden_state
+        with onednn_linear_layers(pixel_values.device):
+            return encoder_for(self.vision_encoder, pixel_values.device)(pixel_values.to(self.dtype)).last_hidden_state
 
     def get_image_wide_positional_embeddings(self) -> torch.Tensor:
         """`(1, C, H, W)` positional encoding of the cell centres of the image-embedding grid."""
@@ -240,7 +242,9 @@ class ScaModel(ScaPreTrainedModel):
 
         On a CPU the regions go through in cache-sized groups (see `generate`).
         """
-        parts = [(s.iou_scores, s.pred_masks) for s in self._segment_in_groups(image_embeddings, prompts, multimask_output)]
+        with onednn_linear_layers(image_embeddings.device):
+            parts = [(s.iou_scores, s.pred_masks)
+                     for s in self._segment_in_groups(image_embeddings, prompts, multimask_output)]
         scores, masks = (torch.cat(part, dim=1) for part in zip(*parts))
         return scores, masks
 
@@ -388,33 +392,34 @@ class ScaModel(ScaPreTrainedModel):
 
         generate_kwargs.setdefault("do_sample", False)  # the LM's own generation config may say otherwise
         sequences, iou_scores, pred_masks = [], [], []
-        for start in range(0, num_regions, chunk_size):
-            chunk = slice(start, start + chunk_size)
-            parts = [
-                (segmentation.iou_scores, segmentation.pred_masks, self.caption_prefix(segmentation, task_type_ids)[1])
-                for segmentation in self._segment_in_groups(image_embeddings, prompts.take(chunk), multimask_output)
-            ]
-            scores, masks, prefix = (torch.cat(part, dim=1) for part in zip(*parts))
-            regions = prefix.shape[1]
-            prefix = prefix.flatten(0, 1)
-            rows = prefix.shape[0]
-            if generate_kwargs.get("cache_implementation") == "static" and regions < chunk_size:
-                # The static cache's decoding step is compiled for the first batch shape it meets (~30 s on a GPU);
-                # a second shape compiles it again for any batch size (~40-50 s). The last, shorter chunk is padded
-                # to the others' shape by repeating its last row, so one image at a time never meets a second shape.
-                prefix = torch.cat([prefix, prefix[-1:].expand(batch_size * chunk_size - rows, -1, -1)])
-            tokens = self.language_model.generate(
-                inputs_embeds=prefix,
-                attention_mask=prefix.new_ones(prefix.shape[:2], dtype=torch.long),
-                max_new_tokens=max_new_tokens,
-                num_beams=num_beams,
-                pad_token_id=pad_token_id,
-                eos_token_id=eos_token_id,
-                **generate_kwargs,
-            )[:rows]
-            sequences.append(tokens.reshape(batch_size, regions, -1))
-            iou_scores.append(scores)
-            pred_masks.append(masks)
+        with onednn_linear_layers(image_embeddings.device):
+            for start in range(0, num_regions, chunk_size):
+                chunk = slice(start, start + chunk_size)
+                parts = [
+                    (segmentation.iou_scores, segmentation.pred_masks, self.caption_prefix(segmentation, task_type_ids)[1])
+                    for segmentation in self._segment_in_groups(image_embeddings, prompts.take(chunk), multimask_output)
+                ]
+                scores, masks, prefix = (torch.cat(part, dim=1) for part in zip(*parts))
+                regions = prefix.shape[1]
+                prefix = prefix.flatten(0, 1)
+                rows = prefix.shape[0]
+                if generate_kwargs.get("cache_implementation") == "static" and regions < chunk_size:
+                    # The static cache's decoding step is compiled for the first batch shape it meets (~30 s on a GPU);
+                    # a second shape compiles it again for any batch size (~40-50 s). The last, shorter chunk is padded
+                    # to the others' shape by repeating its last row, so one image at a time never meets a second shape.
+                    prefix = torch.cat([prefix, prefix[-1:].expand(batch_size * chunk_size - rows, -1, -1)])
+                tokens = self.language_model.generate(
+                    inputs_embeds=prefix,
+                    attention_mask=prefix.new_ones(prefix.shape[:2], dtype=torch.long),
+                    max_new_tokens=max_new_tokens,
+                    num_beams=num_beams,
+                    pad_token_id=pad_token_id,
+                    eos_token_id=eos_token_id,
+                    **generate_kwargs,
+                )[:rows]
+                sequences.append(tokens.reshape(batch_size, regions, -1))
+                iou_scores.append(scores)
+                pred_masks.append(masks)
 
         length = max(s.shape[-1] for s in sequences)
         sequences = [F.pad(s, (0, length - s.shape[-1]), value=pad_token_id) for s in sequences]

@@ -21,6 +21,8 @@ from __future__ import annotations
 import torch
 from transformers.models.sam.modeling_sam import SamAttention, SamTwoWayAttentionBlock, SamTwoWayTransformer
 
+from .cpu_products import region_matmul
+
 
 def run_two_way_transformer(
     transformer: SamTwoWayTransformer, tokens: torch.Tensor, image: torch.Tensor, image_pe: torch.Tensor
@@ -111,6 +113,6 @@ def _token_image_logits(
 def _regions_matmul(per_region: torch.Tensor, image_side: torch.Tensor) -> torch.Tensor:
     """`(B, R, M, K) @ (B, K, N)` (shared by the R regions: one product) or `@ (B, R, K, N)` → `(B, R, M, N)`."""
     if image_side.dim() == 4:
-        return per_region @ image_side
+        return region_matmul(per_region, image_side)
     batch, regions, rows, _ = per_region.shape
-    return (per_region.reshape(batch, regions * rows, -1) @ image_side).unflatten(1, (regions, rows))
+    return region_matmul(per_region.reshape(batch, regions * rows, -1), image_side).unflatten(1, (regions, rows))
