@@ -46,7 +46,7 @@ def upscaled_masks(decoder: SamMaskDecoder, image: torch.Tensor, hyper_in: torch
         hidden = torch.addmm(first_bias, rows[region], first_weight).view(-1, first.out_channels)
         hidden = decoder.activation(F.layer_norm(hidden, norm.normalized_shape, norm.weight, norm.bias, norm.eps))
         hidden = decoder.activation(torch.addmm(second_bias, hidden, second_weight)).view(-1, second.out_channels)
-        masks.append(hidden @ hyper_in[region].T)
+        masks.append(F.linear(hidden, hyper_in[region]))  # a linear layer: oneDNN's where that is faster
     # rows ordered (y, x, dy, dx, ey, ex): output row 4y + 2dy + ey, column 4x + 2dx + ex
     masks = torch.stack(masks).view(count, height, width, 2, 2, 2, 2, -1).permute(0, 7, 1, 3, 5, 2, 4, 6)
     return masks.reshape(count, -1, 4 * height, 4 * width)
