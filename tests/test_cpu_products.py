@@ -50,6 +50,7 @@ def test_the_mode_routes_float32_linear_layers_at_inference(monkeypatch):
             torch.addmm(matrix_bias, torch.randn(3, 2), torch.randn(2, 4))
             linear.to(torch.bfloat16)(inputs.bfloat16())  # bf16 products already run on oneDNN
             F.linear(torch.randn(12), linear.weight.float())  # a vector input stays with PyTorch
+            F.linear(inputs, linear.weight[0].float())  # and so does a vector weight
             assert len(calls) == 2
     torch.testing.assert_close(got_linear, want[0], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(got_conv1d, want[1], atol=1e-5, rtol=1e-5)

@@ -66,7 +66,7 @@ class OneDnnLinearLayers(TorchFunctionMode):
         kwargs = kwargs or {}
         if func is F.linear and not kwargs:
             inputs, weight, bias = (*args, None)[:3]
-            if inputs.dim() >= 2 and applies(inputs, weight):
+            if inputs.dim() >= 2 and weight.dim() == 2 and applies(inputs, weight):
                 return linear(inputs, weight, bias)
         elif func is torch.addmm and not kwargs and len(args) == 3:
             bias, inputs, weight = args
