@@ -288,3 +288,55 @@ def test_optional_extras_name_what_is_missing(tmp_path, capsys):
 def test_evaluate_files_needs_files():
     with pytest.raises(InputError):
         evaluate_files([])
+
+
+class _FakeMeteor:
+    """Stands in for pycocoevalcap's `Meteor`: a child process that writes `words` (a Python expression) to stderr,
+    then `answer` to stdout (or nothing, when `answer` is None)."""
+
+    words, answer, processes = "", None, []
+
+    def __init__(self):
+        import subprocess
+        import sys
+
+        script = (f"import sys, time; sys.stderr.write({self.words}); sys.stderr.flush(); "
+                  + (f"print({self.answer!r}, flush=True); " if self.answer is not None else "")
+                  + "time.sleep(60)")
+        self.meteor_p = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        type(self).processes.append(self.meteor_p)
+
+    def compute_score(self, gts, res):
+        line = self.meteor_p.stdout.readline()
+        return float(line), [float(line)] * len(res)
+
+
+def _fake_meteor(monkeypatch, words: str, answer: str | None) -> type:
+    from pycocoevalcap.meteor import meteor as pycocoevalcap_meteor
+
+    from sca.eval import captions
+
+    fake = type("Meteor", (_FakeMeteor,), {"words": words, "answer": answer, "processes": []})
+    monkeypatch.setattr(pycocoevalcap_meteor, "Meteor", fake)
+    monkeypatch.setattr(captions, "METEOR_MIN_SECONDS", 2.0)
+    monkeypatch.setattr(captions, "METEOR_SECONDS_PER_ENTRY", 0.0)
+    return fake
+
+
+def test_a_stuck_meteor_jvm_fails_the_run_instead_of_hanging_it(monkeypatch):
+    from sca.eval.captions import meteor
+
+    fake = _fake_meteor(monkeypatch, repr("Exception in thread main\nstuck here\n"), answer=None)
+    with pytest.raises(RuntimeError, match=r"no answer within 2 s, twice; it last said: .*stuck here"):
+        meteor({"a": ["a red square"]}, {"a": "a red square"})
+    assert len(fake.processes) == 2 and all(p.poll() is not None for p in fake.processes)  # tried again; none left
+
+
+def test_a_chatty_meteor_jvm_is_heard_out(monkeypatch):
+    """pycocoevalcap pipes the JVM's stderr and never reads it: 200 KB there would stall the JVM before it answers."""
+    from sca.eval.captions import meteor
+
+    fake = _fake_meteor(monkeypatch, repr("warning\n") + " * 25_000", answer="0.25")
+    assert meteor({"a": ["a red square"]}, {"a": "a red square"}) == 0.25
+    assert len(fake.processes) == 1 and fake.processes[0].poll() is not None

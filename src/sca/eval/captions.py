@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
+from collections import deque
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +18,10 @@ from .java import ensure_java
 
 EMPTY_CAPTION = "<empty>"
 """METEOR's Java process cannot score an empty string; an empty caption is scored as this placeholder."""
+
+METEOR_MIN_SECONDS = 300.0
+METEOR_SECONDS_PER_ENTRY = 0.05
+"""How long METEOR's JVM may take before it counts as stuck: start-up plus ~1 ms an entry, with a wide margin."""
 
 METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D")
 
@@ -108,23 +114,58 @@ def _untokenized(references, candidates) -> tuple[list[str], dict, dict]:
 
 
 def _run_meteor(gts: Mapping[str, list[str]], res: Mapping[str, list[str]]) -> tuple[float, list[float]]:
-    from pycocoevalcap.meteor.meteor import Meteor
-
-    ensure_java()
+    """pycocoevalcap's METEOR, guarded: its JVM's stderr is drained (pycocoevalcap pipes it and never reads it, so a
+    JVM that writes 64 KB there stalls), and a JVM that stops answering is killed after a generous time (the reads
+    have no timeout: it would hang the run) and tried once more before the run fails with its last words."""
     def non_empty(texts):
         return [t if t.strip() else EMPTY_CAPTION for t in texts]
 
+    gts = {k: non_empty(v) for k, v in gts.items()}
+    res = {k: non_empty(v) for k, v in res.items()}
+    timeout = METEOR_MIN_SECONDS + METEOR_SECONDS_PER_ENTRY * len(res)
+    for _ in range(2):
+        outcome, last_words = _meteor_once(gts, res, timeout)
+        if outcome is not None:
+            return outcome
+    raise RuntimeError(f"METEOR's Java process gave no answer within {timeout:.0f} s, twice"
+                       + (f"; it last said: {' | '.join(last_words)}" if last_words else ""))
+
+
+def _meteor_once(gts: Mapping[str, list[str]], res: Mapping[str, list[str]], timeout: float
+                 ) -> tuple[tuple[float, list[float]] | None, list[str]]:
+    """One METEOR run: `((score, per-entry scores), [])`, or `(None, its last stderr lines)` when it timed out."""
+    from pycocoevalcap.meteor.meteor import Meteor
+
+    ensure_java()
     scorer = Meteor()
-    try:
-        score, scores = scorer.compute_score({k: non_empty(v) for k, v in gts.items()},
-                                             {k: non_empty(v) for k, v in res.items()})
-    finally:
-        # pycocoevalcap leaves its JVM running until garbage collection; end it now.
-        if scorer.meteor_p.poll() is None:
-            scorer.meteor_p.stdin.close()
-            scorer.meteor_p.kill()
-            scorer.meteor_p.wait()
-    return float(score), [float(s) for s in scores]
+    process, last_words, outcome = scorer.meteor_p, deque(maxlen=5), {}
+    drain = threading.Thread(target=lambda: last_words.extend(
+        line.decode(errors="replace").strip() for line in process.stderr), daemon=True)
+    drain.start()
+
+    def score():
+        try:
+            outcome["scores"] = scorer.compute_score(gts, res)
+        except Exception as error:  # re-raised in the caller's thread (or the JVM was killed: timed out)
+            outcome["error"] = error
+
+    worker = threading.Thread(target=score, daemon=True)
+    worker.start()
+    worker.join(timeout)
+    timed_out = worker.is_alive()
+    # pycocoevalcap leaves its JVM running until garbage collection; end it now (this also ends a stuck read).
+    if process.poll() is None:
+        process.stdin.close()
+        process.kill()
+    process.wait()
+    worker.join()
+    drain.join(timeout=5)
+    if timed_out:
+        return None, [line for line in last_words if line]
+    if "error" in outcome:
+        raise outcome["error"]
+    score, scores = outcome["scores"]
+    return (float(score), [float(s) for s in scores]), []
 
 
 def check_spice() -> None:
