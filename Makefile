@@ -54,7 +54,7 @@ $(CHROMIUM):
 	DEBIAN_FRONTEND=noninteractive $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y -qq chromium
 
 test: $(STAMP) $(CHROMIUM)
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests benchmarks
 	HF_HUB_OFFLINE=1 SCA_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest
 
 clean:
