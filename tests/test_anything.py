@@ -141,6 +141,19 @@ def test_a_copy_whose_speck_stretches_its_box_is_dropped(tiny_model, bpe_tokeniz
         assert len(regions) == 2
 
 
+def test_full_size_masks_in_bounded_pieces_change_nothing(tiny_model, bpe_tokenizer, monkeypatch):
+    """Candidates are upsampled to the image's size a byte budget at a time (one a time for a 25-megapixel photo):
+    a budget of one mask gives what the default gives."""
+    import sca.anything
+
+    captioner = RegionCaptioner(ScaRegionModel(tiny_model, bpe_tokenizer, GenerationOptions(max_new_tokens=2)))
+    captioner.set_image(np.random.default_rng(1).integers(0, 255, (70, 110, 3), dtype=np.uint8))
+    options = AnythingOptions(points_per_side=4, pred_iou_thresh=-1e9, stability_score_thresh=0.0)
+    default = [r.to_dict() for r in captioner.anything(options)]
+    monkeypatch.setattr(sca.anything, "FULL_SIZE_BYTES", 1)
+    assert [r.to_dict() for r in captioner.anything(options)] == default and default
+
+
 def test_strict_thresholds_keep_nothing(tiny_model, bpe_tokenizer):
     captioner = RegionCaptioner(ScaRegionModel(tiny_model, bpe_tokenizer))
     captioner.set_image(torch.zeros(32, 32, 3, dtype=torch.uint8).numpy())

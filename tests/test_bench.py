@@ -22,6 +22,19 @@ def test_speed_table_and_json(tmp_path, capsys):
 def test_speed_options_are_checked(capsys):
     assert main(["bench", "speed", "--sam", "vit-x"]) == 2
     assert "--sam" in capsys.readouterr().err
+    assert main(["bench", "speed", "--photo-size", "0"]) == 2
+    assert "--photo-size must be at least 1" in capsys.readouterr().err
+
+
+def test_speed_of_a_photo_larger_than_the_model_input(tmp_path, capsys):
+    """--photo-size: the picture is resized to the model's input, and its masks come back at its own size."""
+    code = main(["bench", "speed", "--models", "sca", "--sam", "tiny", "--image-size", "64", "--photo-size", "300",
+                 "--regions", "2", "--chunks", "2", "--mixer-layers", "1", "--new-tokens", "2", "--runs", "1",
+                 "--out", str(tmp_path)])
+    assert code == 0
+    assert "One 300² image" in capsys.readouterr().out
+    row = json.loads((tmp_path / "speed.json").read_text())[0]
+    assert row["case"]["photo_size"] == 300 and row["parts"]["regions"] == 2
 
 
 def test_quality_helpers():

@@ -14,13 +14,14 @@ import torch
 
 from .data.sam_frame import FramedImage
 from .geometry import masks_to_boxes, nms, point_grid, remove_small_regions, stability_score
-from .masks import decode_rle, encode_rle, encode_rles
+from .masks import decode_rle, encode_rles
 from .models.prompts import Prompts
 from .models.region_model import EncodedImages, RegionModel
 from .options import AnythingOptions
 
-BOX_CHUNK = 32
-"""Candidate masks upsampled to the image's size at a time, to box them."""
+FULL_SIZE_BYTES = 256 * 2**20
+"""Candidate masks are upsampled to the image's size (as float logits), to box them, this many bytes at a time: 32
+masks of a 1024² image, one of a 25-megapixel photo."""
 
 
 @dataclass
@@ -97,9 +98,12 @@ class AnythingGenerator:
                                                                        logits, captions, rles)]
 
     def _full_size(self, framed: FramedImage, logits: torch.Tensor) -> Iterator[torch.Tensor]:
-        """`(n, H, W)` boolean masks at the image's size, `BOX_CHUNK` candidates at a time (memory stays bounded)."""
-        for start in range(0, len(logits), BOX_CHUNK):
-            yield self.model.frame.masks_to_original(logits[start : start + BOX_CHUNK, None], framed)[:, 0]
+        """`(n, H, W)` boolean masks at the image's size, `FULL_SIZE_BYTES` of float logits at a time (memory stays
+        bounded whatever the image's size)."""
+        height, width = framed.original_size
+        chunk = max(1, FULL_SIZE_BYTES // (4 * height * width))
+        for start in range(0, len(logits), chunk):
+            yield self.model.frame.masks_to_original(logits[start : start + chunk, None], framed)[:, 0]
 
     def _box_nms(self, boxes: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         """Indexes kept by box NMS, best first; a mask empty at the image's size (its box all zeros) is no region."""
@@ -115,7 +119,7 @@ class AnythingGenerator:
         for masks in self._full_size(framed, logits):
             for mask in masks.cpu().numpy():
                 cleaned = remove_small_regions(mask, self.options.min_region_area)
-                rles.append(encode_rle(cleaned))
+                rles.append(encode_rles(torch.from_numpy(cleaned)[None])[0])
                 boxes.append(masks_to_boxes(torch.from_numpy(cleaned)[None])[0])
         kept = self._box_nms(torch.stack(boxes), scores)
         return kept, [rles[i] for i in kept.tolist()]

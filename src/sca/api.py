@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from .anything import AnythingGenerator, full_size_rle
-from .data.sam_frame import FramedImage
+from .data.sam_frame import FramedImage, SamFrame
 from .errors import InputError
 from .geometry import mask_box
 from .masks import decode_rle, encode_rles
@@ -182,6 +182,10 @@ class RegionCaptioner:
         ]
 
     def _rles(self, low_res: torch.Tensor, framed: FramedImage) -> list[dict]:
-        """One region's `(M, h, w)` low-res logits → M RLEs at the original size (one region at a time: a
-        chunk of full-size masks of a large image would be gigabytes)."""
-        return encode_rles(self.frame.masks_to_original(low_res[None], framed)[0])
+        return full_size_rles(self.frame, low_res, framed)
+
+
+def full_size_rles(frame: SamFrame, low_res: torch.Tensor, framed: FramedImage) -> list[dict]:
+    """One region's `(M, h, w)` low-res logits → M COCO RLEs at the original size, one mask at a time (a
+    25-megapixel mask is 100 MB of float logits on its way: a chunk of them at once would be gigabytes)."""
+    return [encode_rles(frame.masks_to_original(mask[None, None], framed)[0])[0] for mask in low_res]

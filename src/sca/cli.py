@@ -507,6 +507,8 @@ def cmd_bench_speed(args) -> int:
         raise InputError("--quantize int8 runs float32 models on the CPU: use --dtypes float32 --device cpu")
     for name in ("runs", "forced_masks", "image_size", "new_tokens", "points_per_side"):
         require_whole(getattr(args, name), f"--{name.replace('_', '-')}", minimum=0 if name == "forced_masks" else 1)
+    if args.photo_size is not None:
+        require_whole(args.photo_size, "--photo-size", minimum=1)
     from .models.loading import resolve_device
 
     resolve_device(args.device)
@@ -529,7 +531,7 @@ def cmd_bench_speed(args) -> int:
              dtype=d, chunk_size=c, regions=r, image_size=args.image_size, new_tokens=args.new_tokens,
              device=args.device, points_per_side=args.points_per_side, forced_masks=args.forced_masks, runs=args.runs,
              scope=scope, quantize=None if q == "none" else q, static_cache=args.static_cache,
-             candidates=args.candidates)
+             candidates=args.candidates, photo_size=args.photo_size)
         for m, sam, lm, d, q, c, r, scope in itertools.product(models, sams, lms, dtypes, quantize, chunks, regions, scopes)
     ]
     results = []
@@ -723,7 +725,10 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument("--dtypes", default="float32", help="float32, bfloat16, float16")
     speed.add_argument("--chunks", default="16", help="region chunk sizes")
     speed.add_argument("--regions", default="64", help="regions (box prompts) per image")
-    speed.add_argument("--image-size", type=int, default=1024)
+    speed.add_argument("--image-size", type=int, default=1024, help="the model's input size (SAM's image_size)")
+    speed.add_argument("--photo-size", type=int,
+                       help="the side of the square picture given to the API (default: --image-size); e.g. 5000 for "
+                       "the memory of a 25-megapixel photo, whose masks come back at its size")
     speed.add_argument("--new-tokens", type=int, default=20)
     speed.add_argument("--device", default="cpu")
     speed.add_argument("--points-per-side", type=int, default=32, help="the anything rows' grid")

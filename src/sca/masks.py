@@ -25,9 +25,23 @@ def encode_rles(masks: torch.Tensor) -> list[dict]:
     height, width = masks.shape[-2:]
     if masks.device.type != "cpu" and masks[0].numel() > 0:
         return [{"size": [height, width], "counts": counts} for counts in rle_counts(masks)]
-    columns_first = masks.to(torch.uint8).mT.contiguous().cpu().numpy()  # (N, W, H): (H, W, N) in Fortran order
+    columns_first = _columns_first(masks.cpu().bool().view(torch.uint8)).numpy()  # (H, W, N) in Fortran order
     rles = mask_utils.encode(columns_first.transpose(2, 1, 0))
     return [{"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")} for rle in rles]
+
+
+TRANSPOSE_ROWS = 64
+"""Rows of a mask transposed at a time: a band whose columns stay in cache (a whole 25-megapixel mask transposed in
+one copy runs ~3x slower)."""
+
+
+def _columns_first(masks: torch.Tensor) -> torch.Tensor:
+    """`(N, H, W)` → `(N, W, H)`, contiguous (COCO's RLE runs down the columns)."""
+    count, height, width = masks.shape
+    columns = masks.new_empty(count, width, height)
+    for top in range(0, height, TRANSPOSE_ROWS):
+        columns[:, :, top : top + TRANSPOSE_ROWS] = masks[:, top : top + TRANSPOSE_ROWS].mT
+    return columns
 
 
 def rle_counts(masks: torch.Tensor) -> list[str]:

@@ -20,8 +20,7 @@ from dataclasses import dataclass, field
 import torch
 from PIL import Image
 
-from ..api import RegionCaption
-from ..masks import encode_rles
+from ..api import RegionCaption, full_size_rles
 from ..models.prompts import Prompts
 from ..models.region_model import EncodedImages, RegionModel
 
@@ -172,12 +171,11 @@ class ModelWorker:
             scores = output.iou_scores.float().cpu().tolist()
             for row, i in enumerate(active):
                 for r, record in enumerate(records[i][chunk]):
-                    low_res = output.low_res_masks[row, r]
-                    masks = self.model.frame.masks_to_original(low_res[None], encoded.framed[row])[0]
+                    rles = full_size_rles(self.model.frame, output.low_res_masks[row, r], encoded.framed[row])
                     candidates = output.candidates[row][r]
                     best = (candidates[int(torch.tensor(scores[row][r]).argmax())]
                             if len(candidates) == len(scores[row][r]) else candidates[0])
-                    results[i].append(RegionCaption(best, encode_rles(masks), scores[row][r], record,
+                    results[i].append(RegionCaption(best, rles, scores[row][r], record,
                                                     list(candidates)))
         return [None if job.cancelled.is_set() else result for job, result in zip(jobs, results)]
 

@@ -60,6 +60,8 @@ class Case:
         `ScaModel.generate`, the original's scope).
     quantize: `int8` runs the LM's and the encoder's linear layers in int8 (dynamic quantization).
     static_cache: decode with a static KV cache (transformers compiles the decoding step on a GPU).
+    photo_size: the side of the square picture given to the API, in pixels (None: the model's input size); a larger
+        one is resized down to the model's input and its masks come back at its own size (memory of large photos).
     """
 
     model: str = "sca"
@@ -79,6 +81,11 @@ class Case:
     quantize: str | None = None
     static_cache: bool = False
     candidates: str = "all"
+    photo_size: int | None = None
+
+    @property
+    def photo_side(self) -> int:
+        return self.photo_size or self.image_size
 
 
 @dataclass
@@ -260,8 +267,8 @@ def run_case(case: Case) -> Result:
         model = build_region_model(kind, {}, dtype=DTYPES[case.dtype], device=torch.device(case.device),
                                    generation=_forced_length(case))
     captioner = RegionCaptioner(model, chunk_size=case.chunk_size)
-    image = benchmark_image(case.image_size)
-    boxes = benchmark_boxes(case.regions, case.image_size)
+    image = benchmark_image(case.photo_side)
+    boxes = benchmark_boxes(case.regions, case.photo_side)
     anything = AnythingOptions(points_per_side=case.points_per_side, points_per_batch=max(case.chunk_size, 64))
     if case.forced_masks:
         anything = AnythingOptions(points_per_side=case.points_per_side, points_per_batch=max(case.chunk_size, 64),
@@ -379,7 +386,7 @@ def markdown(results: list[Result], where: str | None = None) -> str:
                      same])
     devices = sorted({r.case.device for r in results})
     first = results[0].case
-    note = (f"One {first.image_size}² image, {first.new_tokens} new tokens per caption, box prompts; median of "
+    note = (f"One {first.photo_side}² image, {first.new_tokens} new tokens per caption, box prompts; median of "
             f"{first.runs} runs after a warm-up on the same shapes; device {', '.join(devices)}; weights: "
             f"{results[0].weights}. Measured on {where or machine()}.")
     return markdown_table(header, rows, note=note)
