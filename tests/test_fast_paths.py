@@ -3,6 +3,8 @@ transformers' SAM modules compute."""
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from transformers.models.sam.configuration_sam import SamMaskDecoderConfig, SamVisionConfig
 from transformers.models.sam.modeling_sam import SamMaskDecoder, SamTwoWayTransformer, SamVisionEncoder
 
@@ -119,6 +121,25 @@ def test_mask_post_processing_equals_transformers(original_size):
     expected = frame.processor.post_process_masks([logits], [original_size], [input_size],
                                                   pad_size={"height": 1024, "width": 1024})[0]
     assert torch.equal(frame.masks_to_original(logits, framed), expected.bool())
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 400), st.integers(1, 400), st.integers(0, 2**31 - 1))
+def test_framing_a_large_photo_resized_first_equals_the_processor(height, width, seed):
+    """A photo larger than the frame is resized (PIL, bilinear) before the processor sees it: its pixels, sizes and
+    the frame's mapping are the processor's own, for any size and aspect ratio."""
+    import numpy as np
+    from PIL import Image
+
+    from sca.data.sam_frame import SamFrame
+
+    frame = SamFrame(image_size=96, embedding_size=12)
+    image = Image.fromarray(np.random.default_rng(seed).integers(0, 255, (height, width, 3), dtype=np.uint8))
+    framed = frame.frame(image)
+    expected = frame.processor(images=image, return_tensors="pt")
+    assert torch.equal(framed.pixel_values, expected["pixel_values"][0])
+    assert framed.original_size == (height, width)
+    assert framed.input_size == tuple(int(v) for v in expected["reshaped_input_sizes"][0])
 
 
 def test_a_static_kv_cache_decodes_the_same_captions(tiny_model, monkeypatch):

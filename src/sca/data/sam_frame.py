@@ -45,6 +45,12 @@ def load_image(image: str | Path | Image.Image | np.ndarray) -> Image.Image:
         raise InputError(f"cannot read {path} as an image: {error}") from error
 
 
+def longest_side_shape(size: tuple[int, int], longest: int) -> tuple[int, int]:
+    """`(H, W)` scaled so that its longer side is `longest`, rounded as SAM's processor rounds."""
+    scale = longest / max(size)
+    return tuple(int(side * scale + 0.5) for side in size)
+
+
 @dataclass
 class FramedImage:
     """An image in SAM's frame.
@@ -85,10 +91,16 @@ class SamFrame:
         return cls(config.vision_config.image_size, config.prompt_encoder_config.image_embedding_size)
 
     def frame(self, image: Image.Image) -> FramedImage:
+        original_size = (image.height, image.width)
+        if max(original_size) > self.image_size:
+            # The processor's own resize (PIL, bilinear) done on the PIL image before it makes its arrays: the same
+            # pixels, without a few full-size copies of a large photo (~0.2 GB at 25 megapixels).
+            height, width = longest_side_shape(original_size, self.image_size)
+            image = image.resize((width, height), Image.Resampling.BILINEAR)
         batch = self.processor(images=image, return_tensors="pt")
         return FramedImage(
             pixel_values=batch["pixel_values"][0],
-            original_size=tuple(int(v) for v in batch["original_sizes"][0]),
+            original_size=original_size,
             input_size=tuple(int(v) for v in batch["reshaped_input_sizes"][0]),
         )
 
@@ -102,8 +114,7 @@ class SamFrame:
         masks = torch.as_tensor(np.asarray(masks), dtype=torch.float32)
         if masks.shape[0] == 0:
             return masks.new_zeros(0, self.mask_size, self.mask_size)
-        scale = self.mask_size / max(framed.original_size)
-        height, width = (int(side * scale + 0.5) for side in framed.original_size)
+        height, width = longest_side_shape(framed.original_size, self.mask_size)
         resized = F.interpolate(masks[:, None], (height, width), mode="bilinear", antialias=True)[:, 0]
         padded = F.pad(resized, (0, self.mask_size - width, 0, self.mask_size - height))
         return (padded > 0.5).float()
