@@ -23,7 +23,7 @@ MASK_PROMPT_LOGIT = 10.0
 def load_image(image: str | Path | Image.Image | np.ndarray) -> Image.Image:
     """A path, a PIL image or an `(H, W, 3)` uint8 array → an RGB PIL image."""
     if isinstance(image, Image.Image):
-        return image.convert("RGB")
+        return image if image.mode == "RGB" else image.convert("RGB")  # never modified here: no full-size copy
     if isinstance(image, np.ndarray):
         if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 1:
             raise InputError(f"an image array must be (H, W, 3), got shape {image.shape}")
