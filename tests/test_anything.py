@@ -141,6 +141,32 @@ def test_a_copy_whose_speck_stretches_its_box_is_dropped(tiny_model, bpe_tokeniz
         assert len(regions) == 2
 
 
+@pytest.mark.parametrize("min_region_area, kept", [(None, 1), (25, 2)])
+def test_by_default_a_speck_is_judged_at_the_masks_resolution(tiny_model, bpe_tokenizer, min_region_area, kept):
+    """In a photo 8x the model's frame a speck of one low-res mask pixel upsamples to ~(8 x frame / mask side)²
+    pixels: a fixed 25 keeps it (and the copy it stretches past NMS), the default scales with the image and removes
+    it."""
+    model = ScaRegionModel(tiny_model, bpe_tokenizer, GenerationOptions(max_new_tokens=2))
+    captioner = RegionCaptioner(model)
+    side = 8 * model.frame.image_size
+    captioner.set_image(np.zeros((side, side, 3), dtype=np.uint8))
+    size = model.frame.mask_size
+    speck_pixels = (side / size) ** 2
+    assert speck_pixels > 25  # the fixed threshold cannot see it
+
+    def segment(encoded, prompts):
+        regions = prompts.points.shape[1]
+        logits = torch.full((1, regions, 1, size, size), -20.0)
+        logits[:, :, 0, size // 4 : size // 2, size // 4 : size // 2] = 20.0
+        logits[:, 1::2, 0, -2, -2] = 20.0
+        return torch.tensor([0.95, 0.99]).repeat(regions)[:regions][None, :, None], logits
+
+    model.segment = segment
+    options = AnythingOptions(points_per_side=2, pred_iou_thresh=0.5, stability_score_thresh=0.9,
+                              min_region_area=min_region_area)
+    assert len(captioner.anything(options)) == kept
+
+
 def test_full_size_masks_in_bounded_pieces_change_nothing(tiny_model, bpe_tokenizer, monkeypatch):
     """Candidates are upsampled to the image's size a byte budget at a time (one a time for a 25-megapixel photo):
     a budget of one mask gives what the default gives."""

@@ -17,7 +17,7 @@ from .geometry import masks_to_boxes, nms, point_grid, remove_small_regions, sta
 from .masks import decode_rle, encode_rles
 from .models.prompts import Prompts
 from .models.region_model import EncodedImages, RegionModel
-from .options import AnythingOptions
+from .options import MIN_REGION_AREA, SPECK_LOW_RES_PIXELS, AnythingOptions
 
 FULL_SIZE_BYTES = 256 * 2**20
 """Candidate masks are upsampled to the image's size (as float logits), to box them, this many bytes at a time: 32
@@ -84,8 +84,9 @@ class AnythingGenerator:
             return []
         logits, scores, stability, point_index = (t[survivors] for t in (logits, scores, stability, point_index))
         rles = [None] * len(survivors)
-        if options.min_region_area:
-            kept, rles = self._without_small_regions(framed, logits, scores)
+        min_region_area = self._min_region_area(framed)
+        if min_region_area:
+            kept, rles = self._without_small_regions(framed, logits, scores, min_region_area)
             if len(kept) == 0:
                 return []
             logits, scores, stability, point_index = (t[kept] for t in (logits, scores, stability, point_index))
@@ -110,15 +111,25 @@ class AnythingGenerator:
         nonempty = torch.nonzero(boxes[:, 2] > boxes[:, 0]).flatten()
         return nonempty[nms(boxes[nonempty], scores[nonempty], self.options.box_nms_thresh)]
 
-    def _without_small_regions(self, framed: FramedImage, logits: torch.Tensor, scores: torch.Tensor
-                               ) -> tuple[torch.Tensor, list[dict]]:
+    def _min_region_area(self, framed: FramedImage) -> int:
+        """The option's pixels, or by default `SPECK_LOW_RES_PIXELS` low-res mask pixels at the image's size (at least
+        `MIN_REGION_AREA`)."""
+        if self.options.min_region_area is not None:
+            return self.options.min_region_area
+        frame = self.model.frame
+        (height, width), (input_height, input_width) = framed.original_size, framed.input_size
+        low_res_pixel = height * width / (input_height * input_width) * (frame.image_size / frame.mask_size) ** 2
+        return max(MIN_REGION_AREA, round(SPECK_LOW_RES_PIXELS * low_res_pixel))
+
+    def _without_small_regions(self, framed: FramedImage, logits: torch.Tensor, scores: torch.Tensor,
+                               min_region_area: int) -> tuple[torch.Tensor, list[dict]]:
         """SAM's post-processing: small islands and holes removed from each survivor's full-size mask, then boxes
         and NMS again (a copy whose speck stretched its box now overlaps its original). Returns the indexes kept
         and their cleaned masks as RLE (a full-size mask per region would be an image's worth of memory each)."""
         rles, boxes = [], []
         for masks in self._full_size(framed, logits):
             for mask in masks.cpu().numpy():
-                cleaned = remove_small_regions(mask, self.options.min_region_area)
+                cleaned = remove_small_regions(mask, min_region_area)
                 rles.append(encode_rles(torch.from_numpy(cleaned)[None])[0])
                 boxes.append(masks_to_boxes(torch.from_numpy(cleaned)[None])[0])
         kept = self._box_nms(torch.stack(boxes), scores)

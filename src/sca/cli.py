@@ -576,7 +576,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="keep masks this stable or more")
     anything.add_argument("--nms-thresh", type=float, default=defaults.box_nms_thresh, help="box NMS IoU threshold")
     anything.add_argument("--min-region-area", type=int, default=defaults.min_region_area,
-                          help="islands and holes of fewer pixels are removed from each mask (0: off)")
+                          help="islands and holes of fewer pixels are removed from each mask (0: off; default: two "
+                          "of the model's low-res mask pixels at the image's size, at least 25)")
     anything.add_argument("--max-masks", type=int, help="keep at most this many masks, best predicted IoU first")
     anything.add_argument("--json", action="store_true", help="print JSON (captions, scores, boxes, RLE masks)")
     anything.add_argument("--out", type=_picture_path, help="write a .png or .jpg with the masks and captions drawn")

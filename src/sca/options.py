@@ -39,6 +39,12 @@ class GenerationOptions:
         return self
 
 
+MIN_REGION_AREA = 25
+"""Anything mode's smallest island or hole kept, in pixels at the image's size, when scaled to the image."""
+SPECK_LOW_RES_PIXELS = 2
+"""Islands and holes up to this many of the segmenter's low-res mask pixels are specks, by default."""
+
+
 @dataclass
 class AnythingOptions:
     """SAM's automatic mask generator settings (the original demo's values).
@@ -54,8 +60,10 @@ class AnythingOptions:
         predicted IoU first (None: all): bounds the work on images where thousands pass.
     min_region_area: SAM's `min_mask_region_area`: islands and holes of fewer pixels (at the image's size) are
         removed from every kept mask, then boxes and NMS are computed again, so that a stray speck cannot stretch
-        a copy's box past NMS (0: off; SAM's own default). 25 removes specks of a few pixels and keeps the
-        smallest shapes of a small image (~40 pixels in the shapes world).
+        a copy's box past NMS (0: off; SAM's own default). None (the default): scaled to the image, the area of
+        `SPECK_LOW_RES_PIXELS` of the segmenter's low-res mask pixels at the image's size, and at least
+        `MIN_REGION_AREA`: a speck of one low-res pixel is a few pixels in a small image but hundreds in a
+        12-megapixel photo, while 25 keeps the smallest shapes of a small image (~40 pixels in the shapes world).
     """
 
     points_per_side: int = 32
@@ -66,7 +74,7 @@ class AnythingOptions:
     box_nms_thresh: float = 0.7
     max_masks: int | None = None
     max_candidates: int | None = None
-    min_region_area: int = 25
+    min_region_area: int | None = None
 
     @classmethod
     def from_mapping(cls, values: dict, where: str = "anything") -> AnythingOptions:
@@ -94,9 +102,9 @@ class AnythingOptions:
             require_whole(self.max_masks, "max_masks (or None for every mask that passes the filters)")
         if self.max_candidates is not None:
             require_whole(self.max_candidates, "max_candidates (or None for every mask that passes the filters)")
-        if isinstance(self.min_region_area, bool) or not isinstance(self.min_region_area, int) \
-                or self.min_region_area < 0:
-            raise InputError(f"min_region_area must be a whole number of pixels >= 0, got {self.min_region_area!r}")
+        if self.min_region_area is not None:
+            require_whole(self.min_region_area, "min_region_area (pixels; 0: off; None: scaled to the image)",
+                          minimum=0)
         return self
 
 
