@@ -182,3 +182,35 @@ def test_from_sam_and_lm_loads_both_and_initialises_the_rest(tmp_path, tiny_mode
     reloaded = ScaModel.from_pretrained(tmp_path / "sca")
     for key, value in reloaded.state_dict().items():
         assert torch.equal(model_state[key], value), key
+
+
+
+def test_decoding_shows_no_needless_padding_warning():
+    """transformers drops SCA's all-ones attention mask as needless, then warns that a finished caption's pad filler
+    came without one; SCA's prefixes have no padding, so the warning is not shown (anything mode on the sample, where
+    captions finish at different steps, met it)."""
+    import logging
+
+    from transformers.utils import logging as hf_logging
+
+    from sca.api import RegionCaptioner
+    from sca.assets import SAMPLE_IMAGE
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            messages.append(record.getMessage())
+
+    messages, handler = [], Collect()
+    logger = logging.getLogger("transformers.modeling_utils")  # where the warning is logged, after its filters
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_warning()
+    logging.Logger.warning_once.cache_clear()
+    logger.addHandler(handler)
+    try:
+        captioner = RegionCaptioner.from_pretrained()
+        captioner.set_image(SAMPLE_IMAGE)
+        assert len(captioner.anything()) == 3
+    finally:
+        logger.removeHandler(handler)
+        hf_logging.set_verbosity(verbosity)
+    assert not [m for m in messages if "strongly recommend passing in an `attention_mask`" in m]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -408,15 +410,16 @@ class ScaModel(ScaPreTrainedModel):
                     # a second shape compiles it again for any batch size (~40-50 s). The last, shorter chunk is padded
                     # to the others' shape by repeating its last row, so one image at a time never meets a second shape.
                     prefix = torch.cat([prefix, prefix[-1:].expand(batch_size * chunk_size - rows, -1, -1)])
-                tokens = self.language_model.generate(
-                    inputs_embeds=prefix,
-                    attention_mask=prefix.new_ones(prefix.shape[:2], dtype=torch.long),
-                    max_new_tokens=max_new_tokens,
-                    num_beams=num_beams,
-                    pad_token_id=pad_token_id,
-                    eos_token_id=eos_token_id,
-                    **generate_kwargs,
-                )[:rows]
+                with _without_the_needless_padding_warning():
+                    tokens = self.language_model.generate(
+                        inputs_embeds=prefix,
+                        attention_mask=prefix.new_ones(prefix.shape[:2], dtype=torch.long),
+                        max_new_tokens=max_new_tokens,
+                        num_beams=num_beams,
+                        pad_token_id=pad_token_id,
+                        eos_token_id=eos_token_id,
+                        **generate_kwargs,
+                    )[:rows]
                 sequences.append(tokens.reshape(batch_size, regions, -1))
                 iou_scores.append(scores)
                 pred_masks.append(masks)
@@ -443,6 +446,23 @@ class ScaModel(ScaPreTrainedModel):
             group = max(1, CPU_REGION_GROUP_BYTES // (image_embeddings.numel() * image_embeddings.element_size()))
         for start in range(0, num_regions, group):
             yield self.segment(image_embeddings, prompts.take(slice(start, start + group)), multimask_output)
+
+
+@contextlib.contextmanager
+def _without_the_needless_padding_warning() -> Iterator[None]:
+    """transformers' `generate` drops an all-ones attention mask as needless, then its LM warns (once) that input ids
+    holding the pad id came without a mask: the filler after a finished caption. SCA's prefixes have no padding, so
+    the warning is dropped while SCA decodes (being once-only, it is then not shown later in the process either)."""
+    logger = logging.getLogger("transformers.modeling_utils")
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("We strongly recommend passing in an `attention_mask`")
+
+    logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        logger.removeFilter(keep)
 
 
 def _contiguous_inputs(module: nn.Module, args: tuple) -> tuple:
