@@ -170,13 +170,13 @@ def test_by_default_a_speck_is_judged_at_the_masks_resolution(tiny_model, bpe_to
 def test_full_size_masks_in_bounded_pieces_change_nothing(tiny_model, bpe_tokenizer, monkeypatch):
     """Candidates are upsampled to the image's size a byte budget at a time (one a time for a 25-megapixel photo):
     a budget of one mask gives what the default gives."""
-    import sca.anything
+    import sca.data.sam_frame
 
     captioner = RegionCaptioner(ScaRegionModel(tiny_model, bpe_tokenizer, GenerationOptions(max_new_tokens=2)))
     captioner.set_image(np.random.default_rng(1).integers(0, 255, (70, 110, 3), dtype=np.uint8))
     options = AnythingOptions(points_per_side=4, pred_iou_thresh=-1e9, stability_score_thresh=0.0)
     default = [r.to_dict() for r in captioner.anything(options)]
-    monkeypatch.setattr(sca.anything, "FULL_SIZE_BYTES", 1)
+    monkeypatch.setattr(sca.data.sam_frame, "FULL_SIZE_BYTES", 1)
     assert [r.to_dict() for r in captioner.anything(options)] == default and default
 
 

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from transformers.models.sam.configuration_sam import SamMaskDecoderConfig, SamVisionConfig
 from transformers.models.sam.modeling_sam import SamMaskDecoder, SamTwoWayTransformer, SamVisionEncoder
 
+from sca.errors import InputError
 from sca.models import sca as sca_module
 from sca.models import vision_attention
 from sca.models.two_way import run_two_way_transformer
@@ -123,6 +124,18 @@ def test_mask_post_processing_equals_transformers(original_size):
     assert torch.equal(frame.masks_to_original(logits, framed), expected.bool())
 
 
+@pytest.mark.parametrize("max_bytes", [1, 4 * 97 * 50 * 2, None])
+def test_masks_at_original_size_in_pieces_are_the_masks(max_bytes):
+    from sca.data.sam_frame import FramedImage, SamFrame
+
+    frame = SamFrame(image_size=64, embedding_size=8)
+    framed = FramedImage(torch.zeros(3, 64, 64), (97, 50), (64, 33))
+    logits = torch.randn(5, 32, 32, generator=torch.Generator().manual_seed(2))
+    pieces = list(frame.masks_to_original_in_pieces(logits, framed, max_bytes))
+    assert len(pieces) == {1: 5, 4 * 97 * 50 * 2: 3, None: 1}[max_bytes]
+    assert torch.equal(torch.cat(pieces), frame.masks_to_original(logits[:, None], framed)[:, 0])
+
+
 @settings(max_examples=25, deadline=None)
 @given(st.integers(1, 400), st.integers(1, 400), st.integers(0, 2**31 - 1))
 def test_framing_a_large_photo_resized_first_equals_the_processor(height, width, seed):
@@ -131,10 +144,14 @@ def test_framing_a_large_photo_resized_first_equals_the_processor(height, width,
     import numpy as np
     from PIL import Image
 
-    from sca.data.sam_frame import SamFrame
+    from sca.data.sam_frame import SamFrame, longest_side_shape
 
     frame = SamFrame(image_size=96, embedding_size=12)
     image = Image.fromarray(np.random.default_rng(seed).integers(0, 255, (height, width, 3), dtype=np.uint8))
+    if min(longest_side_shape((height, width), 96)) < 1:  # thinner than a pixel in the frame: refused
+        with pytest.raises(InputError, match="under one pixel"):
+            frame.frame(image)
+        return
     framed = frame.frame(image)
     expected = frame.processor(images=image, return_tensors="pt")
     assert torch.equal(framed.pixel_values, expected["pixel_values"][0])

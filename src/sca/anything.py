@@ -7,7 +7,7 @@ score, de-duplicated by box NMS, and only the survivors are captioned.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -18,10 +18,6 @@ from .masks import decode_rle, encode_rles
 from .models.prompts import Prompts
 from .models.region_model import EncodedImages, RegionModel
 from .options import MIN_REGION_AREA, SPECK_LOW_RES_PIXELS, AnythingOptions
-
-FULL_SIZE_BYTES = 256 * 2**20
-"""Candidate masks are upsampled to the image's size (as float logits), to box them, this many bytes at a time: 32
-masks of a 1024² image, one of a 25-megapixel photo."""
 
 
 @dataclass
@@ -78,7 +74,7 @@ class AnythingGenerator:
             logits, scores, stability, point_index = (t[best] for t in (logits, scores, stability, point_index))
         # Boxes of the masks as they are returned (at the image's size): low-res logits can hold specks that
         # vanish when upsampled, and would stretch a low-res box.
-        boxes = torch.cat([masks_to_boxes(masks) for masks in self._full_size(framed, logits)])
+        boxes = torch.cat([masks_to_boxes(masks) for masks in self.model.frame.masks_to_original_in_pieces(logits, framed)])
         survivors = self._box_nms(boxes, scores)[: options.max_masks]
         if len(survivors) == 0:
             return []
@@ -97,14 +93,6 @@ class AnythingGenerator:
         return [FoundRegion(point, float(score), float(stable), low_res, caption, rle)
                 for point, score, stable, low_res, caption, rle in zip(survivor_points.tolist(), scores, stability,
                                                                        logits, captions, rles)]
-
-    def _full_size(self, framed: FramedImage, logits: torch.Tensor) -> Iterator[torch.Tensor]:
-        """`(n, H, W)` boolean masks at the image's size, `FULL_SIZE_BYTES` of float logits at a time (memory stays
-        bounded whatever the image's size)."""
-        height, width = framed.original_size
-        chunk = max(1, FULL_SIZE_BYTES // (4 * height * width))
-        for start in range(0, len(logits), chunk):
-            yield self.model.frame.masks_to_original(logits[start : start + chunk, None], framed)[:, 0]
 
     def _box_nms(self, boxes: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         """Indexes kept by box NMS, best first; a mask empty at the image's size (its box all zeros) is no region."""
@@ -127,7 +115,7 @@ class AnythingGenerator:
         and NMS again (a copy whose speck stretched its box now overlaps its original). Returns the indexes kept
         and their cleaned masks as RLE (a full-size mask per region would be an image's worth of memory each)."""
         rles, boxes = [], []
-        for masks in self._full_size(framed, logits):
+        for masks in self.model.frame.masks_to_original_in_pieces(logits, framed):
             for mask in masks.cpu().numpy():
                 cleaned = remove_small_regions(mask, min_region_area)
                 rles.append(encode_rles(torch.from_numpy(cleaned)[None])[0])

@@ -186,6 +186,6 @@ class RegionCaptioner:
 
 
 def full_size_rles(frame: SamFrame, low_res: torch.Tensor, framed: FramedImage) -> list[dict]:
-    """One region's `(M, h, w)` low-res logits → M COCO RLEs at the original size, one mask at a time (a
-    25-megapixel mask is 100 MB of float logits on its way: a chunk of them at once would be gigabytes)."""
-    return [encode_rles(frame.masks_to_original(mask[None, None], framed)[0])[0] for mask in low_res]
+    """One region's `(M, h, w)` low-res logits → M COCO RLEs at the original size (a 25-megapixel mask is 100 MB
+    of float logits on its way: such masks go one at a time)."""
+    return [rle for masks in frame.masks_to_original_in_pieces(low_res, framed) for rle in encode_rles(masks)]

@@ -5,6 +5,7 @@ masks mapped into that frame and back.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from transformers import SamImageProcessorPil
 
 from ..errors import InputError
 
+FULL_SIZE_BYTES = 128 * 2**20
+"""Float logits upsampled to an image's size at a time: a 25-megapixel mask alone is 100 MB."""
 MASK_PROMPT_LOGIT = 10.0
 """Binary mask prompts become logits of ±this value, the range SAM's own low-res logits take."""
 
@@ -92,10 +95,13 @@ class SamFrame:
 
     def frame(self, image: Image.Image) -> FramedImage:
         original_size = (image.height, image.width)
+        height, width = longest_side_shape(original_size, self.image_size)
+        if min(height, width) < 1:
+            raise InputError(f"the image is {image.width}x{image.height}: resized to the model's {self.image_size}-pixel "
+                             "input its shorter side would be under one pixel; crop it, or pad it to a squarer shape")
         if max(original_size) > self.image_size:
             # The processor's own resize (PIL, bilinear) done on the PIL image before it makes its arrays: the same
             # pixels, without a few full-size copies of a large photo (~0.2 GB at 25 megapixels).
-            height, width = longest_side_shape(original_size, self.image_size)
             image = image.resize((width, height), Image.Resampling.BILINEAR)
         batch = self.processor(images=image, return_tensors="pt")
         return FramedImage(
@@ -133,6 +139,16 @@ class SamFrame:
         if (height, width) != tuple(framed.original_size):
             masks = F.interpolate(masks, framed.original_size, mode="bilinear", align_corners=False)
         return masks > 0
+
+    def masks_to_original_in_pieces(self, low_res_masks: torch.Tensor, framed: FramedImage,
+                                    max_bytes: int | None = None) -> Iterator[torch.Tensor]:
+        """`(N, h, w)` low-res logits → `(n, H, W)` boolean masks at the original size, as many at a time as keep
+        their float logits within `max_bytes` (default `FULL_SIZE_BYTES`: 32 of a 1024² image, one of a
+        25-megapixel photo)."""
+        height, width = framed.original_size
+        count = max(1, (FULL_SIZE_BYTES if max_bytes is None else max_bytes) // (4 * height * width))
+        for start in range(0, len(low_res_masks), count):
+            yield self.masks_to_original(low_res_masks[start : start + count, None], framed)[:, 0]
 
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
