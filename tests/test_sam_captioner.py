@@ -132,3 +132,30 @@ def test_anything_mode_with_the_baseline(sam, image):
     captioner.set_image(image)
     regions = captioner.anything(AnythingOptions(points_per_side=3, pred_iou_thresh=-1e9, stability_score_thresh=0.0))
     assert regions and all(r.masks.shape == (1, 48, 64) and isinstance(r.caption, str) for r in regions)
+
+
+def test_full_size_masks_and_box_crops_are_made_when_read(monkeypatch):
+    """SAM-Captioner hands a captioner its chunk's masks and crops as sequences made when read, a batch at a time:
+    a chunk of a 25-megapixel photo's whole-picture crops held at once was 8 GB."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    import sca.models.captioners as captioners
+    from sca.data.sam_frame import FramedImage, FullSizeMasks, SamFrame
+
+    frame = SamFrame(image_size=64, embedding_size=8)
+    framed = FramedImage(torch.zeros(3, 64, 64), (90, 50), (64, 36))
+    logits = torch.randn(5, 32, 32, generator=torch.Generator().manual_seed(3))
+    masks = FullSizeMasks(frame, logits, framed)
+    expected = frame.masks_to_original(logits[:, None], framed)[:, 0].numpy()
+    assert len(masks) == 5 and len(masks[1:4]) == 3
+    assert all(np.array_equal(mask, want) for mask, want in zip(masks, expected, strict=True))
+    assert np.array_equal(masks[-1], expected[-1]) and np.array_equal(masks[2:][0], expected[2])
+
+    picture = Image.fromarray(np.random.default_rng(0).integers(0, 255, (90, 50, 3), dtype=np.uint8))
+    made = []
+    monkeypatch.setattr(captioners, "crop_box", lambda image, mask: made.append(1) or image.crop((0, 0, 5, 5)))
+    crops = captioners.BoxCrops(picture, masks)
+    assert len(crops) == 5 and not made
+    assert [c.size for c in list(crops[:2])] == [(5, 5)] * 2 and len(made) == 2

@@ -5,7 +5,7 @@ masks mapped into that frame and back.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -149,6 +149,22 @@ class SamFrame:
         count = max(1, (FULL_SIZE_BYTES if max_bytes is None else max_bytes) // (4 * height * width))
         for start in range(0, len(low_res_masks), count):
             yield self.masks_to_original(low_res_masks[start : start + count, None], framed)[:, 0]
+
+
+class FullSizeMasks(Sequence):
+    """`(N, h, w)` low-res logits read as N `(H, W)` boolean numpy masks at the original size, each made when it is
+    read: a captioner given a chunk's masks of a 25-megapixel photo holds one at a time, not gigabytes."""
+
+    def __init__(self, frame: SamFrame, low_res_masks: torch.Tensor, framed: FramedImage):
+        self.frame, self.low_res_masks, self.framed = frame, low_res_masks, framed
+
+    def __len__(self) -> int:
+        return len(self.low_res_masks)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return FullSizeMasks(self.frame, self.low_res_masks[index], self.framed)
+        return self.frame.masks_to_original(self.low_res_masks[index][None, None], self.framed)[0, 0].cpu().numpy()
 
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

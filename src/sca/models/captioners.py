@@ -98,7 +98,7 @@ class CropCaptioner(Captioner):
     chain_of_thought: bool = False
 
     def describe(self, picture: Image.Image, masks: Sequence[np.ndarray]) -> list[str]:
-        return self([crop_box(picture, mask) for mask in masks])
+        return self(BoxCrops(picture, masks))
 
     def settings(self) -> dict:
         return {**super().settings(), "chain_of_thought": self.chain_of_thought}
@@ -232,6 +232,22 @@ def _outline(mask: np.ndarray, width: int) -> np.ndarray:
         padded = np.pad(shrunk, 1)
         shrunk = padded[1:-1, 1:-1] & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
     return grown & ~shrunk
+
+
+class BoxCrops(Sequence):
+    """Each mask's tight box cut from the picture when it is read: captioners take a batch at a time, so a chunk's
+    crops of a large photo (up to the whole picture each, 75 MB at 25 megapixels) are never all held at once."""
+
+    def __init__(self, picture: Image.Image, masks: Sequence[np.ndarray]):
+        self.picture, self.masks = picture, masks
+
+    def __len__(self) -> int:
+        return len(self.masks)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return BoxCrops(self.picture, self.masks[index])
+        return crop_box(self.picture, self.masks[index])
 
 
 def crop_box(image: Image.Image, mask: np.ndarray) -> Image.Image:

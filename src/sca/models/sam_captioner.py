@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 from transformers import PreTrainedModel
 
+from ..data.sam_frame import FullSizeMasks
 from ..errors import InputError
 from ..options import GenerationOptions
 from .captioners import CHAIN_OF_THOUGHT, Captioner, CropCaptioner, crop_box, load_captioner
@@ -69,7 +70,9 @@ class SamCaptioner(RegionModel):
             regions = [r for r in range(prompts.num_regions) if valid is None or valid[b][r]]
             chosen = {r: range(low_res.shape[2]) if self.candidates == "all" else [int(scores[b, r].argmax())]
                       for r in regions}
-            masks = [mask for r in regions for mask in self._full_masks(low_res[b, r, list(chosen[r])], encoded, b)]
+            chosen_masks = [low_res[b, r, list(chosen[r])] for r in regions]
+            masks = FullSizeMasks(self.frame, torch.cat(chosen_masks) if chosen_masks else low_res[b, :0, 0],
+                                  encoded.framed[b])
             captions = iter(self.captioner.describe(picture, masks))
             per_region = {r: [next(captions) for _ in chosen[r]] for r in regions}
             candidates.append([per_region.get(r, []) for r in range(prompts.num_regions)])
@@ -79,12 +82,8 @@ class SamCaptioner(RegionModel):
     def describe(self, encoded: EncodedImages, prompts: Prompts, masks: torch.Tensor,
                  tasks: Sequence[str] | None = None) -> list[list[str]]:
         """The given masks described (the segmenter does not run again)."""
-        return [self.captioner.describe(picture, [self._full_masks(mask[None], encoded, b)[0] for mask in masks[b]])
+        return [self.captioner.describe(picture, FullSizeMasks(self.frame, masks[b], encoded.framed[b]))
                 for b, picture in enumerate(encoded.pictures)]
-
-    def _full_masks(self, low_res: torch.Tensor, encoded: EncodedImages, index: int) -> np.ndarray:
-        """`(M, h, w)` low-res logits of one region → `(M, H, W)` boolean masks at the image's size."""
-        return self.frame.masks_to_original(low_res[None], encoded.framed[index])[0].cpu().numpy()
 
     def describe_views(self, views: Sequence[tuple[Image.Image, np.ndarray]]) -> str | None:
         return self.captioner.describe_views(views)
