@@ -117,9 +117,9 @@ class AnythingGenerator:
         rles, boxes = [], []
         for masks in self.model.frame.masks_to_original_in_pieces(logits, framed):
             for mask in masks.cpu().numpy():
-                cleaned = remove_small_regions(mask, min_region_area)
-                rles.append(encode_rles(torch.from_numpy(cleaned)[None])[0])
-                boxes.append(masks_to_boxes(torch.from_numpy(cleaned)[None])[0])
+                cleaned = torch.from_numpy(remove_small_regions(mask, min_region_area))[None]
+                rles.append(encode_rles(cleaned)[0])
+                boxes.append(masks_to_boxes(cleaned)[0])
         kept = self._box_nms(torch.stack(boxes), scores)
         return kept, [rles[i] for i in kept.tolist()]
 

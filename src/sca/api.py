@@ -164,7 +164,7 @@ class RegionCaptioner:
             output = self.model.caption(encoded, prompts.take(chunk), [task], multimask_output)
             scores = output.iou_scores[0].float().cpu().tolist()
             for i, (candidates, record) in enumerate(zip(output.candidates[0], records[chunk])):
-                rles = self._rles(output.low_res_masks[0, i], encoded.framed[0])
+                rles = full_size_rles(self.frame, output.low_res_masks[0, i], encoded.framed[0])
                 best = candidates[int(np.argmax(scores[i]))] if len(candidates) == len(scores[i]) else candidates[0]
                 results.append(RegionCaption(best, rles, scores[i], record, list(candidates)))
         return results
@@ -180,9 +180,6 @@ class RegionCaptioner:
                           [region.caption])
             for region in found
         ]
-
-    def _rles(self, low_res: torch.Tensor, framed: FramedImage) -> list[dict]:
-        return full_size_rles(self.frame, low_res, framed)
 
 
 def full_size_rles(frame: SamFrame, low_res: torch.Tensor, framed: FramedImage) -> list[dict]:

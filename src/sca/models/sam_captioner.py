@@ -70,9 +70,8 @@ class SamCaptioner(RegionModel):
             regions = [r for r in range(prompts.num_regions) if valid is None or valid[b][r]]
             chosen = {r: range(low_res.shape[2]) if self.candidates == "all" else [int(scores[b, r].argmax())]
                       for r in regions}
-            chosen_masks = [low_res[b, r, list(chosen[r])] for r in regions]
-            masks = FullSizeMasks(self.frame, torch.cat(chosen_masks) if chosen_masks else low_res[b, :0, 0],
-                                  encoded.framed[b])
+            rows, columns = [r for r in regions for _ in chosen[r]], [m for r in regions for m in chosen[r]]
+            masks = FullSizeMasks(self.frame, low_res[b, rows, columns], encoded.framed[b])
             captions = iter(self.captioner.describe(picture, masks))
             per_region = {r: [next(captions) for _ in chosen[r]] for r in regions}
             candidates.append([per_region.get(r, []) for r in range(prompts.num_regions)])
