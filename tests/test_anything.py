@@ -9,6 +9,7 @@ import torch
 from sca.api import InputError, RegionCaptioner
 from sca.cli import main
 from sca.geometry import box_iou, masks_to_boxes, nms, point_grid, remove_small_regions, stability_score
+from sca.models.prompts import Prompts
 from sca.models.sca_region import ScaRegionModel
 from sca.options import AnythingOptions, GenerationOptions
 
@@ -87,7 +88,7 @@ def test_masks_that_vanish_at_the_image_size_are_dropped(tiny_model, bpe_tokeniz
     captioner.set_image(torch.zeros(16, 16, 3, dtype=torch.uint8).numpy())
     size = model.frame.mask_size
 
-    def segment(encoded, prompts):
+    def segment(encoded, prompts, min_iou=None):
         regions = prompts.points.shape[1]
         logits = torch.full((1, regions, 2, size, size), -20.0)
         logits[:, :, 0, 0, 0] = 20.0  # one low-res pixel in a corner: no image pixel samples it
@@ -122,7 +123,7 @@ def test_a_copy_whose_speck_stretches_its_box_is_dropped(tiny_model, bpe_tokeniz
     captioner.set_image(np.zeros(model.frame.image_size * np.array([1, 1, 0]) + [0, 0, 3], dtype=np.uint8))
     size = model.frame.mask_size
 
-    def segment(encoded, prompts):
+    def segment(encoded, prompts, min_iou=None):
         regions = prompts.points.shape[1]
         logits = torch.full((1, regions, 1, size, size), -20.0)
         logits[:, :, 0, size // 4 : size // 2, size // 4 : size // 2] = 20.0
@@ -154,7 +155,7 @@ def test_by_default_a_speck_is_judged_at_the_masks_resolution(tiny_model, bpe_to
     speck_pixels = (side / size) ** 2
     assert speck_pixels > 25  # the fixed threshold cannot see it
 
-    def segment(encoded, prompts):
+    def segment(encoded, prompts, min_iou=None):
         regions = prompts.points.shape[1]
         logits = torch.full((1, regions, 1, size, size), -20.0)
         logits[:, :, 0, size // 4 : size // 2, size // 4 : size // 2] = 20.0
@@ -226,3 +227,43 @@ def test_anything_dataset_inference_is_scored_with_dense_map(tiny_model_dir, tmp
     assert main(["eval", str(path)]) == 0
     metrics = json.loads((tmp_path / "infer" / "metrics" / path.stem / "metrics.json").read_text())
     assert metrics["kind"] == "dense" and 0 <= metrics["mAP"] <= 1 and metrics["images"] == 3
+
+
+def test_masks_are_upscaled_only_where_a_candidate_passes_the_iou_filter(tiny_model, bpe_tokenizer):
+    """SAM's IoU head reads tokens, not masks: with `min_iou` the regions none of whose candidates scores above it
+    skip the upscaling (-inf logits), and the others' masks are the very same."""
+    model = ScaRegionModel(tiny_model, bpe_tokenizer, GenerationOptions(max_new_tokens=2))
+    encoded = model.encode([torch.randint(0, 255, (64, 80, 3), dtype=torch.uint8).numpy()])
+    prompts = Prompts(points=torch.rand(1, 12, 1, 2) * model.frame.image_size)
+    scores, every_mask = model.segment(encoded, prompts)
+    floor = scores.amax(-1).median().item()
+    floored_scores, masks = model.segment(encoded, prompts, min_iou=floor)
+    wanted = scores.amax(-1) > floor
+    assert 0 < wanted.sum() < prompts.num_regions
+    assert torch.equal(floored_scores, scores)
+    assert torch.equal(masks[wanted], every_mask[wanted])
+    assert torch.isneginf(masks[~wanted]).all()
+
+
+def test_the_iou_filter_before_the_upscaling_changes_nothing_in_anything_mode(tiny_model, bpe_tokenizer, monkeypatch):
+    import sca.models.mask_caption_decoder as decoder
+
+    upscaled, upscale = [], decoder.upscaled_masks
+    monkeypatch.setattr(decoder, "upscaled_masks",
+                        lambda d, image, hyper: upscaled.append(len(image)) or upscale(d, image, hyper))
+    model = ScaRegionModel(tiny_model, bpe_tokenizer, GenerationOptions(max_new_tokens=2))
+    captioner = RegionCaptioner(model)
+    image = torch.randint(0, 255, (72, 96, 3), dtype=torch.uint8).numpy()
+    captioner.set_image(image)
+    scores, _ = model.segment(model.encode([image]), Prompts(points=torch.rand(1, 64, 1, 2) * model.frame.image_size))
+    options = AnythingOptions(points_per_side=6, pred_iou_thresh=scores.quantile(0.7).item(), stability_score_thresh=0.0,
+                              box_nms_thresh=0.9, min_region_area=0)
+    upscaled.clear()
+    filtered = captioner.anything(options)
+    filtered_upscaled, upscaled[:] = sum(upscaled), []
+    segment = model.segment
+    model.segment = lambda encoded, prompts, min_iou=None: segment(encoded, prompts)  # every mask made
+    every = captioner.anything(options)
+    assert len(filtered) > 0
+    assert filtered_upscaled < sum(upscaled)
+    assert [r.to_dict() for r in filtered] == [r.to_dict() for r in every]

@@ -33,7 +33,7 @@ FAMILY = textwrap.dedent('''
         def image_embeddings(self, pixel_values):
             return self.sam.image_embeddings(pixel_values)
 
-        def segment(self, encoded, prompts, multimask_output=True):
+        def segment(self, encoded, prompts, multimask_output=True, min_iou=None):
             return self.sam.segment(encoded, prompts, multimask_output)
 
         def caption(self, encoded, prompts, tasks=None, multimask_output=True):

@@ -56,14 +56,17 @@ class AnythingGenerator:
         kept_logits, kept_scores, kept_points, kept_stability = [], [], [], []
         for start in range(0, len(points), options.points_per_batch):
             batch = frame_points[start : start + options.points_per_batch][None, :, None]
-            scores, logits = self.model.segment(encoded, Prompts(points=batch))
-            scores, logits = scores[0].float(), logits[0].float()  # (P, M), (P, M, h, w)
-            stability = stability_score(logits[..., :valid_h, :valid_w], 0.0, options.stability_score_offset)
-            keep = (scores > options.pred_iou_thresh) & (stability >= options.stability_score_thresh)
-            point_index, _ = torch.nonzero(keep, as_tuple=True)
-            kept_logits.append(logits[keep].cpu())
-            kept_scores.append(scores[keep].cpu())
-            kept_stability.append(stability[keep].cpu())
+            # The IoU filter first: the segmenter need not upscale the masks of points that cannot pass it.
+            scores, logits = self.model.segment(encoded, Prompts(points=batch), min_iou=options.pred_iou_thresh)
+            scores = scores[0].float()  # (P, M)
+            confident = scores > options.pred_iou_thresh
+            candidates = logits[0][confident].float()  # (K, h, w)
+            stability = stability_score(candidates[..., :valid_h, :valid_w], 0.0, options.stability_score_offset)
+            stable = stability >= options.stability_score_thresh
+            point_index = torch.nonzero(confident, as_tuple=True)[0][stable]
+            kept_logits.append(candidates[stable].cpu())
+            kept_scores.append(scores[confident][stable].cpu())
+            kept_stability.append(stability[stable].cpu())
             kept_points.append(point_index.cpu() + start)
         logits, scores = torch.cat(kept_logits), torch.cat(kept_scores)
         stability, point_index = torch.cat(kept_stability), torch.cat(kept_points)

@@ -57,6 +57,7 @@ class ScaMaskCaptionDecoder(SamMaskDecoder):
         sparse_prompt_embeddings: torch.Tensor,
         dense_prompt_embeddings: torch.Tensor,
         multimask_output: bool = True,
+        min_iou: float | None = None,
     ) -> Segmentation:
         """Run SAM's decoder.
 
@@ -65,6 +66,9 @@ class ScaMaskCaptionDecoder(SamMaskDecoder):
             image_positional_embeddings: `(1, C, H, W)` dense positional encoding of the embedding grid.
             sparse_prompt_embeddings: `(B, R, n, C)` point and box tokens (n may be 0).
             dense_prompt_embeddings: `(B·R, C, H, W)` mask-prompt embeddings, or `(1, C, 1, 1)` (no mask).
+            min_iou: if given, only regions with a candidate whose predicted IoU is above it get their masks
+                upscaled; the others' mask logits are -inf. The IoU head reads SAM's tokens, not the masks, so a
+                filter on it (anything mode's) can run before the upscaling, the largest part of the decoder.
         """
         batch_size, channels, height, width = image_embeddings.shape
         num_regions = sparse_prompt_embeddings.shape[1]
@@ -85,14 +89,19 @@ class ScaMaskCaptionDecoder(SamMaskDecoder):
         mask_tokens_out = tokens[:, :, 1 : 1 + self.num_mask_tokens]
         hyper_in = torch.stack(
             [mlp(mask_tokens_out[:, :, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=2
-        )
-        masks = upscaled_masks(
-            self, image.reshape(batch_size * num_regions, height, width, channels), hyper_in.flatten(0, 1)
-        )
-        masks = masks.unflatten(0, (batch_size, num_regions))
+        ).flatten(0, 1)
         iou_scores = self.iou_prediction_head(tokens[:, :, 0])
-
         mask_slice = slice(1, None) if multimask_output else slice(0, 1)
+
+        image_sides = image.reshape(batch_size * num_regions, height, width, channels)
+        if min_iou is None:
+            masks = upscaled_masks(self, image_sides, hyper_in)
+        else:
+            wanted = torch.nonzero((iou_scores[:, :, mask_slice] > min_iou).any(-1).flatten()).flatten()
+            masks = image_sides.new_full((len(image_sides), self.num_mask_tokens, 4 * height, 4 * width), -torch.inf)
+            if len(wanted):
+                masks[wanted] = upscaled_masks(self, image_sides[wanted], hyper_in[wanted])
+        masks = masks.unflatten(0, (batch_size, num_regions))
         return Segmentation(
             iou_scores=iou_scores[:, :, mask_slice],
             pred_masks=masks[:, :, mask_slice],

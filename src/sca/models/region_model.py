@@ -102,9 +102,13 @@ class RegionModel(ABC):
         """`(B, 3, S, S)` framed images → `(B, C, h, w)` image embeddings."""
 
     @abstractmethod
-    def segment(self, encoded: EncodedImages, prompts: Prompts, multimask_output: bool = True
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Masks alone: `(B, R, M)` predicted IoU and `(B, R, M, h, w)` low-resolution mask logits."""
+    def segment(self, encoded: EncodedImages, prompts: Prompts, multimask_output: bool = True,
+                min_iou: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Masks alone: `(B, R, M)` predicted IoU and `(B, R, M, h, w)` low-resolution mask logits.
+
+        `min_iou`: the caller uses only masks whose predicted IoU is above it (anything mode's filter), so a family
+        may leave the masks of a region none of whose candidates does so unmade, as -inf logits; or ignore it.
+        """
 
     @abstractmethod
     def caption(self, encoded: EncodedImages, prompts: Prompts, tasks: Sequence[str] | None = None,

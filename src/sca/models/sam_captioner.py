@@ -57,7 +57,8 @@ class SamCaptioner(RegionModel):
     def image_embeddings(self, pixel_values: torch.Tensor):
         return self.segmenter.image_embeddings(pixel_values)
 
-    def segment(self, encoded: EncodedImages, prompts: Prompts, multimask_output: bool = True):
+    def segment(self, encoded: EncodedImages, prompts: Prompts, multimask_output: bool = True,
+                min_iou: float | None = None):  # transformers' decoders make every mask: min_iou is not used
         return self.segmenter.segment(encoded.embeddings, prompts, multimask_output)
 
     @torch.no_grad()

@@ -219,8 +219,10 @@ class ScaModel(ScaPreTrainedModel):
         embedding = self.shared_image_embedding(torch.stack([x, y], dim=-1))
         return embedding.permute(2, 0, 1).unsqueeze(0)
 
-    def segment(self, image_embeddings: torch.Tensor, prompts: Prompts, multimask_output: bool = True) -> Segmentation:
-        """Encode the prompts (`(B, R, ...)` in the model's input frame, see `Prompts`) and run SAM's decoder."""
+    def segment(self, image_embeddings: torch.Tensor, prompts: Prompts, multimask_output: bool = True,
+                min_iou: float | None = None) -> Segmentation:
+        """Encode the prompts (`(B, R, ...)` in the model's input frame, see `Prompts`) and run SAM's decoder
+        (`min_iou`: see `ScaMaskCaptionDecoder.segment`)."""
         batch_size, num_regions = image_embeddings.shape[0], prompts.num_regions
         sparse, _ = self.prompt_encoder(
             input_points=prompts.points, input_labels=prompts.labels, input_boxes=prompts.boxes, input_masks=None
@@ -234,19 +236,20 @@ class ScaModel(ScaPreTrainedModel):
         else:
             dense = self.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
         return self.mask_decoder.segment(
-            image_embeddings, self.get_image_wide_positional_embeddings(), sparse, dense, multimask_output
+            image_embeddings, self.get_image_wide_positional_embeddings(), sparse, dense, multimask_output, min_iou
         )
 
     @torch.no_grad()
-    def predict_masks(self, image_embeddings: torch.Tensor, prompts: Prompts, multimask_output: bool = True
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
-        """SAM alone (no captions): `(B, R, M)` IoU scores and `(B, R, M, h, w)` low-res mask logits.
+    def predict_masks(self, image_embeddings: torch.Tensor, prompts: Prompts, multimask_output: bool = True,
+                      min_iou: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """SAM alone (no captions): `(B, R, M)` IoU scores and `(B, R, M, h, w)` low-res mask logits (-inf for the
+        regions none of whose candidates scores above `min_iou`, when given).
 
         On a CPU the regions go through in cache-sized groups (see `generate`).
         """
         with onednn_linear_layers(image_embeddings.device):
             parts = [(s.iou_scores, s.pred_masks)
-                     for s in self._segment_in_groups(image_embeddings, prompts, multimask_output)]
+                     for s in self._segment_in_groups(image_embeddings, prompts, multimask_output, min_iou)]
         scores, masks = (torch.cat(part, dim=1) for part in zip(*parts))
         return scores, masks
 
@@ -432,8 +435,8 @@ class ScaModel(ScaPreTrainedModel):
             pred_masks=torch.cat(pred_masks, dim=1),
         )
 
-    def _segment_in_groups(self, image_embeddings: torch.Tensor, prompts: Prompts, multimask_output: bool
-                           ) -> Iterator[Segmentation]:
+    def _segment_in_groups(self, image_embeddings: torch.Tensor, prompts: Prompts, multimask_output: bool,
+                           min_iou: float | None = None) -> Iterator[Segmentation]:
         """`segment`, a group of regions at a time.
 
         On a CPU the groups are cache-sized: every region reworks its own copy of the image features through
@@ -445,7 +448,7 @@ class ScaModel(ScaPreTrainedModel):
         if image_embeddings.device.type == "cpu":
             group = max(1, CPU_REGION_GROUP_BYTES // (image_embeddings.numel() * image_embeddings.element_size()))
         for start in range(0, num_regions, group):
-            yield self.segment(image_embeddings, prompts.take(slice(start, start + group)), multimask_output)
+            yield self.segment(image_embeddings, prompts.take(slice(start, start + group)), multimask_output, min_iou)
 
 
 @contextlib.contextmanager

@@ -42,8 +42,10 @@ class ScaRegionModel(RegionModel):
         return self.model.get_image_embeddings(pixel_values)
 
     @torch.no_grad()
-    def segment(self, encoded: EncodedImages, prompts: Prompts, multimask_output: bool = True):
-        return self.model.predict_masks(encoded.embeddings, prompts.to(self.device, self.dtype), multimask_output)
+    def segment(self, encoded: EncodedImages, prompts: Prompts, multimask_output: bool = True,
+                min_iou: float | None = None):
+        return self.model.predict_masks(encoded.embeddings, prompts.to(self.device, self.dtype), multimask_output,
+                                        min_iou)
 
     @torch.no_grad()
     def caption(self, encoded: EncodedImages, prompts: Prompts, tasks: Sequence[str] | None = None,
