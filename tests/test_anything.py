@@ -267,3 +267,17 @@ def test_the_iou_filter_before_the_upscaling_changes_nothing_in_anything_mode(ti
     assert len(filtered) > 0
     assert filtered_upscaled < sum(upscaled)
     assert [r.to_dict() for r in filtered] == [r.to_dict() for r in every]
+
+
+def test_sca_describes_the_survivors_without_making_their_masks_again(tiny_model, bpe_tokenizer, monkeypatch):
+    import sca.models.mask_caption_decoder as decoder
+
+    model = ScaRegionModel(tiny_model, bpe_tokenizer, GenerationOptions(max_new_tokens=3))
+    encoded = model.encode([torch.randint(0, 255, (64, 80, 3), dtype=torch.uint8).numpy()])
+    prompts = Prompts(points=torch.rand(1, 5, 1, 2) * model.frame.image_size)
+    captions = [[texts[0] for texts in image] for image in model.caption(encoded, prompts).candidates]
+    upscaled, upscale = [], decoder.upscaled_masks
+    monkeypatch.setattr(decoder, "upscaled_masks",
+                        lambda d, image, hyper: upscaled.append(len(image)) or upscale(d, image, hyper))
+    assert model.describe(encoded, prompts, torch.zeros(1, 5, 8, 8)) == captions
+    assert upscaled == []

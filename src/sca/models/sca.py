@@ -365,6 +365,7 @@ class ScaModel(ScaPreTrainedModel):
         image_embeddings: torch.Tensor | None = None,
         multimask_output: bool = True,
         chunk_size: int | None = None,
+        min_iou: float | None = None,
         max_new_tokens: int = 20,
         num_beams: int = 1,
         pad_token_id: int | None = None,
@@ -377,7 +378,8 @@ class ScaModel(ScaPreTrainedModel):
         mixer and the LM in chunks of `chunk_size` regions per image (all at once when None), and the LM
         decodes each chunk's regions of all images as one batch with its KV cache. Memory follows the chunk;
         the LM's weights are read once per step for the whole chunk, so larger chunks decode faster. Within a
-        chunk, SAM and the mixer run on a CPU in cache-sized groups of regions.
+        chunk, SAM and the mixer run on a CPU in cache-sized groups of regions. `min_iou`: see
+        `ScaMaskCaptionDecoder.segment` (`math.inf`: captions alone, no masks made).
         """
         if image_embeddings is None:
             image_embeddings = self.get_image_embeddings(pixel_values)
@@ -402,7 +404,8 @@ class ScaModel(ScaPreTrainedModel):
                 chunk = slice(start, start + chunk_size)
                 parts = [
                     (segmentation.iou_scores, segmentation.pred_masks, self.caption_prefix(segmentation, task_type_ids)[1])
-                    for segmentation in self._segment_in_groups(image_embeddings, prompts.take(chunk), multimask_output)
+                    for segmentation in self._segment_in_groups(image_embeddings, prompts.take(chunk), multimask_output,
+                                                                min_iou)
                 ]
                 scores, masks, prefix = (torch.cat(part, dim=1) for part in zip(*parts))
                 regions = prefix.shape[1]

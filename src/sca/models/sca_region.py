@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -50,6 +51,17 @@ class ScaRegionModel(RegionModel):
     @torch.no_grad()
     def caption(self, encoded: EncodedImages, prompts: Prompts, tasks: Sequence[str] | None = None,
                 multimask_output: bool = True) -> RegionOutputs:
+        return self._generate(encoded, prompts, tasks, multimask_output)
+
+    def describe(self, encoded: EncodedImages, prompts: Prompts, masks: torch.Tensor,
+                 tasks: Sequence[str] | None = None) -> list[list[str]]:
+        """SCA captions a region from its prompt: the given masks are not read, and none are made."""
+        return [[texts[0] if texts else "" for texts in image]
+                for image in self._generate(encoded, prompts, tasks, min_iou=math.inf).candidates]
+
+    @torch.no_grad()
+    def _generate(self, encoded: EncodedImages, prompts: Prompts, tasks: Sequence[str] | None,
+                  multimask_output: bool = True, min_iou: float | None = None) -> RegionOutputs:
         prompts = prompts.to(self.device, self.dtype)
         options = self.generation
         output = self.model.generate(
@@ -58,6 +70,7 @@ class ScaRegionModel(RegionModel):
             task_type_ids=self.model.task_type_ids(list(tasks) if tasks else TASK_CAPTION, prompts.batch_size),
             multimask_output=multimask_output,
             chunk_size=options.chunk_size,
+            min_iou=min_iou,
             max_new_tokens=options.max_new_tokens,
             num_beams=options.num_beams,
             pad_token_id=self.tokenizer.pad_token_id,
