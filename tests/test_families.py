@@ -11,6 +11,7 @@ from PIL import Image
 
 from sca.api import RegionCaptioner
 from sca.cli import main
+from sca.models import cpu_products
 from sca.models.captioners import (
     FOCAL_PROMPTS,
     ChatCaptioner,
@@ -164,3 +165,20 @@ def test_segmenter_frames_map_prompts_and_masks_back(built):
     assert masks.shape == (1, 1, 100, 200) and masks.all()
     with pytest.raises(Exception, match="mask prompts"):
         Segmenter(built["sam2"]).segment(None, Prompts(masks=torch.zeros(1, 1, 32, 32)))
+
+
+@pytest.mark.skipif(not cpu_products.available(), reason="this PyTorch build has no oneDNN")
+def test_sam_captioner_runs_its_linear_layers_on_onednn_with_the_same_results(built, image, monkeypatch):
+    captioner = _captioner(built, "sam", "blip")
+    captioner.set_image(image)
+    calls, linear = [], cpu_products.linear
+    monkeypatch.setattr(cpu_products, "linear", lambda *args: calls.append(1) or linear(*args))
+    onednn = captioner.caption(boxes=BOXES)
+    assert calls  # the segmenter's and the captioner's layers
+    monkeypatch.setattr(cpu_products, "available", lambda: False)
+    calls.clear()
+    captioner.set_image(image)
+    plain = captioner.caption(boxes=BOXES)
+    assert not calls
+    assert [r.candidates for r in onednn] == [r.candidates for r in plain]
+    np.testing.assert_allclose([r.iou_scores for r in onednn], [r.iou_scores for r in plain], atol=1e-5)

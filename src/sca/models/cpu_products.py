@@ -16,6 +16,7 @@ from the batch at one row, MKL's up to seven).
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import torch
 from torch.nn import functional as F
@@ -81,3 +82,14 @@ def onednn_linear_layers(device: torch.device) -> contextlib.AbstractContextMana
     if device.type != "cpu" or torch.is_grad_enabled() or not available():
         return contextlib.nullcontext()
     return OneDnnLinearLayers()
+
+
+def with_onednn_linear_layers(method):
+    """A region model's method run within `onednn_linear_layers(self.device)` (put it inside `torch.no_grad()`)."""
+
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        with onednn_linear_layers(self.device):
+            return method(self, *args, **kwargs)
+
+    return run

@@ -19,6 +19,7 @@ from ..data.sam_frame import FullSizeMasks
 from ..errors import InputError
 from ..options import GenerationOptions
 from .captioners import CHAIN_OF_THOUGHT, Captioner, CropCaptioner, crop_box, load_captioner
+from .cpu_products import with_onednn_linear_layers
 from .prompts import Prompts
 from .region_model import EncodedImages, RegionModel, RegionOutputs
 from .segmenters import Segmenter
@@ -54,14 +55,19 @@ class SamCaptioner(RegionModel):
     def dtype(self) -> torch.dtype:
         return self.segmenter.dtype
 
+    @torch.no_grad()
+    @with_onednn_linear_layers
     def image_embeddings(self, pixel_values: torch.Tensor):
         return self.segmenter.image_embeddings(pixel_values)
 
+    @torch.no_grad()
+    @with_onednn_linear_layers
     def segment(self, encoded: EncodedImages, prompts: Prompts, multimask_output: bool = True,
                 min_iou: float | None = None):  # transformers' decoders make every mask: min_iou is not used
         return self.segmenter.segment(encoded.embeddings, prompts, multimask_output)
 
     @torch.no_grad()
+    @with_onednn_linear_layers
     def caption(self, encoded: EncodedImages, prompts: Prompts, tasks: Sequence[str] | None = None,
                 multimask_output: bool = True) -> RegionOutputs:
         scores, low_res = self.segment(encoded, prompts, multimask_output)
@@ -79,12 +85,15 @@ class SamCaptioner(RegionModel):
         return RegionOutputs(scores, low_res, candidates)
 
     @torch.no_grad()
+    @with_onednn_linear_layers
     def describe(self, encoded: EncodedImages, prompts: Prompts, masks: torch.Tensor,
                  tasks: Sequence[str] | None = None) -> list[list[str]]:
         """The given masks described (the segmenter does not run again)."""
         return [self.captioner.describe(picture, FullSizeMasks(self.frame, masks[b], encoded.framed[b]))
                 for b, picture in enumerate(encoded.pictures)]
 
+    @torch.no_grad()
+    @with_onednn_linear_layers
     def describe_views(self, views: Sequence[tuple[Image.Image, np.ndarray]]) -> str | None:
         return self.captioner.describe_views(views)
 
