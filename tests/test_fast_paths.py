@@ -136,6 +136,32 @@ def test_masks_at_original_size_in_pieces_are_the_masks(max_bytes):
     assert torch.equal(torch.cat(pieces), frame.masks_to_original(logits[:, None], framed)[:, 0])
 
 
+@settings(max_examples=60, deadline=None)
+@given(count=st.integers(0, 4), height=st.integers(1, 40), width=st.integers(1, 40), seed=st.integers(0, 2**31 - 1),
+       shift=st.floats(-4, 4), nan=st.booleans())
+def test_boxes_from_row_and_column_maxima_are_the_masks_boxes(count, height, width, seed, shift, nan):
+    from sca.geometry import masks_to_boxes, positive_boxes
+
+    logits = torch.randn(count, height, width, generator=torch.Generator().manual_seed(seed)) + shift
+    if nan and logits.numel():
+        logits.view(-1)[seed % logits.numel()] = float("nan")
+    assert torch.equal(positive_boxes(logits), masks_to_boxes(logits > 0))
+
+
+@pytest.mark.parametrize("frame_kind", ["sam", "stretch"])
+def test_boxes_at_the_original_size_are_those_of_the_masks(frame_kind):
+    from sca.data.sam_frame import FramedImage, SamFrame, StretchFrame
+    from sca.geometry import masks_to_boxes
+
+    frame = (SamFrame if frame_kind == "sam" else StretchFrame)(image_size=64, embedding_size=8)
+    framed = FramedImage(torch.zeros(3, 64, 64), (97, 50), (64, 33))
+    logits = torch.randn(6, 32, 32, generator=torch.Generator().manual_seed(4)) - 1.5
+    logits[0] = -5  # an empty mask: a zero box
+    masks = frame.masks_to_original(logits[:, None], framed)[:, 0]
+    assert torch.equal(frame.boxes_at_original(logits, framed), masks_to_boxes(masks))
+    assert frame.boxes_at_original(logits, framed)[0].tolist() == [0, 0, 0, 0]
+
+
 @settings(max_examples=25, deadline=None)
 @given(st.integers(1, 400), st.integers(1, 400), st.integers(0, 2**31 - 1))
 def test_framing_a_large_photo_resized_first_equals_the_processor(height, width, seed):

@@ -77,7 +77,7 @@ class AnythingGenerator:
             logits, scores, stability, point_index = (t[best] for t in (logits, scores, stability, point_index))
         # Boxes of the masks as they are returned (at the image's size): low-res logits can hold specks that
         # vanish when upsampled, and would stretch a low-res box.
-        boxes = torch.cat([masks_to_boxes(masks) for masks in self.model.frame.masks_to_original_in_pieces(logits, framed)])
+        boxes = self.model.frame.boxes_at_original(logits, framed)
         survivors = self._box_nms(boxes, scores)[: options.max_masks]
         if len(survivors) == 0:
             return []

@@ -36,16 +36,30 @@ def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
     """`(N, H, W)` boolean → `(N, 4)` xyxy boxes in pixel edges (zeros for empty masks)."""
     if masks.numel() == 0:
         return masks.new_zeros(0, 4, dtype=torch.float32)
-    rows, cols = masks.any(-1), masks.any(-2)
-    height, width = masks.shape[-2:]
-    y = torch.arange(height, device=masks.device)
-    x = torch.arange(width, device=masks.device)
+    return _boxes_of(masks.any(-1), masks.any(-2))
+
+
+def positive_boxes(logits: torch.Tensor) -> torch.Tensor:
+    """`(N, H, W)` logits → `(N, 4)`: `masks_to_boxes(logits > 0)`, from each row's and column's maximum (a
+    maximum along rows reads memory in order: ~4x faster than the boolean masks' `any`)."""
+    if logits.numel() == 0:
+        return logits.new_zeros(0, 4, dtype=torch.float32)
+    if torch.isnan(logits).any():  # a maximum with a NaN in its row is NaN: the masks decide
+        return masks_to_boxes(logits > 0)
+    return _boxes_of(logits.amax(-1) > 0, logits.amax(-2) > 0)
+
+
+def _boxes_of(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """`(N, H)` rows and `(N, W)` columns that hold a pixel of each mask → `(N, 4)` boxes (zeros where none)."""
+    height, width = rows.shape[-1], cols.shape[-1]
+    y = torch.arange(height, device=rows.device)
+    x = torch.arange(width, device=rows.device)
     y1 = torch.where(rows, y, height).min(-1).values
     y2 = torch.where(rows, y + 1, 0).max(-1).values
     x1 = torch.where(cols, x, width).min(-1).values
     x2 = torch.where(cols, x + 1, 0).max(-1).values
     boxes = torch.stack([x1, y1, x2, y2], -1).float()
-    return torch.where(masks.flatten(1).any(-1, keepdim=True), boxes, torch.zeros_like(boxes))
+    return torch.where(rows.any(-1, keepdim=True), boxes, torch.zeros_like(boxes))
 
 
 def mask_box(mask: np.ndarray | torch.Tensor) -> list[float] | None:

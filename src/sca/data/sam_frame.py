@@ -16,6 +16,7 @@ from PIL import Image, UnidentifiedImageError
 from transformers import SamImageProcessorPil
 
 from ..errors import InputError
+from ..geometry import positive_boxes
 
 FULL_SIZE_BYTES = 128 * 2**20
 """Float logits upsampled to an image's size at a time: a 25-megapixel mask alone is 100 MB."""
@@ -132,23 +133,40 @@ class SamFrame:
         out of the padding, resize to the original size, threshold at 0 — with the second resize skipped when it
         would be the identity (the image already had the frame's size), which changes no value.
         """
-        masks = F.interpolate(low_res_masks.float(), (self.image_size, self.image_size), mode="bilinear",
-                              align_corners=False)
+        return self.logits_to_original(low_res_masks, framed) > 0
+
+    def logits_to_original(self, low_res_masks: torch.Tensor, framed: FramedImage) -> torch.Tensor:
+        """`(R, M, h, w)` low-res logits → `(R, M, H, W)` float logits at the original size (`masks_to_original`
+        before its threshold)."""
+        logits = F.interpolate(low_res_masks.float(), (self.image_size, self.image_size), mode="bilinear",
+                               align_corners=False)
         height, width = framed.input_size
-        masks = masks[..., :height, :width]
+        logits = logits[..., :height, :width]
         if (height, width) != tuple(framed.original_size):
-            masks = F.interpolate(masks, framed.original_size, mode="bilinear", align_corners=False)
-        return masks > 0
+            logits = F.interpolate(logits, framed.original_size, mode="bilinear", align_corners=False)
+        return logits
+
+    def _pieces(self, low_res_masks: torch.Tensor, framed: FramedImage, max_bytes: int | None) -> Iterator[torch.Tensor]:
+        """`(N, h, w)` → `(n, 1, h, w)` pieces whose logits at the original size fit within `max_bytes`."""
+        height, width = framed.original_size
+        count = max(1, (FULL_SIZE_BYTES if max_bytes is None else max_bytes) // (4 * height * width))
+        for start in range(0, len(low_res_masks), count):
+            yield low_res_masks[start : start + count, None]
 
     def masks_to_original_in_pieces(self, low_res_masks: torch.Tensor, framed: FramedImage,
                                     max_bytes: int | None = None) -> Iterator[torch.Tensor]:
         """`(N, h, w)` low-res logits → `(n, H, W)` boolean masks at the original size, as many at a time as keep
         their float logits within `max_bytes` (default `FULL_SIZE_BYTES`: 32 of a 1024² image, one of a
         25-megapixel photo)."""
-        height, width = framed.original_size
-        count = max(1, (FULL_SIZE_BYTES if max_bytes is None else max_bytes) // (4 * height * width))
-        for start in range(0, len(low_res_masks), count):
-            yield self.masks_to_original(low_res_masks[start : start + count, None], framed)[:, 0]
+        for piece in self._pieces(low_res_masks, framed, max_bytes):
+            yield self.masks_to_original(piece, framed)[:, 0]
+
+    def boxes_at_original(self, low_res_masks: torch.Tensor, framed: FramedImage) -> torch.Tensor:
+        """`(N, h, w)` low-res logits → `(N, 4)` the xyxy boxes of their masks at the original size (zeros for an
+        empty mask), made in the same bounded pieces, from the logits' row and column maxima."""
+        pieces = [positive_boxes(self.logits_to_original(piece, framed)[:, 0])
+                  for piece in self._pieces(low_res_masks, framed, None)]
+        return torch.cat(pieces) if pieces else torch.zeros(0, 4)
 
 
 class FullSizeMasks(Sequence):
@@ -188,5 +206,5 @@ class StretchFrame(SamFrame):
         resized = F.interpolate(masks[:, None], (self.mask_size, self.mask_size), mode="bilinear", antialias=True)
         return (resized[:, 0] > 0.5).float()
 
-    def masks_to_original(self, low_res_masks: torch.Tensor, framed: FramedImage) -> torch.Tensor:
-        return F.interpolate(low_res_masks.float(), framed.original_size, mode="bilinear", align_corners=False) > 0
+    def logits_to_original(self, low_res_masks: torch.Tensor, framed: FramedImage) -> torch.Tensor:
+        return F.interpolate(low_res_masks.float(), framed.original_size, mode="bilinear", align_corners=False)
