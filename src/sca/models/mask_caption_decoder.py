@@ -86,25 +86,29 @@ class ScaMaskCaptionDecoder(SamMaskDecoder):
         tokens, image = run_two_way_transformer(
             self.transformer, tokens, image.contiguous(), _as_sequence(image_positional_embeddings)
         )
-        mask_tokens_out = tokens[:, :, 1 : 1 + self.num_mask_tokens]
-        hyper_in = torch.stack(
-            [mlp(mask_tokens_out[:, :, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=2
-        ).flatten(0, 1)
-        iou_scores = self.iou_prediction_head(tokens[:, :, 0])
         mask_slice = slice(1, None) if multimask_output else slice(0, 1)
+        iou_scores = self.iou_prediction_head(tokens[:, :, 0])[:, :, mask_slice]
+        hyper_in = torch.stack(
+            [mlp(tokens[:, :, 1 + i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=2
+        )
+        # At inference only the masks returned are made (3 of the 4 with multimask output, else the first); training
+        # makes all four, so that every hypernetwork gets a gradient (distributed training expects one for each).
+        made = slice(None) if torch.is_grad_enabled() else mask_slice
+        hyper_in = hyper_in[:, :, made].flatten(0, 1)
 
         image_sides = image.reshape(batch_size * num_regions, height, width, channels)
         if min_iou is None:
             masks = upscaled_masks(self, image_sides, hyper_in)
         else:
-            wanted = torch.nonzero((iou_scores[:, :, mask_slice] > min_iou).any(-1).flatten()).flatten()
-            masks = image_sides.new_full((len(image_sides), self.num_mask_tokens, 4 * height, 4 * width), -torch.inf)
+            wanted = torch.nonzero((iou_scores > min_iou).any(-1).flatten()).flatten()
+            masks = image_sides.new_full((len(image_sides), hyper_in.shape[1], 4 * height, 4 * width), -torch.inf)
             if len(wanted):
                 masks[wanted] = upscaled_masks(self, image_sides[wanted], hyper_in[wanted])
-        masks = masks.unflatten(0, (batch_size, num_regions))
+        if made is not mask_slice:
+            masks = masks[:, mask_slice]
         return Segmentation(
-            iou_scores=iou_scores[:, :, mask_slice],
-            pred_masks=masks[:, :, mask_slice],
+            iou_scores=iou_scores,
+            pred_masks=masks.unflatten(0, (batch_size, num_regions)),
             output_tokens=tokens,
             image_features=image,
         )
