@@ -155,7 +155,7 @@ def _show_regions(args, image, regions) -> None:
 
     if args.out:
         labels = [f"{r.caption} ({r.best_iou:.2f})" for r in regions]
-        picture = draw_regions(image, [r.best_mask for r in regions], labels, [r.box for r in regions])
+        picture = draw_regions(image, (r.best_mask for r in regions), labels, [r.box for r in regions])
         save_atomically(picture, args.out)
     if args.json:
         print(to_json({"image": str(args.image), "regions": [r.to_dict() for r in regions]}, indent=2))

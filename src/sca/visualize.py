@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -20,30 +20,40 @@ MASK_ALPHA = 0.45
 
 def draw_regions(
     image: Image.Image,
-    masks: Sequence[np.ndarray],
+    masks: Iterable[np.ndarray],
     labels: Sequence[str],
     boxes: Sequence[Sequence[float]] | None = None,
     colour_ids: Sequence[int] | None = None,
 ) -> Image.Image:
     """Overlay each `(H, W)` boolean mask in its own colour with light stripes and a white outline (visible
     even on an object of the mask's own colour), outline its box, and write its label. `colour_ids`: which
-    palette colour each mask takes (an object keeps its colour through a video); default, one each in order."""
+    palette colour each mask takes (an object keeps its colour through a video); default, one each in order.
+
+    The masks are read once, in order, and each is drawn within its own box: give a generator to hold one
+    full-size mask at a time (a large photo's masks are 25 MB each at 25 megapixels)."""
     canvas = np.asarray(image.convert("RGB"), dtype=np.float32).copy()
-    colour_ids = range(len(masks)) if colour_ids is None else colour_ids
+    colour_ids = range(len(labels)) if colour_ids is None else colour_ids
     colours = [PALETTE[i % len(PALETTE)] for i in colour_ids]
-    height, width = canvas.shape[:2]
-    rows, cols = np.mgrid[0:height, 0:width]
-    stripes = ((rows + cols) // max(2, min(height, width) // 64)) % 2 == 0
+    stripe = max(2, min(canvas.shape[:2]) // 64)
+    mask_boxes = []
     for mask, colour in zip(masks, colours):
-        canvas[mask] = (1 - MASK_ALPHA) * canvas[mask] + MASK_ALPHA * np.asarray(colour, dtype=np.float32)
-        light = mask & stripes
-        canvas[light] = 0.6 * canvas[light] + 0.4 * 255
-        canvas[_outline(mask)] = 255
+        box = mask_box(mask)
+        mask_boxes.append(box)
+        if box is None:
+            continue
+        window = (slice(int(box[1]), int(box[3])), slice(int(box[0]), int(box[2])))  # beyond it the mask is False
+        region, inside = canvas[window], mask[window]
+        region[inside] = (1 - MASK_ALPHA) * region[inside] + MASK_ALPHA * np.asarray(colour, dtype=np.float32)
+        rows = np.arange(window[0].start, window[0].start + inside.shape[0])[:, None]
+        cols = np.arange(window[1].start, window[1].start + inside.shape[1])[None, :]
+        light = inside & (((rows + cols) // stripe) % 2 == 0)
+        region[light] = 0.6 * region[light] + 0.4 * 255
+        region[_outline(inside)] = 255
     picture = Image.fromarray(canvas.clip(0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(picture)
     font = ImageFont.load_default(size=max(12, min(picture.size) // 40))
     for i, (label, colour) in enumerate(zip(labels, colours)):
-        box = boxes[i] if boxes is not None else mask_box(masks[i])
+        box = boxes[i] if boxes is not None else mask_boxes[i]
         if box is None:
             continue
         x1, y1, x2, y2 = box
