@@ -3,9 +3,13 @@
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from sca.api import RegionCaptioner
+from sca.geometry import mask_box
+from sca.models.captioners import OUTLINE, focal_prompt, outline
 from sca.models.sam_captioner import CropCaptioner, SamCaptioner, crop_box
 
 from builders import FAMILIES, build_tiny_captioner, tiny_sam
@@ -159,3 +163,25 @@ def test_full_size_masks_and_box_crops_are_made_when_read(monkeypatch):
     crops = captioners.BoxCrops(picture, masks)
     assert len(crops) == 5 and not made
     assert [c.size for c in list(crops[:2])] == [(5, 5)] * 2 and len(made) == 2
+
+
+@settings(max_examples=40, deadline=None)
+@given(height=st.integers(1, 70), width=st.integers(1, 70), seed=st.integers(0, 2**31 - 1), empty=st.booleans())
+def test_the_focal_prompt_outline_drawn_near_the_mask_is_the_whole_image_outline(height, width, seed, empty):
+    """The chat VLM's outlined picture is drawn within the mask's box grown by the outline's width: the same pixels
+    as the outline of the whole image (a large photo's 33-pixel outline no longer runs over 25 megapixels)."""
+    rng = np.random.default_rng(seed)
+    picture = Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8))
+    mask = np.zeros((height, width), bool)
+    if not empty:
+        y1, x1 = rng.integers(0, height), rng.integers(0, width)
+        mask[y1 : rng.integers(y1, height + 1), x1 : rng.integers(x1, width + 1)] = True
+        mask &= rng.random((height, width)) < 0.7
+    outlined, crop = focal_prompt(picture, mask)
+    expected = np.array(picture)
+    expected[outline(mask, max(2, round(min(picture.size) / 150)))] = OUTLINE
+    assert np.array_equal(np.asarray(outlined), expected)
+    box = mask_box(mask)
+    assert crop.size[0] >= 1 and crop.size[1] >= 1
+    if box is None:
+        assert crop.size == picture.size

@@ -209,13 +209,17 @@ class ChatCaptioner(Captioner):
 def focal_prompt(picture: Image.Image, mask: np.ndarray) -> tuple[Image.Image, Image.Image]:
     """The whole picture with the region's outline drawn, and the crop of the region's box grown by `CONTEXT` (also
     outlined): what a chat VLM is shown to describe one region."""
-    outlined = picture.convert("RGB").copy()
-    edge = _outline(mask, max(2, round(min(picture.size) / 150)))
-    pixels = np.asarray(outlined).copy()
-    pixels[edge] = OUTLINE
+    pixels = np.array(picture.convert("RGB"))
+    box = mask_box(mask)
+    if box is not None:
+        # the outline lies within `width` of the mask: it is drawn within the mask's box grown by that much
+        width = max(2, round(min(picture.size) / 150))
+        x1, y1, x2, y2 = (int(v) for v in box)
+        window = (slice(max(0, y1 - width), y2 + width), slice(max(0, x1 - width), x2 + width))
+        pixels[window][outline(mask[window], width)] = OUTLINE
     outlined = Image.fromarray(pixels)
-    box = mask_box(mask) or [0, 0, picture.width, picture.height]
-    x1, y1, x2, y2 = box
+    del pixels  # a large photo's copy: the outlined picture is the one kept
+    x1, y1, x2, y2 = box or [0, 0, picture.width, picture.height]
     grow_x, grow_y = (x2 - x1) * CONTEXT, (y2 - y1) * CONTEXT
     left, top = int(max(0, x1 - grow_x)), int(max(0, y1 - grow_y))
     right = max(left + 1, int(min(picture.width, x2 + grow_x)))
@@ -223,8 +227,9 @@ def focal_prompt(picture: Image.Image, mask: np.ndarray) -> tuple[Image.Image, I
     return outlined, outlined.crop((left, top, right, bottom))
 
 
-def _outline(mask: np.ndarray, width: int) -> np.ndarray:
-    """The pixels within `width` of the mask's border, inside or out."""
+def outline(mask: np.ndarray, width: int) -> np.ndarray:
+    """The pixels within `width` steps (4-connected) of the mask's border, inside or out; beyond the array the
+    mask is False."""
     grown, shrunk = mask.copy(), mask.copy()
     for _ in range(width):
         padded = np.pad(grown, 1)
