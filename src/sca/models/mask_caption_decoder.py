@@ -97,10 +97,10 @@ class ScaMaskCaptionDecoder(SamMaskDecoder):
         hyper_in = hyper_in[:, :, made].flatten(0, 1)
 
         image_sides = image.reshape(batch_size * num_regions, height, width, channels)
-        if min_iou is None:
+        wanted = None if min_iou is None else torch.nonzero((iou_scores > min_iou).any(-1).flatten()).flatten()
+        if wanted is None or len(wanted) == len(image_sides):
             masks = upscaled_masks(self, image_sides, hyper_in)
         else:
-            wanted = torch.nonzero((iou_scores > min_iou).any(-1).flatten()).flatten()
             masks = image_sides.new_full((len(image_sides), hyper_in.shape[1], 4 * height, 4 * width), -torch.inf)
             if len(wanted):
                 masks[wanted] = upscaled_masks(self, image_sides[wanted], hyper_in[wanted])
