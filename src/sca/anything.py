@@ -60,11 +60,12 @@ class AnythingGenerator:
             scores, logits = self.model.segment(encoded, Prompts(points=batch), min_iou=options.pred_iou_thresh)
             scores = scores[0].float()  # (P, M)
             confident = scores > options.pred_iou_thresh
-            candidates = logits[0][confident].float()  # (K, h, w)
+            # (K, h, w); boolean selection copies, so it is skipped where everything passes (filters opened)
+            candidates = (logits[0].flatten(0, 1) if confident.all() else logits[0][confident]).float()
             stability = stability_score(candidates[..., :valid_h, :valid_w], 0.0, options.stability_score_offset)
             stable = stability >= options.stability_score_thresh
             point_index = torch.nonzero(confident, as_tuple=True)[0][stable]
-            kept_logits.append(candidates[stable].cpu())
+            kept_logits.append((candidates if stable.all() else candidates[stable]).cpu())
             kept_scores.append(scores[confident][stable].cpu())
             kept_stability.append(stability[stable].cpu())
             kept_points.append(point_index.cpu() + start)
