@@ -342,6 +342,38 @@ def test_run_length_encoding_of_tensors_is_pycocotools(count, height, width, den
 
 
 @settings(max_examples=150, deadline=None)
+@given(st.integers(1, 60), st.integers(1, 60), st.floats(0, 1), st.integers(0, 2**31 - 1), st.booleans(),
+       st.sampled_from(["compressed", "string", "runs"]))
+def test_the_box_of_an_rle_is_the_box_of_its_mask(height, width, density, seed, in_a_box, form):
+    """`rle_box` reads the box from the runs (no decoding): `mask_box` of the decoded mask, empty masks included,
+    for each form of counts JSON and pycocotools carry."""
+    import numpy as np
+    from pycocotools import mask as mask_utils
+
+    from sca.geometry import mask_box
+    from sca.masks import encode_rle, rle_box
+
+    rng = np.random.default_rng(seed)
+    mask = rng.random((height, width)) < density
+    if in_a_box:
+        y, x = rng.integers(0, height), rng.integers(0, width)
+        mask[:y], mask[:, :x] = False, False
+    rle = encode_rle(mask)
+    if form == "compressed":
+        rle = {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
+    elif form == "runs":
+        runs, previous, count = [], False, 0
+        for value in mask.flatten(order="F"):
+            if value != previous:
+                runs.append(count)
+                previous, count = value, 0
+            count += 1
+        rle = {"size": [height, width], "counts": [*runs, count]}
+        assert np.array_equal(mask_utils.decode(mask_utils.frPyObjects(rle, height, width)).astype(bool), mask)
+    assert rle_box(rle) == mask_box(mask)
+
+
+@settings(max_examples=150, deadline=None)
 @given(st.integers(1, 4), st.integers(1, 80), st.integers(1, 80), st.floats(0, 1), st.integers(0, 2**31 - 1))
 def test_counts_strings_made_with_tensor_ops_are_pycocotools(count, height, width, density, seed):
     """`rle_counts` (the GPU's encoder, run here on the CPU) writes pycocotools' strings: noise of any density,

@@ -12,8 +12,7 @@ import torch
 from .anything import AnythingGenerator, full_size_rle
 from .data.sam_frame import FramedImage, SamFrame
 from .errors import InputError
-from .geometry import mask_box
-from .masks import decode_rle, encode_rles
+from .masks import decode_rle, encode_rles, rle_box
 from .models.loading import DTYPES
 from .models.prompts import Prompts
 from .models.region_model import EncodedImages, RegionModel
@@ -61,7 +60,7 @@ class RegionCaption:
         """The region's box, xyxy: the prompt box if there was one, else the best mask's tight box."""
         if "box" in self.prompt:
             return list(self.prompt["box"])
-        return mask_box(self.best_mask) or [0.0, 0.0, 0.0, 0.0]
+        return rle_box(self.mask_rles[self.best_index]) or [0.0, 0.0, 0.0, 0.0]
 
     def to_dict(self) -> dict:
         return {
@@ -70,7 +69,7 @@ class RegionCaption:
             "iou_scores": [round(s, 6) for s in self.iou_scores],
             "best_iou": round(self.best_iou, 6),
             "box": [round(v, 2) for v in self.box],
-            "mask_box": mask_box(self.best_mask),
+            "mask_box": rle_box(self.mask_rles[self.best_index]),
             "mask": self.mask_rles[self.best_index],
             "prompt": self.prompt,
         }

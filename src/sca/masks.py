@@ -84,12 +84,27 @@ def rle_counts(masks: torch.Tensor) -> list[str]:
 
 def decode_rle(rle: dict) -> np.ndarray:
     """COCO RLE (compressed or uncompressed counts) → `(H, W)` boolean mask."""
+    return mask_utils.decode(_for_pycocotools(rle)).astype(bool)
+
+
+def rle_box(rle: dict) -> list[float] | None:
+    """The tight xyxy box (pixel edges) of a COCO RLE mask, read from its runs, as `geometry.mask_box` gives for the
+    decoded mask; None if the mask is empty. A 25-megapixel mask need not be decoded to be boxed."""
+    rle = _for_pycocotools(rle)
+    if not mask_utils.area(rle):
+        return None
+    x, y, box_width, box_height = mask_utils.toBbox(rle).tolist()
+    return [x, y, x + box_width, y + box_height]
+
+
+def _for_pycocotools(rle: dict) -> dict:
+    """COCO RLE as JSON carries it (counts a string or a list of runs) → pycocotools' compressed form."""
     height, width = rle["size"]
     if isinstance(rle["counts"], list):
-        rle = mask_utils.frPyObjects(rle, height, width)
-    elif isinstance(rle["counts"], str):
-        rle = {"size": [height, width], "counts": rle["counts"].encode("ascii")}
-    return mask_utils.decode(rle).astype(bool)
+        return mask_utils.frPyObjects(rle, height, width)
+    if isinstance(rle["counts"], str):
+        return {"size": [height, width], "counts": rle["counts"].encode("ascii")}
+    return rle
 
 
 def decode_mask(mask: dict | list, height: int, width: int) -> np.ndarray:

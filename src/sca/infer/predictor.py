@@ -7,11 +7,10 @@ from dataclasses import dataclass
 
 import torch
 
-from ..anything import AnythingGenerator, full_size_mask
+from ..anything import AnythingGenerator, full_size_rle
 from ..data.records import TASK_TYPES
 from ..data.sam_frame import FramedImage
-from ..geometry import mask_box
-from ..masks import encode_rle
+from ..masks import rle_box
 from ..models.prompts import Prompts
 from ..models.region_model import EncodedImages, RegionModel
 from ..options import AnythingOptions
@@ -107,9 +106,9 @@ class AnythingPredictor(Predictor):
             image = encoded.image(b)
             regions = []
             for region in self.generator.generate(image, [TASK_TYPES[int(batch["task_type_ids"][b])]]):
-                mask = full_size_mask(self.model, region, image).cpu().numpy()
-                regions.append({"box": [round(v, 2) for v in mask_box(mask) or [0.0, 0.0, 0.0, 0.0]],
-                                "caption": region.caption, "score": region.score, "mask": encode_rle(mask)})
+                rle = full_size_rle(self.model, region, image)
+                regions.append({"box": [round(v, 2) for v in rle_box(rle) or [0.0, 0.0, 0.0, 0.0]],
+                                "caption": region.caption, "score": region.score, "mask": rle})
             results.append(regions)
         return results
 
