@@ -5,6 +5,8 @@ import json
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sca.api import InputError, RegionCaptioner
 from sca.cli import main
@@ -113,6 +115,43 @@ def test_small_regions_by_hand():
     for bad in (-1, 2.5, True):
         with pytest.raises(InputError, match="min_region_area"):
             AnythingOptions(min_region_area=bad).check()
+
+
+def _small_regions_removed_over_the_whole_image(mask: np.ndarray, min_area: int) -> np.ndarray:
+    from scipy import ndimage
+
+    cleaned = mask.copy()
+    for fill, region in ((False, cleaned), (True, ~cleaned)):
+        labels, count = ndimage.label(region)
+        if count == 0:
+            continue
+        small = np.bincount(labels.ravel(), minlength=count + 1) < min_area
+        small[0] = False
+        cleaned[small[labels]] = fill
+    return cleaned
+
+
+@settings(max_examples=300, deadline=None)
+@given(height=st.integers(1, 40), width=st.integers(1, 40), seed=st.integers(0, 2**31 - 1),
+       density=st.floats(0, 1), min_area=st.integers(0, 60), layout=st.sampled_from(["box", "noise", "band"]))
+def test_small_regions_removed_within_the_box_are_those_of_the_whole_image(height, width, seed, density, min_area,
+                                                                           layout):
+    """Within the mask's box, with the background outside it carried by a ring of padding: the whole image's
+    answer, for masks touching any border, spanning the image's width or height, strips of background outside."""
+    rng = np.random.default_rng(seed)
+    mask = rng.random((height, width)) < density
+    if layout == "box":
+        y1, x1 = rng.integers(0, height), rng.integers(0, width)
+        y2, x2 = rng.integers(y1, height + 1), rng.integers(x1, width + 1)
+        mask[:y1], mask[y2:], mask[:, :x1], mask[:, x2:] = False, False, False, False
+    elif layout == "band":  # across the whole width or height, leaving thin strips of background
+        band = np.zeros_like(mask)
+        if rng.random() < 0.5:
+            band[rng.integers(0, 3) : height - rng.integers(0, 3)] = True
+        else:
+            band[:, rng.integers(0, 3) : width - rng.integers(0, 3)] = True
+        mask &= band
+    assert np.array_equal(remove_small_regions(mask, min_area), _small_regions_removed_over_the_whole_image(mask, min_area))
 
 
 @pytest.mark.parametrize("min_region_area", [0, 100])

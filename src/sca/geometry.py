@@ -72,18 +72,52 @@ def mask_box(mask: np.ndarray | torch.Tensor) -> list[float] | None:
 
 def remove_small_regions(mask: np.ndarray, min_area: int) -> np.ndarray:
     """SAM's post-processing of a `(H, W)` boolean mask: islands, then holes, of fewer than `min_area` pixels
-    removed (4-connected components, as SAM's `remove_small_regions` with OpenCV)."""
+    removed (4-connected components, as SAM's `remove_small_regions` with OpenCV).
+
+    The work is done within the mask's box: every island lies there, and the background outside the box joins the
+    box's own through a ring of padding on each side where the image goes on, each piece of the ring carrying the
+    area it stands for (a 25-megapixel photo's mask: ~1.3 s over the whole image, milliseconds within an object's
+    box)."""
     from scipy import ndimage
 
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    if len(rows) == 0:  # all background: one region, the image
+        return np.full(mask.shape, 0 < mask.size < min_area)
+    height, width = mask.shape
+    top, bottom, left, right = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
     cleaned = mask.copy()
-    for fill, region in ((False, cleaned), (True, ~cleaned)):
-        labels, count = ndimage.label(region)
-        if count == 0:
-            continue
-        sizes = np.bincount(labels.ravel(), minlength=count + 1)
-        small = sizes < min_area
-        small[0] = False  # label 0 is everything outside the regions
-        cleaned[small[labels]] = fill
+    window = cleaned[top:bottom, left:right]  # a view: cleaned in place
+    background = ~window  # holes are the mask's own, not what removing islands leaves
+
+    labels, count = ndimage.label(window)
+    small = np.bincount(labels.ravel(), minlength=count + 1) < min_area
+    small[0] = False  # label 0 is the background
+    window[small[labels]] = False
+
+    pads = (int(top > 0), int(bottom < height), int(left > 0), int(right < width))
+    labels, count = ndimage.label(np.pad(background, ((pads[0], pads[1]), (pads[2], pads[3])), constant_values=True))
+    inner = labels[pads[0] : pads[0] + window.shape[0], pads[2] : pads[2] + window.shape[1]]
+    sizes = np.bincount(inner.ravel(), minlength=count + 1)
+    # the background outside the box, piece by piece: a padding pixel of the piece, and the image's slices it is
+    above, below = (slice(0, top), slice(None)), (slice(bottom, None), slice(None))
+    beside = [(slice(top, bottom), slice(0, left)), (slice(top, bottom), slice(right, None))]
+    if pads == (1, 1, 0, 0):  # the mask spans the image's width: above and below it are apart
+        pieces = [((0, 0), [above]), ((-1, 0), [below])]
+    elif pads == (0, 0, 1, 1):  # it spans the height: left and right of it are apart
+        pieces = [((0, 0), [beside[0]]), ((0, -1), [beside[1]])]
+    elif any(pads):  # one piece all around
+        pieces = [((0, 0) if pads[0] or pads[2] else (-1, -1), [above, below, *beside])]
+    else:
+        pieces = []
+    for pixel, parts in pieces:
+        sizes[labels[pixel]] += sum(cleaned[part].size for part in parts)
+    small = sizes < min_area
+    small[0] = False  # label 0 is the mask
+    window[small[inner]] = True
+    for pixel, parts in pieces:
+        if small[labels[pixel]]:  # a thin strip of background outside the box is a hole too
+            for part in parts:
+                cleaned[part] = True
     return cleaned
 
 
