@@ -160,6 +160,9 @@ def test_boxes_at_the_original_size_are_those_of_the_masks(frame_kind):
     masks = frame.masks_to_original(logits[:, None], framed)[:, 0]
     assert torch.equal(frame.boxes_at_original(logits, framed), masks_to_boxes(masks))
     assert frame.boxes_at_original(logits, framed)[0].tolist() == [0, 0, 0, 0]
+    logits[1, 3, 4] = float("nan")  # NaN logits (a broken model): the masks' boxes still
+    masks = frame.masks_to_original(logits[:, None], framed)[:, 0]
+    assert torch.equal(frame.boxes_at_original(logits, framed), masks_to_boxes(masks))
 
 
 @settings(max_examples=25, deadline=None)

@@ -39,12 +39,13 @@ def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
     return _boxes_of(masks.any(-1), masks.any(-2))
 
 
-def positive_boxes(logits: torch.Tensor) -> torch.Tensor:
+def positive_boxes(logits: torch.Tensor, may_hold_nan: bool = True) -> torch.Tensor:
     """`(N, H, W)` logits → `(N, 4)`: `masks_to_boxes(logits > 0)`, from each row's and column's maximum (a
-    maximum along rows reads memory in order: ~4x faster than the boolean masks' `any`)."""
+    maximum along rows reads memory in order: ~4x faster than the boolean masks' `any`). `may_hold_nan=False`: the
+    caller knows there is no NaN (logits interpolated from finite ones), and the check is skipped."""
     if logits.numel() == 0:
         return logits.new_zeros(0, 4, dtype=torch.float32)
-    if torch.isnan(logits).any():  # a maximum with a NaN in its row is NaN: the masks decide
+    if may_hold_nan and torch.isnan(logits).any():  # a maximum with a NaN in its row is NaN: the masks decide
         return masks_to_boxes(logits > 0)
     return _boxes_of(logits.amax(-1) > 0, logits.amax(-2) > 0)
 

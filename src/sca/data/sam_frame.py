@@ -164,7 +164,8 @@ class SamFrame:
     def boxes_at_original(self, low_res_masks: torch.Tensor, framed: FramedImage) -> torch.Tensor:
         """`(N, h, w)` low-res logits → `(N, 4)` the xyxy boxes of their masks at the original size (zeros for an
         empty mask), made in the same bounded pieces, from the logits' row and column maxima."""
-        pieces = [positive_boxes(self.logits_to_original(piece, framed)[:, 0])
+        finite = bool(torch.isfinite(low_res_masks).all())  # then so are the interpolated logits: no NaN to look for
+        pieces = [positive_boxes(self.logits_to_original(piece, framed)[:, 0], may_hold_nan=not finite)
                   for piece in self._pieces(low_res_masks, framed, None)]
         return torch.cat(pieces) if pieces else torch.zeros(0, 4)
 
