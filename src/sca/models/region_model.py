@@ -78,6 +78,10 @@ class RegionOutputs:
     low_res_masks: torch.Tensor
     candidates: list[list[list[str]]]
 
+    def first_candidates(self) -> list[list[str]]:
+        """`[image][region]` each region's first candidate caption ("" for a padding region)."""
+        return [[texts[0] if texts else "" for texts in image] for image in self.candidates]
+
 
 class RegionModel(ABC):
     """Segments and captions prompted regions of images.
@@ -121,8 +125,7 @@ class RegionModel(ABC):
         """One caption per region for the given mask of each region (`(B, R, h, w)` low-res logits): what anything
         mode asks of the masks it kept. By default the region's first candidate for its prompt; families that
         look at pixels describe the mask itself."""
-        return [[texts[0] if texts else "" for texts in image] for image in
-                self.caption(encoded, prompts, tasks).candidates]
+        return self.caption(encoded, prompts, tasks).first_candidates()
 
     def describe_views(self, views: Sequence[tuple[Image.Image, np.ndarray]]) -> str | None:
         """One caption for one object seen in several pictures (`(picture, (H, W) mask)` each: its keyframes in a

@@ -56,8 +56,7 @@ class ScaRegionModel(RegionModel):
     def describe(self, encoded: EncodedImages, prompts: Prompts, masks: torch.Tensor,
                  tasks: Sequence[str] | None = None) -> list[list[str]]:
         """SCA captions a region from its prompt: the given masks are not read, and none are made."""
-        return [[texts[0] if texts else "" for texts in image]
-                for image in self._generate(encoded, prompts, tasks, min_iou=math.inf).candidates]
+        return self._generate(encoded, prompts, tasks, min_iou=math.inf).first_candidates()
 
     @torch.no_grad()
     def _generate(self, encoded: EncodedImages, prompts: Prompts, tasks: Sequence[str] | None,
