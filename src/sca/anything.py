@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import torch
 
 from .data.sam_frame import FramedImage
-from .geometry import masks_to_boxes, nms, point_grid, remove_small_regions, stability_score
-from .masks import decode_rle, encode_rles
+from .geometry import nms, point_grid, remove_small_regions, stability_score
+from .masks import decode_rle, encode_rles, rle_box
 from .models.prompts import Prompts
 from .models.region_model import EncodedImages, RegionModel
 from .options import MIN_REGION_AREA, SPECK_LOW_RES_PIXELS, AnythingOptions
@@ -118,13 +118,10 @@ class AnythingGenerator:
         """SAM's post-processing: small islands and holes removed from each survivor's full-size mask, then boxes
         and NMS again (a copy whose speck stretched its box now overlaps its original). Returns the indexes kept
         and their cleaned masks as RLE (a full-size mask per region would be an image's worth of memory each)."""
-        rles, boxes = [], []
-        for masks in self.model.frame.masks_to_original_in_pieces(logits, framed):
-            for mask in masks.cpu().numpy():
-                cleaned = torch.from_numpy(remove_small_regions(mask, min_region_area))[None]
-                rles.append(encode_rles(cleaned)[0])
-                boxes.append(masks_to_boxes(cleaned)[0])
-        kept = self._box_nms(torch.stack(boxes), scores)
+        rles = [encode_rles(torch.from_numpy(remove_small_regions(mask, min_region_area))[None])[0]
+                for masks in self.model.frame.masks_to_original_in_pieces(logits, framed) for mask in masks.cpu().numpy()]
+        boxes = torch.tensor([rle_box(rle) or [0.0] * 4 for rle in rles])  # from the runs: no pass over the mask
+        kept = self._box_nms(boxes, scores)
         return kept, [rles[i] for i in kept.tolist()]
 
 
