@@ -50,14 +50,13 @@ def test_results_are_in_original_pixels(captioner, image):
 def test_masks_are_the_frames_post_processing_one_at_a_time(captioner, image):
     """Each candidate is upsampled and encoded on its own (bounded memory on large photos): the masks are still SAM's
     post-processing of the low-res logits, every candidate, bit for bit."""
-    from sca.api import full_size_rles
     from sca.masks import decode_rle
 
     captioner.set_image(image)
     encoded = captioner._encoded
     logits = torch.randn(3, captioner.frame.mask_size, captioner.frame.mask_size)
     expected = captioner.frame.masks_to_original(logits[None], encoded.framed[0])[0].numpy()
-    rles = full_size_rles(captioner.frame, logits, encoded.framed[0])
+    rles = captioner.engine.full_size_rles(logits, encoded.framed[0])
     assert np.array_equal(np.stack([decode_rle(rle) for rle in rles]), expected)
 
 

@@ -163,8 +163,10 @@ def test_segmenter_frames_map_prompts_and_masks_back(built):
     assert framed.scale(torch.tensor([[200.0, 100.0]])).tolist() == [[128.0, 128.0]]
     masks = stretch.masks_to_original(torch.ones(1, 1, 32, 32), framed)
     assert masks.shape == (1, 1, 100, 200) and masks.all()
-    with pytest.raises(Exception, match="mask prompts"):
-        Segmenter(built["sam2"]).segment(None, Prompts(masks=torch.zeros(1, 1, 32, 32)))
+    segmenter = Segmenter(built["sam2"])
+    embeddings = segmenter.image_embeddings(framed.pixel_values[None])
+    scores, logits = segmenter.segment(embeddings, Prompts(masks=torch.zeros(1, 2, 32, 32)))  # one region at a time
+    assert scores.shape == (1, 2, 3) and logits.shape == (1, 2, 3, 32, 32)
 
 
 @pytest.mark.skipif(not cpu_products.available(), reason="this PyTorch build has no oneDNN")

@@ -7,7 +7,7 @@ score, de-duplicated by box NMS, and only the survivors are captioned.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -18,6 +18,10 @@ from .masks import decode_rle, encode_rles, rle_box
 from .models.prompts import Prompts
 from .models.region_model import EncodedImages, RegionModel
 from .options import MIN_REGION_AREA, SPECK_LOW_RES_PIXELS, AnythingOptions
+
+
+class Cancelled(Exception):
+    """Nobody waits for the work any more: it stopped between two steps."""
 
 
 @dataclass
@@ -42,9 +46,16 @@ class AnythingGenerator:
         self.options = (options or AnythingOptions()).check()
 
     @torch.no_grad()
-    def generate(self, encoded: EncodedImages, tasks: Sequence[str] | None = None) -> list[FoundRegion]:
+    def generate(self, encoded: EncodedImages, tasks: Sequence[str] | None = None,
+                 cancelled: Callable[[], bool] | None = None) -> list[FoundRegion]:
         """The kept masks of one encoded image, best predicted IoU first. Stability scores come from the
-        segmenter's low-resolution logits, boxes (for NMS) from the masks at the image's size."""
+        segmenter's low-resolution logits, boxes (for NMS) from the masks at the image's size. `cancelled()` is
+        asked between batches of the grid and before captioning: when it turns true, `Cancelled` is raised."""
+
+        def check() -> None:
+            if cancelled is not None and cancelled():
+                raise Cancelled("anything mode was cancelled")
+
         options, frame = self.options, self.model.frame
         framed = encoded.framed[0]
         height, width = framed.original_size
@@ -55,6 +66,7 @@ class AnythingGenerator:
 
         kept_logits, kept_scores, kept_points, kept_stability = [], [], [], []
         for start in range(0, len(points), options.points_per_batch):
+            check()
             batch = frame_points[start : start + options.points_per_batch][None, :, None]
             # The IoU filter first: the segmenter need not upscale the masks of points that cannot pass it.
             scores, logits = self.model.segment(encoded, Prompts(points=batch), min_iou=options.pred_iou_thresh)
@@ -91,6 +103,7 @@ class AnythingGenerator:
                 return []
             logits, scores, stability, point_index = (t[kept] for t in (logits, scores, stability, point_index))
         survivor_points = points[point_index]
+        check()
         captions = self.model.describe(
             encoded, Prompts(points=framed.scale(survivor_points).float()[None, :, None]), logits[None], tasks
         )[0]

@@ -126,20 +126,25 @@ def cmd_caption(args) -> int:
 
     if not args.prompts:
         raise InputError("no prompt given: add --box x1,y1,x2,y2 or --point x,y (one per region)")
+    from .models.prompts import check_regions
+
     image = load_image(args.image)
+    prompts = _region_prompts(args.prompts)
+    check_regions((image.height, image.width), prompts)  # before the model loads
     captioner = _load_captioner(args)
     captioner.set_image(image)
-    boxes = [v for kind, v in args.prompts if kind == "box"]
-    points = [v for kind, v in args.prompts if kind == "point"]
-    by_kind = {
-        "box": iter(captioner.caption(boxes=boxes) if boxes else []),
-        "point": iter(captioner.caption(points=points) if points else []),
-    }
-    regions = [next(by_kind[kind]) for kind, _ in args.prompts]
+    regions = captioner.caption_regions(prompts)
     _show_regions(args, image, regions)
     if args.out and not args.json:
         print(f"wrote {args.out}", file=sys.stderr)
     return 0
+
+
+def _region_prompts(prompts: list[tuple[str, list[float]]]):
+    """`--box`/`--point` in command-line order → one region each."""
+    from .models.prompts import RegionPrompt
+
+    return [RegionPrompt(box=value) if kind == "box" else RegionPrompt(points=[value]) for kind, value in prompts]
 
 
 def _cell(text: str) -> str:
@@ -209,7 +214,7 @@ def cmd_video(args) -> int:
     from tqdm import tqdm
 
     from .files import to_json, write_text_atomically
-    from .models.prompts import check_box
+    from .models.prompts import check_regions
     from .video.captioner import VideoCaptioner
     from .video.io import VideoWriter, read_frames, video_info
     from .visualize import draw_regions
@@ -222,22 +227,18 @@ def cmd_video(args) -> int:
     if args.frame < 0 or (info.frames is not None and args.frame >= info.frames):
         raise InputError(f"--frame {args.frame} is past the video's end: it has {info.frames} frames (0 to "
                          f"{(info.frames or 1) - 1})")
-    boxes = [v for kind, v in args.prompts or [] if kind == "box"] or None
-    points = [v for kind, v in args.prompts or [] if kind == "point"] or None
-    if boxes and points:
-        raise InputError("give each object by --box or by --point, not both kinds in one run")
-    for box in boxes or []:
-        check_box(box, info.width, info.height)
-    for x, y in points or []:
-        if not (0 <= x <= info.width and 0 <= y <= info.height):
-            raise InputError(f"point ({x:g}, {y:g}) lies outside the {info.width}x{info.height} frame")
+    regions = _region_prompts(args.prompts) if args.prompts else None
+    if regions:
+        check_regions((info.height, info.width), regions)  # before the model loads
     anything = AnythingOptions(points_per_side=args.points_per_side, max_masks=args.max_masks).check()
-    captioner = VideoCaptioner(_load_captioner(args).model, options, tracker=args.tracker, anything=anything)
+    loaded = _load_captioner(args)
+    captioner = VideoCaptioner(loaded.model, options, tracker=args.tracker, anything=anything,
+                               chunk_size=loaded.chunk_size)
     total = info.frames if args.max_frames is None else min(info.frames or args.max_frames, args.max_frames)
     frames = read_frames(args.video, args.max_frames)
     writer = VideoWriter(args.out, info.fps, info.width, info.height) if args.out else None
     try:
-        progress = tqdm(captioner.run(frames, boxes=boxes, points=points, frame=args.frame, anything=args.anything),
+        progress = tqdm(captioner.run(frames, regions=regions, frame=args.frame, anything=args.anything),
                         total=total, unit="frame", desc="sca video", disable=args.quiet)
         for _, picture, tracks in progress:
             if writer is not None:
@@ -289,7 +290,7 @@ def cmd_serve(args) -> int:
     if args.open and (os.environ.get("DISPLAY") or sys.platform in ("darwin", "win32")):
         threading.Timer(1.5, webbrowser.open, [url]).start()
     serve(captioner.model, args.kind or ("sam-captioner" if args.captioner else "sca"), args.host, args.port,
-          limits, security)
+          limits, security, chunk_size=captioner.chunk_size)
     return 0
 
 

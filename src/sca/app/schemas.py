@@ -7,6 +7,8 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..data.schemas import XYXY, Number, Rle
+from ..models import prompts
+from ..options import AnythingOptions
 
 Point = Annotated[list[Number], Field(min_length=2, max_length=2, description="x, y in image pixels")]
 
@@ -31,9 +33,10 @@ class RegionPrompt(Request):
             raise ValueError("point_labels needs one label per point")
         return self
 
-    def kinds(self) -> tuple:
-        """What a batch of regions must share to go through the model together."""
-        return (self.box is not None, None if self.points is None else len(self.points), self.mask is not None)
+    def prompt(self) -> prompts.RegionPrompt:
+        """The region as the engine takes it."""
+        return prompts.RegionPrompt(self.box, self.points, self.point_labels,
+                                    None if self.mask is None else self.mask.model_dump())
 
 
 class CaptionRequest(Request):
@@ -44,7 +47,7 @@ class CaptionRequest(Request):
 
 class AnythingRequest(Request):
     image: str
-    points_per_side: Annotated[int, Field(ge=1)] = 16
+    points_per_side: Annotated[int, Field(ge=1)] = AnythingOptions.points_per_side
     pred_iou_thresh: Number | None = None
     stability_score_thresh: Number | None = None
     box_nms_thresh: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] | None = None
@@ -88,8 +91,10 @@ class Region(BaseModel):
     candidates: list[str]
     iou_scores: list[float]
     best_iou: float
+    stability_score: float | None = Field(description="the mask's stability score (anything mode), else null")
     box: list[float]
     mask_box: list[float] | None
+    empty: bool = Field(description="the best mask holds no pixel: the caption describes nothing segmented")
     mask: dict = Field(description="COCO RLE of the best mask, at the image's size")
     prompt: dict
 

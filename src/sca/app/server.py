@@ -34,24 +34,18 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from PIL import Image, UnidentifiedImageError
 
-from ..anything import AnythingGenerator, full_size_rle
-from ..api import RegionCaption
 from ..assets import SAMPLE_IMAGE
 from ..errors import InputError, one_line
-from ..masks import decode_rle
-from ..models.prompts import Prompts, check_box
 from ..models.region_model import RegionModel
-from ..options import AnythingOptions, VideoOptions
+from ..options import AnythingOptions, GenerationOptions, VideoOptions
 from ..video import io as video_io
-from ..video.captioner import VideoCaptioner
 from .schemas import AnythingRequest, CaptionRequest, Error, ImageInfo, ModelInfo, Regions, VideoInfo, VideoRequest, VideoTracks
-from .worker import Job, LruBytes, ModelWorker, QueueFull
+from .worker import AnythingJob, CaptionJob, Job, LruBytes, ModelWorker, QueueFull, VideoJob
 
 log = logging.getLogger("sca.serve")
 STATIC = Path(__file__).parent / "static"
@@ -90,10 +84,10 @@ class ClientError(Exception):
 
 
 def create_app(model: RegionModel, kind: str = "sca", limits: Limits | None = None,
-               security: Security | None = None) -> FastAPI:
-    """The ASGI application around one region model."""
+               security: Security | None = None, chunk_size: int = GenerationOptions.chunk_size) -> FastAPI:
+    """The ASGI application around one region model (`chunk_size`: regions through the model at a time)."""
     limits, security = limits or Limits(), security or Security()
-    worker = ModelWorker(model, queue_size=limits.queue_size, cache_bytes=limits.cache_bytes)
+    worker = ModelWorker(model, queue_size=limits.queue_size, cache_bytes=limits.cache_bytes, chunk_size=chunk_size)
     images = LruBytes(limits.cache_bytes, lambda picture: picture.width * picture.height * 3)
     videos = LruBytes(limits.cache_bytes, lambda entry: len(entry[0]))  # (bytes, VideoInfo)
     app = FastAPI(title="SCA — Segment and Caption Anything", version="1", description=__doc__.split("\n\n")[0],
@@ -180,22 +174,13 @@ def create_app(model: RegionModel, kind: str = "sca", limits: Limits | None = No
             raise ClientError(413, f"{len(body.regions)} regions in one request; the server takes up to "
                                    f"{limits.max_regions} (max_regions): split them over several requests")
         picture = _image(images, body.image)
-        groups: dict[tuple, list[int]] = {}
-        for index, region in enumerate(body.regions):
-            groups.setdefault(region.kinds(), []).append(index)
-        jobs = []
-        for key, indices in groups.items():
-            prompts, records = await asyncio.to_thread(_prompts, model, picture, [body.regions[i] for i in indices])
-            jobs.append(Job(_run_caption, (body.image, picture, prompts, records, body.multimask_output),
-                            batch_key=(key, body.multimask_output)))
+        regions = [region.prompt() for region in body.regions]
+        worker.engine.check((picture.height, picture.width), regions)
         started = time.perf_counter()
-        answers = await _await_jobs(request, worker, jobs, limits)
-        ordered: list[RegionCaption | None] = [None] * len(body.regions)
-        for indices, answer in zip(groups.values(), answers):
-            for index, region in zip(indices, answer):
-                ordered[index] = region
+        (found,) = await _await_jobs(request, worker, CaptionJob(image_id=body.image, picture=picture, regions=regions,
+                                                                 multimask_output=body.multimask_output), limits)
         return Regions(request_id=request.state.id, image=body.image, seconds=round(time.perf_counter() - started, 4),
-                       regions=[region.to_dict() for region in ordered])
+                       regions=[region.to_dict() for region in found])
 
     @app.post("/api/anything", response_model=Regions)
     async def anything(body: AnythingRequest, request: Request):
@@ -206,7 +191,8 @@ def create_app(model: RegionModel, kind: str = "sca", limits: Limits | None = No
         settings = {k: v for k, v in body.model_dump(exclude={"image"}).items() if v is not None}
         options = AnythingOptions(**settings).check()
         started = time.perf_counter()
-        (found,) = await _await_jobs(request, worker, [Job(_run_anything, (body.image, picture, options))], limits)
+        (found,) = await _await_jobs(request, worker, AnythingJob(image_id=body.image, picture=picture, options=options),
+                                     limits)
         return Regions(request_id=request.state.id, image=body.image, seconds=round(time.perf_counter() - started, 4),
                        regions=[region.to_dict() for region in found])
 
@@ -235,18 +221,12 @@ def create_app(model: RegionModel, kind: str = "sca", limits: Limits | None = No
                                    f"{limits.max_regions} (max_regions)")
         if body.frame >= info.frames:
             raise ClientError(400, f"frame {body.frame} is past the video's end: it has frames 0 to {info.frames - 1}")
-        if any(region.mask is not None for region in body.regions) or len({r.kinds() for r in body.regions}) > 1:
-            raise ClientError(400, "give every object the same kind of prompt: a box, or the same number of points")
-        first = body.regions[0]
-        boxes = [r.box for r in body.regions] if first.box is not None else None
-        points = [r.points for r in body.regions] if first.points is not None else None
-        labels = [r.point_labels or [1] * len(r.points) for r in body.regions] if points is not None else None
-        for box in boxes or []:
-            check_box(box, info.width, info.height)
+        regions = [region.prompt() for region in body.regions]
+        worker.engine.check((info.height, info.width), regions)
         options = VideoOptions(keyframe_every=body.keyframe_every).check()
         started = time.perf_counter()
-        (objects,) = await _await_jobs(request, worker, [Job(_run_video, (data, boxes, points, labels, body.frame,
-                                                                          options))], limits)
+        (objects,) = await _await_jobs(request, worker, VideoJob(data=data, regions=regions, frame=body.frame,
+                                                                 options=options), limits)
         return VideoTracks(request_id=request.state.id, video=body.video, objects=objects,
                            seconds=round(time.perf_counter() - started, 4))
 
@@ -383,31 +363,13 @@ def _image(images: LruBytes, key: str) -> Image.Image:
     return picture
 
 
-def _prompts(model: RegionModel, picture: Image.Image, regions) -> tuple[Prompts, list[dict]]:
-    """The regions (one kind of prompt) in the model's frame, checked against the image."""
-    framed = model.frame.frame(picture)
-    boxes = [r.box for r in regions] if regions[0].box is not None else None
-    points = [r.points for r in regions] if regions[0].points is not None else None
-    labels = [r.point_labels or [1] * len(r.points) for r in regions] if points is not None else None
-    masks = None
-    if regions[0].mask is not None:
-        try:
-            masks = [decode_rle(r.mask.model_dump()) for r in regions]
-        except Exception as error:  # pycocotools' errors name no type of their own
-            raise ClientError(400, f"a mask is not valid COCO RLE ({type(error).__name__})") from None
-        if any(m.shape != (picture.height, picture.width) for m in masks):
-            raise ClientError(400, f"masks must be of the image's size, [{picture.height}, {picture.width}]")
-    return Prompts.from_pixels(framed, model.frame, boxes, points, labels, None if masks is None else np.stack(masks))
-
-
-async def _await_jobs(request: Request, worker: ModelWorker, jobs: list[Job], limits: Limits) -> list:
-    """Queue the jobs and wait for them; a client that disconnects or waits past the timeout cancels them."""
+async def _await_jobs(request: Request, worker: ModelWorker, job: Job, limits: Limits) -> list:
+    """Queue a job and wait for it; a client that disconnects or waits past the timeout cancels it."""
+    jobs = [job]
     try:
-        for job in jobs:
-            worker.submit(job)
+        worker.submit(job)
     except QueueFull as error:
-        for job in jobs:
-            job.cancelled.set()
+        job.cancelled.set()
         raise ClientError(503, f"the server is busy ({error}): try again shortly",
                           {"Retry-After": str(max(1, worker.waiting))}) from None
     futures = [asyncio.wrap_future(job.future) for job in jobs]
@@ -433,48 +395,13 @@ async def _await_jobs(request: Request, worker: ModelWorker, jobs: list[Job], li
     return results
 
 
-# ---------------------------------------------------------------------- model work (on the worker thread)
-
-
-def _run_caption(worker: ModelWorker, jobs: list[Job]) -> list:
-    encodings = [worker.encoded(job.payload[0], job.payload[1]) for job in jobs]
-    return worker.caption(jobs, encodings, [job.payload[2] for job in jobs], [job.payload[3] for job in jobs],
-                          jobs[0].payload[4])
-
-
-def _run_anything(worker: ModelWorker, jobs: list[Job]) -> list:
-    results = []
-    for job in jobs:
-        image_id, picture, options = job.payload
-        encoded = worker.encoded(image_id, picture)
-        found = AnythingGenerator(worker.model, options).generate(encoded)
-        results.append([
-            RegionCaption(region.caption, [full_size_rle(worker.model, region, encoded)], [region.score],
-                          {"points": [region.point], "point_labels": [1]}, [region.caption])
-            for region in found
-        ])
-    return results
-
-
-def _run_video(worker: ModelWorker, jobs: list[Job]) -> list:
-    """Follow and caption the objects of each job's video; a job whose client went away stops at the next frame."""
-    results = []
-    for job in jobs:
-        data, boxes, points, labels, frame, options = job.payload
-        video = VideoCaptioner(worker.model, options)
-        for _ in video.run(video_io.read_frames(data), boxes=boxes, points=points, point_labels=labels, frame=frame):
-            if job.cancelled.is_set():
-                break
-        results.append(None if job.cancelled.is_set() else [track.to_dict() for track in video.tracks])
-    return results
-
-
 def serve(model: RegionModel, kind: str, host: str = "127.0.0.1", port: int = 7860, limits: Limits | None = None,
-          security: Security | None = None, log_level: str = "info") -> None:
+          security: Security | None = None, log_level: str = "info",
+          chunk_size: int = GenerationOptions.chunk_size) -> None:
     """Run the server until interrupted (uvicorn: one event loop; the model on its own thread)."""
     import uvicorn
 
-    app = create_app(model, kind, limits, security)
+    app = create_app(model, kind, limits, security, chunk_size)
     uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_keep_alive=5, limit_concurrency=256,
                 timeout_graceful_shutdown=5)
 

@@ -1,11 +1,11 @@
-"""The model's one worker: a bounded first-in-first-out queue of jobs, embeddings cached by image content, and
+"""The model's one worker: a bounded first-in-first-out queue of typed jobs, embeddings cached by image content, and
 regions of concurrent requests decoded together.
 
 The model runs on one thread (one model, one stream of work); the server's event loop only queues jobs and awaits
 them. A full queue is refused at once (the server answers 503 with Retry-After). Jobs are taken in arrival order;
-caption jobs waiting behind the first one whose prompts have the same kinds join its model step (dynamic batching:
-the language model decodes all their regions in one batch). A job whose client went away is dropped between
-chunks of regions.
+caption jobs waiting behind the first one join its model steps (dynamic batching: the language model decodes the
+regions of several requests in one batch). One request is one job, whatever its prompt kinds. All model work goes
+through `engine.RegionEngine`; a job whose client went away stops at the engine's next step.
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-import torch
 from PIL import Image
 
-from ..api import RegionCaption, full_size_rles
-from ..models.prompts import Prompts
+from ..anything import Cancelled
+from ..engine import ImageRegions, RegionCaption, RegionEngine
+from ..models.prompts import RegionPrompt
 from ..models.region_model import EncodedImages, RegionModel
+from ..options import AnythingOptions, GenerationOptions, VideoOptions
 
 MAX_BATCH_IMAGES = 8
 """Caption jobs decoded together at most."""
@@ -32,17 +33,92 @@ class QueueFull(Exception):
     """The queue holds as many jobs as it may: come back later."""
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Job:
-    """A unit of model work. `run(worker)` is called on the worker thread; `batch_key` (caption jobs) says which
-    jobs may share a model step."""
+    """A unit of model work, run on the worker thread by `run(worker, jobs)` (jobs: this one and those that share
+    its model steps; one result each, None for a job cancelled meanwhile)."""
 
-    run: Callable
-    payload: object = None
-    batch_key: tuple | None = None
     future: Future = field(default_factory=Future)
     cancelled: threading.Event = field(default_factory=threading.Event)
     queued_at: float = field(default_factory=time.perf_counter)
+
+    batches: bool = False
+    """Whether later jobs of the same type may join this one's model steps."""
+
+    def run(self, worker: ModelWorker, jobs: list[Job]) -> list:
+        raise NotImplementedError
+
+
+@dataclass(kw_only=True)
+class CaptionJob(Job):
+    """Regions of one image (any mix of prompt kinds), captioned."""
+
+    image_id: str
+    picture: Image.Image
+    regions: list[RegionPrompt]
+    multimask_output: bool = True
+    batches: bool = True
+
+    def run(self, worker: ModelWorker, jobs: list[CaptionJob]) -> list[list[RegionCaption] | None]:
+        images, owners, results = [], [], [None] * len(jobs)
+        for i, job in enumerate(jobs):
+            if job.cancelled.is_set():
+                continue
+            encoded = worker.encoded(job.image_id, job.picture)
+            try:
+                groups = worker.engine.group(encoded, job.regions)  # masks decoded here, one at a time
+            except Exception as error:  # this client's mistake is its own; the others go on
+                job.future.set_exception(error)
+                continue
+            images.append(ImageRegions(encoded, groups, cancelled=job.cancelled.is_set))
+            owners.append(i)
+        by_mode: dict[bool, list[int]] = {}
+        for place, i in enumerate(owners):
+            by_mode.setdefault(jobs[i].multimask_output, []).append(place)
+        for multimask_output, places in by_mode.items():
+            answers = worker.engine.caption_images([images[p] for p in places], multimask_output)
+            for place, answer in zip(places, answers):
+                results[owners[place]] = answer
+        return results
+
+
+@dataclass(kw_only=True)
+class AnythingJob(Job):
+    """Everything in one image, captioned."""
+
+    image_id: str
+    picture: Image.Image
+    options: AnythingOptions
+
+    def run(self, worker: ModelWorker, jobs: list[AnythingJob]) -> list[list[RegionCaption] | None]:
+        try:
+            return [worker.engine.anything(worker.encoded(self.image_id, self.picture), self.options,
+                                           cancelled=self.cancelled.is_set)]
+        except Cancelled:
+            return [None]
+
+
+@dataclass(kw_only=True)
+class VideoJob(Job):
+    """Objects followed and captioned through one video."""
+
+    data: bytes
+    regions: list[RegionPrompt]
+    frame: int
+    options: VideoOptions
+
+    def run(self, worker: ModelWorker, jobs: list[VideoJob]) -> list[list[dict] | None]:
+        from ..video import io as video_io
+        from ..video.captioner import VideoCaptioner
+
+        video = VideoCaptioner(worker.model, self.options, chunk_size=worker.engine.chunk_size)
+        try:
+            for _ in video.run(video_io.read_frames(self.data), regions=self.regions, frame=self.frame,
+                               cancelled=self.cancelled.is_set):
+                pass
+        except Cancelled:
+            return [None]
+        return [[track.to_dict() for track in video.tracks]]
 
 
 class LruBytes:
@@ -76,20 +152,15 @@ class LruBytes:
             return key in self.items
 
 
-def encoded_bytes(encoded: EncodedImages) -> int:
-    pixels = sum(f.pixel_values.numel() * f.pixel_values.element_size() for f in encoded.framed)
-    pictures = sum(p.width * p.height * 3 for p in encoded.pictures or [])
-    return encoded.embeddings.numel() * encoded.embeddings.element_size() + pixels + pictures
-
-
 class ModelWorker:
     """Runs jobs on one thread, first in, first out, from a queue of at most `queue_size` jobs."""
 
-    def __init__(self, model: RegionModel, queue_size: int = 32, cache_bytes: int = 512 * 2**20, chunk_size: int = 16):
+    def __init__(self, model: RegionModel, queue_size: int = 32, cache_bytes: int = 512 * 2**20,
+                 chunk_size: int = GenerationOptions.chunk_size):
         self.model = model
+        self.engine = RegionEngine(model, chunk_size)
         self.queue_size = queue_size
-        self.chunk_size = chunk_size
-        self.embeddings = LruBytes(cache_bytes, encoded_bytes)
+        self.embeddings = LruBytes(cache_bytes, lambda encoded: encoded.nbytes)
         self._jobs: deque[Job] = deque()
         self._condition = threading.Condition()
         self._stopped = False
@@ -114,21 +185,24 @@ class ModelWorker:
             self._stopped = True
             self._condition.notify()
 
+    def _next_batch(self) -> list[Job] | None:
+        with self._condition:
+            while not self._jobs and not self._stopped:
+                self._condition.wait()
+            if self._stopped:
+                return None
+            batch = [self._jobs.popleft()]
+            if batch[0].batches:  # later jobs that can share the first one's model steps
+                for job in list(self._jobs):
+                    if len(batch) >= MAX_BATCH_IMAGES:
+                        break
+                    if type(job) is type(batch[0]):
+                        self._jobs.remove(job)
+                        batch.append(job)
+            return batch
+
     def _loop(self) -> None:
-        while True:
-            with self._condition:
-                while not self._jobs and not self._stopped:
-                    self._condition.wait()
-                if self._stopped:
-                    return
-                batch = [self._jobs.popleft()]
-                if batch[0].batch_key is not None:  # later jobs that can share the first one's model step
-                    for job in list(self._jobs):
-                        if len(batch) >= MAX_BATCH_IMAGES:
-                            break
-                        if job.batch_key == batch[0].batch_key:
-                            self._jobs.remove(job)
-                            batch.append(job)
+        while (batch := self._next_batch()) is not None:
             live = [job for job in batch if not job.cancelled.is_set() and job.future.set_running_or_notify_cancel()]
             if not live:
                 continue
@@ -143,57 +217,10 @@ class ModelWorker:
                 if not job.future.done():
                     job.future.set_result(result)
 
-    # ------------------------------------------------------------------ model work (on the worker thread)
-
     def encoded(self, image_id: str, picture: Image.Image) -> EncodedImages:
-        """The image's encoding, from the cache when the same image was seen."""
+        """The image's encoding, from the cache when the same image was seen (on the worker thread)."""
         cached = self.embeddings.get(image_id)
         if cached is None:
             cached = self.model.encode([picture])
             self.embeddings.put(image_id, cached)
         return cached
-
-    def caption(self, jobs: list[Job], encodings: list[EncodedImages], prompts: list[Prompts], records: list[list[dict]],
-                multimask_output: bool = True) -> list[list[RegionCaption] | None]:
-        """The regions of several jobs (one image each, prompts of the same kinds) in one model step per chunk of
-        regions; a job cancelled meanwhile leaves the batch at the next chunk (its result is None)."""
-        count = max(p.num_regions for p in prompts)
-        padded = [_pad(p, count) for p in prompts]
-        results: list[list[RegionCaption]] = [[] for _ in jobs]
-        for start in range(0, count, self.chunk_size):
-            active = [i for i, job in enumerate(jobs) if not job.cancelled.is_set() and start < prompts[i].num_regions]
-            if not active:
-                break
-            encoded = EncodedImages.concat([encodings[i] for i in active])
-            chunk = slice(start, start + self.chunk_size)
-            batch = _stack([padded[i].take(chunk) for i in active])
-            output = self.model.caption(encoded, batch, None, multimask_output)
-            scores = output.iou_scores.float().cpu().tolist()
-            for row, i in enumerate(active):
-                for r, record in enumerate(records[i][chunk]):
-                    rles = full_size_rles(self.model.frame, output.low_res_masks[row, r], encoded.framed[row])
-                    candidates = output.candidates[row][r]
-                    best = (candidates[int(torch.tensor(scores[row][r]).argmax())]
-                            if len(candidates) == len(scores[row][r]) else candidates[0])
-                    results[i].append(RegionCaption(best, rles, scores[row][r], record,
-                                                    list(candidates)))
-        return [None if job.cancelled.is_set() else result for job, result in zip(jobs, results)]
-
-
-def _pad(prompts: Prompts, count: int) -> Prompts:
-    """Prompts padded to `count` regions by repeating the last one, marked not `valid`."""
-    missing = count - prompts.num_regions
-    valid = torch.ones(1, count, dtype=torch.bool)
-    if missing == 0:
-        return Prompts(**{**prompts.tensors(), "valid": valid})
-    valid[:, prompts.num_regions :] = False
-    padded = {name: torch.cat([value, value[:, -1:].expand(-1, missing, *value.shape[2:])], dim=1)
-              for name, value in prompts.tensors().items() if name != "valid"}
-    return Prompts(**padded, valid=valid)
-
-
-def _stack(prompts: list[Prompts]) -> Prompts:
-    names = prompts[0].tensors().keys()
-    return Prompts(**{name: torch.cat([p.tensors()[name] for p in prompts]) for name in names})
-
-

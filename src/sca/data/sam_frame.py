@@ -94,6 +94,11 @@ class SamFrame:
     def from_config(cls, config) -> SamFrame:
         return cls(config.vision_config.image_size, config.prompt_encoder_config.image_embedding_size)
 
+    def placement(self, original_size: tuple[int, int]) -> FramedImage:
+        """Where an image of `(H, W)` lands in the frame, without its pixels: enough to check and scale prompts."""
+        height, width = longest_side_shape(original_size, self.image_size)
+        return FramedImage(torch.empty(0), tuple(original_size), (height, width))
+
     def frame(self, image: Image.Image) -> FramedImage:
         original_size = (image.height, image.width)
         height, width = longest_side_shape(original_size, self.image_size)

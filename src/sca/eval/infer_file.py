@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+from ..candidates import best_candidate
 from ..data.schemas import DenseEntry, RegionEntry, read_json_file, validate
 from ..errors import InputError
 
@@ -41,13 +42,7 @@ def is_dense(entries: list) -> bool:
 def select_candidate(entry: dict) -> str | None:
     """The caption to score: with one candidate per SAM mask (SAM-Captioner), the one of the highest predicted
     IoU; with a single candidate (SCA), that one. None when several candidates have no matching IoU scores."""
-    candidates = entry["candidates"]
-    if len(candidates) == 1:
-        return candidates[0]
-    scores = (entry.get("logits") or {}).get("iou_scores")
-    if scores is None or len(scores) != len(candidates):
-        return None
-    return candidates[max(range(len(scores)), key=scores.__getitem__)]
+    return best_candidate(entry["candidates"], (entry.get("logits") or {}).get("iou_scores"))
 
 
 def select_candidates(entries: list[dict]) -> list[str]:

@@ -3,36 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 
-from ..anything import AnythingGenerator, full_size_rle
 from ..data.records import TASK_TYPES
 from ..data.sam_frame import FramedImage
-from ..masks import rle_box
-from ..models.prompts import Prompts
+from ..engine import RegionEngine, RegionPrediction
 from ..models.region_model import EncodedImages, RegionModel
-from ..options import AnythingOptions
+from ..options import AnythingOptions, GenerationOptions
 
 SPLIT_FIELD = "inference"
 """The value of every entry's `split`, as in the original files (its evaluation tooling selects on it)."""
-
-
-@dataclass
-class RegionPrediction:
-    """candidates: one caption per text head (SCA: 1) or per mask. iou_scores: SAM's score for each of its masks."""
-
-    candidates: list[str]
-    iou_scores: list[float]
 
 
 class Predictor:
     """What the inference runner needs of a predictor: the model (its frame, whether it reads the original
     pixels, its settings), a batch → one prediction per image, and how a prediction becomes entries."""
 
-    def __init__(self, model: RegionModel):
+    def __init__(self, model: RegionModel, chunk_size: int = GenerationOptions.chunk_size):
         self.model = model
+        self.engine = RegionEngine(model, chunk_size)
         self.frame = model.frame
         self.needs_pictures = model.needs_pictures
 
@@ -76,41 +66,28 @@ class RegionPredictor(Predictor):
     def __call__(self, batch: dict) -> list[list[RegionPrediction]]:
         """batch: `pixel_values (B, 3, S, S)`, `input_boxes (B, R, 4)`, `task_type_ids (B,)`, `region_mask (B, R)`.
         Returns, per image, one prediction per real (unpadded) region."""
-        encoded = self.encode(batch)
-        prompts = Prompts(boxes=batch["input_boxes"], valid=batch["region_mask"].bool())
-        tasks = [TASK_TYPES[int(i)] for i in batch["task_type_ids"]]
-        output = self.model.caption(encoded, prompts, tasks)
-        scores = output.iou_scores.float().cpu().tolist()
-        return [
-            [RegionPrediction(output.candidates[b][r], scores[b][r]) for r in range(count)]
-            for b, count in enumerate(batch["region_mask"].sum(1).tolist())
-        ]
+        return self.engine.predict_batch(self.encode(batch), batch)
 
 
 class AnythingPredictor(Predictor):
     """Anything mode over a dataset: per image, every mask that survives filtering, with its caption and score;
     infer.json holds one dense-captioning entry per image (scored by `sca eval` with DenseCap's mAP)."""
 
-    def __init__(self, model: RegionModel, options: AnythingOptions):
-        super().__init__(model)
-        self.generator = AnythingGenerator(model, options)
+    def __init__(self, model: RegionModel, options: AnythingOptions, chunk_size: int = GenerationOptions.chunk_size):
+        super().__init__(model, chunk_size)
+        self.options = options.check()
 
     def settings(self) -> dict:
-        return {**self.model.settings(), "mode": "anything", **vars(self.generator.options)}
+        return {**self.model.settings(), "mode": "anything", **vars(self.options)}
 
     @torch.no_grad()
     def __call__(self, batch: dict) -> list[list[dict]]:
         encoded = self.encode(batch)
-        results = []
-        for b in range(len(encoded.framed)):
-            image = encoded.image(b)
-            regions = []
-            for region in self.generator.generate(image, [TASK_TYPES[int(batch["task_type_ids"][b])]]):
-                rle = full_size_rle(self.model, region, image)
-                regions.append({"box": [round(v, 2) for v in rle_box(rle) or [0.0, 0.0, 0.0, 0.0]],
-                                "caption": region.caption, "score": region.score, "mask": rle})
-            results.append(regions)
-        return results
+        return [[{"box": [round(v, 2) for v in region.box], "caption": region.caption,
+                  "score": region.best_iou, "mask": region.mask_rles[0]}
+                 for region in self.engine.anything(encoded.image(b), self.options,
+                                                    TASK_TYPES[int(batch["task_type_ids"][b])])]
+                for b in range(len(encoded.framed))]
 
     def entries(self, metadata: dict, prediction: Sequence[dict]) -> list[dict]:
         return [{

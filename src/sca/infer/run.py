@@ -33,9 +33,9 @@ def build_predictor(model_cfg: DictConfig, options: DictConfig) -> tuple[Predict
                                generation=generation)
     if options.mode == "anything":
         anything = AnythingOptions.from_mapping(_set(options.anything), "infer.anything")
-        predictor = AnythingPredictor(model, anything)
+        predictor = AnythingPredictor(model, anything, generation.chunk_size)
     else:
-        predictor = RegionPredictor(model)
+        predictor = RegionPredictor(model, generation.chunk_size)
     named = {key: _model_name(value) for key, value in spec.items() if value is not None}
     return predictor, {"kind": kind, **named, **predictor.settings()}
 

@@ -277,9 +277,15 @@ def captioner_class(model: PreTrainedModel, processor) -> type[Captioner]:
 def load_captioner(name_or_path: str, dtype: torch.dtype = torch.float32, device="cpu", **options) -> Captioner:
     """A captioner from a folder or a hub id (`org/name[@revision]`); options its class does not take (a chat
     VLM's `detail` for a crop captioner, say) are refused with the list of those it takes."""
+    from .segmenters import FAMILIES as SEGMENTER_TYPES
+
     source = ModelSource.parse(name_or_path)
+    model_type = source.model_type()
     if source.file("config.json") is None:
         raise InputError(f"{source} is not a model folder (no config.json)")
+    if model_type in SEGMENTER_TYPES:
+        raise InputError(f"{source} is a segmenter ({model_type}), not a captioner: pass it as the segmenter (--sam, "
+                         "model.sam), and a captioner as --captioner")
     try:
         processor = AutoProcessor.from_pretrained(source.location, **source.pretrained_kwargs)
         model = AutoModelForImageTextToText.from_pretrained(source.location, dtype=dtype, **source.pretrained_kwargs)

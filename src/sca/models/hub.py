@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from ..errors import InputError
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+SNAPSHOT_FILES = ("*.json", "*.txt", "*.model", "*.tiktoken", "*.jinja", "*.py", "*.safetensors")
+"""What a hub model's snapshot brings: configs, tokenizers and processors (in subfolders too), code, weights. A repo
+that has no safetensors weights brings its `*.bin` instead, never both."""
 
 
 @dataclass(frozen=True)
@@ -38,14 +42,37 @@ class ModelSource:
             return cls(text, repo_id=repo_id, revision=revision or None)
         raise InputError(f"model folder not found: {text} (nor is it a Hugging Face hub id such as org/name)")
 
-    @property
+    @cached_property
     def location(self) -> str:
-        """What `from_pretrained` takes (with `pretrained_kwargs`)."""
-        return str(self.folder) if self.folder is not None else self.repo_id
+        """The folder `from_pretrained` loads from: a hub model is resolved to its snapshot folder first (downloaded
+        where there is network, else from the cache), so that every file of it, in subfolders too (InstructBLIP's
+        Q-Former tokenizer), is read from that snapshot; transformers would otherwise look a missing subfolder file
+        up on its own and fall back silently to another one."""
+        if self.folder is not None:
+            return str(self.folder)
+        from huggingface_hub import constants, snapshot_download
+        from huggingface_hub.errors import LocalEntryNotFoundError
+
+        patterns = list(SNAPSHOT_FILES)
+        try:
+            if not constants.HF_HUB_OFFLINE and not self._has_safetensors():
+                patterns.append("*.bin")
+            return snapshot_download(self.repo_id, revision=self.revision, allow_patterns=patterns,
+                                     local_files_only=constants.HF_HUB_OFFLINE)
+        except LocalEntryNotFoundError:
+            raise self.unavailable() from None
+        except (OSError, ValueError) as error:
+            raise self.failure("reach", error) from error
+
+    def _has_safetensors(self) -> bool:
+        from huggingface_hub import HfApi
+
+        return any(name.endswith(".safetensors") for name in HfApi().list_repo_files(self.repo_id, revision=self.revision))
 
     @property
     def pretrained_kwargs(self) -> dict:
-        return {"revision": self.revision} if self.revision else {}
+        """Loading from the resolved folder: the revision is already chosen."""
+        return {}
 
     def file(self, filename: str, subfolder: str | None = None) -> Path | None:
         """The local path of one of the model's files (downloaded or from the cache); None if the model lacks it.
@@ -91,6 +118,8 @@ class ModelSource:
         """A loading error from transformers or the hub, as one line that names the model."""
         from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
 
+        if isinstance(error, InputError):
+            return error  # already one line that names the model
         if self.repo_id is not None:
             if isinstance(error, RepositoryNotFoundError):
                 return InputError(f"no model {self.repo_id!r} on the Hugging Face hub (or it is private: log in "
@@ -101,6 +130,18 @@ class ModelSource:
                 return self.unavailable()
         detail = " ".join(str(error).split())
         return InputError(f"cannot {action} {self.name}: {detail[:300]}")
+
+    def model_type(self) -> str | None:
+        """The `model_type` its config.json names (None without one)."""
+        import json
+
+        config_file = self.file("config.json")
+        if config_file is None:
+            return None
+        try:
+            return json.loads(config_file.read_text()).get("model_type")
+        except (OSError, ValueError, AttributeError) as error:
+            raise InputError(f"{config_file} of {self.name} is not a readable JSON config: {error}") from None
 
     def __str__(self) -> str:
         return self.name

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, fields, replace
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 import torch
 
 from ..data.sam_frame import FramedImage, SamFrame
 from ..errors import InputError
+from ..masks import decode_rle
 
 
 @dataclass(frozen=True)
@@ -121,14 +122,14 @@ class Prompts:
             given = [{"points": p.tolist(), "point_labels": lbl.astype(int).tolist()} for p, lbl in zip(points, labels)]
             records = given if records is None else [r | p for r, p in zip(records, given)]
         if masks is not None:
-            masks = np.asarray(masks)
-            if masks.ndim == 2:
-                masks = masks[None]
-            if masks.ndim != 3 or masks.shape[1:] != (height, width):
-                raise InputError(f"masks must be (R, {height}, {width}) for this image, got shape {masks.shape}")
-            counts["masks"] = len(masks)
-            tensors["masks"] = frame.mask_prompts(masks.astype(bool), framed)[None]
-            records = [{"mask": True} for _ in masks] if records is None else [r | {"mask": True} for r in records]
+            low_res = [frame.mask_prompts(mask[None], framed)[0] for mask in _masks(masks, height, width)]
+            if low_res:
+                counts["masks"] = len(low_res)
+                tensors["masks"] = torch.stack(low_res)[None]
+                records = ([{"mask": True} for _ in low_res] if records is None
+                           else [r | {"mask": True} for r in records])
+            else:
+                counts["masks"] = 0
         if not counts:
             raise InputError("no prompt given: pass boxes, points or masks")
         if len(set(counts.values())) > 1:
@@ -136,6 +137,75 @@ class Prompts:
         if next(iter(counts.values())) == 0:
             raise InputError("no prompt given: the prompt lists are empty")
         return cls(**tensors), records
+
+
+@dataclass(frozen=True)
+class RegionPrompt:
+    """One region's prompt in original image pixels, as a client gives it: a box, points (labels: 1 foreground,
+    0 background; all 1 when omitted), a mask (`(H, W)` bool array, or COCO RLE), or several of them together
+    (they then describe the same region, as in SAM). Regions of one request may differ in kinds."""
+
+    box: Sequence[float] | None = None
+    points: Sequence[Sequence[float]] | None = None
+    point_labels: Sequence[int] | None = None
+    mask: np.ndarray | dict | None = field(default=None, repr=False)
+
+    @property
+    def kinds(self) -> tuple[bool, int, bool]:
+        """What regions must share to go through a model in one batch: a box or not, the number of points, a mask
+        or not."""
+        return (self.box is not None, 0 if self.points is None else len(self.points), self.mask is not None)
+
+
+@dataclass
+class PromptGroup:
+    """Regions of one image that share their prompt kinds: their places in the request, their prompts in the
+    model's frame (a batch of one image) and each region's prompt as given (for its result)."""
+
+    indices: list[int]
+    prompts: Prompts
+    records: list[dict]
+
+
+def group_prompts(framed: FramedImage, frame: SamFrame, regions: Sequence[RegionPrompt]) -> list[PromptGroup]:
+    """Regions of any mix of prompt kinds → groups of the same kinds, each checked and mapped into the model's
+    frame by `Prompts.from_pixels` (the one validation of prompts)."""
+    if not regions:
+        raise InputError("no prompt given: the region list is empty")
+    by_kinds: dict[tuple, list[int]] = {}
+    for index, region in enumerate(regions):
+        if region.box is None and region.points is None and region.mask is None:
+            raise InputError(f"region {index} has no prompt: give a box, points or a mask")
+        by_kinds.setdefault(region.kinds, []).append(index)
+    groups = []
+    for (has_box, point_count, has_mask), indices in by_kinds.items():
+        chosen = [regions[i] for i in indices]
+        labels = [r.point_labels if r.point_labels is not None else [1] * point_count for r in chosen]
+        prompts, records = Prompts.from_pixels(
+            framed, frame, boxes=[r.box for r in chosen] if has_box else None,
+            points=[r.points for r in chosen] if point_count else None, point_labels=labels if point_count else None,
+            masks=[r.mask for r in chosen] if has_mask else None)
+        groups.append(PromptGroup(indices, prompts, records))
+    return groups
+
+
+def check_regions(size: tuple[int, int], regions: Sequence[RegionPrompt]) -> None:
+    """The checks `group_prompts` makes, for an image of `(H, W)`, before any model is loaded or image encoded:
+    every region has a prompt, boxes and points lie in the image, labels are 0 or 1; of a mask, only its size
+    (masks are decoded where the work is done)."""
+    height, width = size
+    for index, region in enumerate(regions):
+        if region.box is None and region.points is None and region.mask is None:
+            raise InputError(f"region {index} has no prompt: give a box, points or a mask")
+        if region.mask is not None:
+            given = (list(region.mask.get("size", ())) if isinstance(region.mask, dict)
+                     else list(np.shape(region.mask)))
+            if given != [height, width]:
+                raise InputError(f"region {index}'s mask is of size {given}; masks must be of the image's size, "
+                                 f"[{height}, {width}]")
+    placed = [replace(region, mask=None) for region in regions if region.box is not None or region.points is not None]
+    if placed:
+        group_prompts(FramedImage(torch.empty(0), (height, width), (height, width)), None, placed)
 
 
 def check_box(box: Sequence[float], width: int, height: int) -> None:
@@ -146,6 +216,27 @@ def check_box(box: Sequence[float], width: int, height: int) -> None:
         raise InputError(f"{text} is inverted: boxes are x1,y1,x2,y2 with x2 >= x1 and y2 >= y1")
     if x1 < 0 or y1 < 0 or x2 > width or y2 > height:
         raise InputError(f"{text} lies outside the {width}x{height} image")
+
+
+def _masks(masks, height: int, width: int) -> Iterator[np.ndarray]:
+    """Each mask of `(R, H, W)` (an array, or a sequence of `(H, W)` arrays or COCO RLEs) as an `(H, W)` bool array,
+    one at a time: a large image never holds a full-size float copy per region."""
+    if isinstance(masks, (np.ndarray, torch.Tensor)):
+        masks = np.asarray(masks)
+        if masks.ndim == 2:
+            masks = masks[None]
+        if masks.ndim != 3:
+            raise InputError(f"masks must be (R, {height}, {width}) for this image, got shape {masks.shape}")
+    for mask in masks:
+        if isinstance(mask, dict):
+            try:
+                mask = decode_rle(mask)
+            except Exception as error:  # pycocotools' errors name no type of their own
+                raise InputError(f"a mask is not valid COCO RLE ({type(error).__name__}: {error})") from None
+        mask = np.asarray(mask)
+        if mask.shape != (height, width):
+            raise InputError(f"masks must be of the image's size, ({height}, {width}), got {mask.shape}")
+        yield mask.astype(bool, copy=False)
 
 
 def _as_array(values, name: str, last_dim: int | None = None) -> np.ndarray:

@@ -36,6 +36,13 @@ class EncodedImages:
     framed: list[FramedImage]
     pictures: list[Image.Image] | None = None
 
+    @property
+    def nbytes(self) -> int:
+        """What holding this encoding costs: its embeddings, framed pixels and kept pictures, in bytes."""
+        pixels = sum(f.pixel_values.numel() * f.pixel_values.element_size() for f in self.framed)
+        pictures = sum(p.width * p.height * len(p.getbands()) for p in self.pictures or [])
+        return _nbytes(self.embeddings) + pixels + pictures
+
     def image(self, index: int) -> EncodedImages:
         """One of the images, as a batch of one."""
         return self.select([index])
@@ -50,6 +57,12 @@ class EncodedImages:
         """Several encodings as one batch."""
         pictures = None if parts[0].pictures is None else [p for part in parts for p in part.pictures]
         return EncodedImages(_concat([p.embeddings for p in parts]), [f for part in parts for f in part.framed], pictures)
+
+
+def _nbytes(embeddings) -> int:
+    if isinstance(embeddings, torch.Tensor):
+        return embeddings.numel() * embeddings.element_size()
+    return sum(_nbytes(part) for part in embeddings)
 
 
 def _select(embeddings, indices: list[int]):
@@ -87,11 +100,13 @@ class RegionModel(ABC):
     """Segments and captions prompted regions of images.
 
     Subclasses give `frame` (their segmenter's input frame), `device`, `dtype`, and implement
-    `image_embeddings`, `segment` and `caption`; `needs_pictures` says whether `caption` reads the original pixels.
+    `image_embeddings`, `segment` and `caption`; `needs_pictures` says whether `caption` reads the original pixels;
+    `prompt_kinds` says which `Prompts` fields the family takes (every door refuses the others before any work).
     """
 
     frame: SamFrame
     needs_pictures: bool = False
+    prompt_kinds: frozenset[str] = frozenset({"points", "boxes", "masks"})
 
     @property
     @abstractmethod

@@ -8,7 +8,6 @@ differences, keyed by the config's `model_type`.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import torch
@@ -61,10 +60,14 @@ class Segmenter:
                         chunk_size: int = 16) -> Segmenter:
         """A segmenter from a folder or a hub id (`org/name[@revision]`), its class chosen by its config."""
         source = ModelSource.parse(name_or_path)
-        config_file = source.file("config.json")
-        if config_file is None:
+        model_type = source.model_type()
+        if source.file("config.json") is None:
             raise InputError(f"{source} is not a model folder (no config.json)")
-        image_model = IMAGE_MODEL_OF_VIDEO_MODEL.get(json.loads(config_file.read_text()).get("model_type"))
+        if model_type not in FAMILIES:
+            raise InputError(f"{source} is a {model_type!r} model, not a segmenter this project knows ("
+                             f"{', '.join(FAMILIES)}): pass a captioner as --captioner (model.captioner), a SAM-family "
+                             "model as --sam (model.sam)")
+        image_model = IMAGE_MODEL_OF_VIDEO_MODEL.get(model_type)
         try:
             model_class = getattr(transformers, image_model) if image_model else AutoModel
             model = model_class.from_pretrained(source.location, dtype=dtype, **source.pretrained_kwargs)
@@ -91,16 +94,17 @@ class Segmenter:
 
     @torch.no_grad()
     def segment(self, embeddings, prompts: Prompts, multimask_output: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        """`(B, R, M)` predicted IoU and `(B, R, M, h, w)` low-res mask logits, R regions in chunks."""
-        if prompts.masks is not None:
-            raise InputError("this segmenter takes box and point prompts here, not mask prompts")
+        """`(B, R, M)` predicted IoU and `(B, R, M, h, w)` low-res mask logits, R regions in chunks (one region at a
+        time with mask prompts: transformers' SAM models take one dense prompt per image)."""
         prompts = prompts.to(self.device, self.dtype)
         inputs = self._embedding_inputs(embeddings)
         scores, masks = [], []
-        for start in range(0, prompts.num_regions, self.chunk_size):
-            chunk = prompts.take(slice(start, start + self.chunk_size)).as_sam_inputs()
-            chunk.pop("input_masks")
-            chunk = {k: v for k, v in chunk.items() if v is not None}
+        step = 1 if prompts.masks is not None else self.chunk_size
+        for start in range(0, prompts.num_regions, step):
+            chunk = prompts.take(slice(start, start + step)).as_sam_inputs()
+            if chunk["input_masks"] is not None:
+                chunk["input_masks"] = chunk["input_masks"][:, 0, None]  # (B, 1, 4h, 4w)
+            chunk = {k: v for k, v in chunk.items() if v is not None and k != "valid"}
             output = self.model(**inputs, multimask_output=multimask_output, **chunk)
             scores.append(output.iou_scores)
             masks.append(output.pred_masks)

@@ -9,6 +9,7 @@ from transformers import Trainer
 
 from ..data.records import TASK_TYPES
 from ..data.sam_frame import FramedImage
+from ..engine import RegionEngine
 from ..eval.captions import meteor
 from ..models.prompts import Prompts
 from ..models.sca_region import ScaRegionModel
@@ -59,18 +60,21 @@ class ScaTrainer(Trainer):
     def _caption_meteor(self) -> float:
         model, spec = self.model, self.caption_eval
         was_training = model.training
-        generation = GenerationOptions(max_new_tokens=spec.get("max_new_tokens", 20), num_beams=spec.get("num_beams", 1))
+        defaults = GenerationOptions()
+        generation = GenerationOptions(max_new_tokens=spec.get("max_new_tokens", defaults.max_new_tokens),
+                                       num_beams=spec.get("num_beams", defaults.num_beams))
         region_model = ScaRegionModel(model, self.processing_class, generation)
         references, candidates = {}, {}
         dataset = spec["dataset"]
         for index in range(min(spec.get("max_images", 50), len(dataset))):
             sample = dataset[index]
             framed = FramedImage(sample["pixel_values"], sample["original_size"], sample["input_size"])
-            output = region_model.caption(region_model.encode_framed([framed]), Prompts(boxes=sample["input_boxes"][None]),
-                                          [TASK_TYPES[sample["task_type_id"]]])
-            for region, (texts, refs) in enumerate(zip(output.candidates[0], sample["references"])):
+            (predictions,) = RegionEngine(region_model).predict(
+                region_model.encode_framed([framed]), Prompts(boxes=sample["input_boxes"][None]),
+                [TASK_TYPES[sample["task_type_id"]]])
+            for region, (prediction, refs) in enumerate(zip(predictions, sample["references"])):
                 references[f"{index}-{region}"] = refs
-                candidates[f"{index}-{region}"] = texts[0]
+                candidates[f"{index}-{region}"] = prediction.candidates[0]
         model.train(was_training)
         return meteor(references, candidates)
 

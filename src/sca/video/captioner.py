@@ -11,20 +11,21 @@ images at once (a chat VLM), it is that captioner's one answer for a few of the 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from PIL import Image
 
-from ..anything import AnythingGenerator, full_size_mask
+from ..anything import AnythingGenerator, Cancelled, full_size_mask
+from ..engine import RegionEngine
 from ..errors import InputError
 from ..geometry import mask_box, mask_iou
 from ..masks import encode_rle
-from ..models.prompts import Prompts
+from ..models.prompts import Prompts, RegionPrompt
 from ..models.region_model import RegionModel
-from ..options import AnythingOptions, VideoOptions
+from ..options import AnythingOptions, GenerationOptions, VideoOptions
 from .trackers import REPROMPT, Tracker, VideoFrame, load_tracker
 
 
@@ -103,8 +104,9 @@ class VideoCaptioner:
     """
 
     def __init__(self, model: RegionModel, options: VideoOptions | None = None, tracker: str | Tracker = REPROMPT,
-                 anything: AnythingOptions | None = None):
+                 anything: AnythingOptions | None = None, chunk_size: int = GenerationOptions.chunk_size):
         self.model = model
+        self.engine = RegionEngine(model, chunk_size)
         self.options = (options or VideoOptions()).check()
         self.tracker_spec = tracker
         self.anything_options = (anything or AnythingOptions()).check()
@@ -116,18 +118,28 @@ class VideoCaptioner:
         """A region model of any kind from its folder or hub id (`RegionCaptioner.from_pretrained`'s arguments)."""
         from ..api import RegionCaptioner
 
-        return cls(RegionCaptioner.from_pretrained(path, **model_options).model, options, tracker, anything)
+        captioner = RegionCaptioner.from_pretrained(path, **model_options)
+        return cls(captioner.model, options, tracker, anything, captioner.chunk_size)
 
     def run(self, frames: Iterable[tuple[int, Image.Image]], boxes: Sequence | None = None,
             points: Sequence | None = None, point_labels: Sequence | None = None, frame: int = 0,
-            anything: bool = False) -> Iterator[tuple[int, Image.Image, list[Track]]]:
+            anything: bool = False, masks: Sequence | None = None,
+            regions: Sequence[RegionPrompt] | None = None,
+            cancelled: Callable[[], bool] | None = None) -> Iterator[tuple[int, Image.Image, list[Track]]]:
         """Yields `(index, picture, the tracks seen in it)` frame by frame; `self.tracks` holds every track.
 
-        boxes: `(R, 4)` xyxy and/or points `(R, 2)` or `(R, K, 2)` with point_labels `(R, K)`, in the pixels of
-        frame `frame`: one object each. anything: find the objects instead (on the first frame, and every
-        `anything_every` frames)."""
-        if anything == (boxes is not None or points is not None):
-            raise InputError("give either prompts (boxes or points on a frame) or anything mode, not both or neither")
+        In the pixels of frame `frame`, one object each, as `RegionCaptioner.caption` takes them: boxes `(R, 4)`
+        xyxy and/or points `(R, 2)` or `(R, K, 2)` with point_labels `(R, K)` and/or masks `(R, H, W)`; or
+        `regions`, whose prompts may differ in kind (as `caption_regions`). anything: find the objects instead (on
+        the first frame, and every `anything_every` frames). cancelled: asked between frames and within anything mode's
+        steps; when it turns true, `Cancelled` is raised."""
+        arrays = (boxes, points, masks)
+        if regions is not None and any(a is not None for a in arrays):
+            raise InputError("give the objects as regions or as boxes/points/masks, not both")
+        prompted = regions is not None or any(a is not None for a in arrays)
+        if anything == prompted:
+            raise InputError("give either prompts (boxes, points or masks on a frame) or anything mode, not both "
+                             "or neither")
         if isinstance(frame, bool) or not isinstance(frame, int) or frame < 0:
             raise InputError(f"the prompt frame must be a frame index (0 or more), got {frame!r}")
         tracker = (load_tracker(self.tracker_spec, self.model, self.options.grow)
@@ -136,16 +148,18 @@ class VideoCaptioner:
         self.tracks = []
         start = None
         for index, picture in frames:
+            if cancelled is not None and cancelled():
+                raise Cancelled("the video was cancelled")
             if index < frame:
                 yield index, picture, []
                 continue
             current = VideoFrame(index, picture, self.model)
             if start is None:
                 start = index
-                new = (self._found(current, generator, []) if anything
-                       else self._prompted(current, boxes, points, point_labels))
+                new = (self._found(current, generator, [], cancelled) if anything
+                       else self._prompted(current, regions, boxes, points, point_labels, masks))
             elif anything and self.options.anything_every and (index - start) % self.options.anything_every == 0:
-                new = self._found(current, generator, [t.last_mask for t in self.tracks if not t.ended])
+                new = self._found(current, generator, [t.last_mask for t in self.tracks if not t.ended], cancelled)
             else:
                 new = []
             by_id = {}
@@ -175,27 +189,23 @@ class VideoCaptioner:
                 track.summary = self.model.describe_views(track.chosen_views(self.options.track_views))
             track.views = []
 
-    @torch.no_grad()
-    def _prompted(self, frame: VideoFrame, boxes, points, point_labels) -> list[tuple[np.ndarray, str]]:
+    def _prompted(self, frame: VideoFrame, regions, boxes, points, point_labels, masks
+                  ) -> list[tuple[np.ndarray, str]]:
         """The prompted objects' best masks and their captions, on their first frame."""
         encoded = frame.encoded
-        framed = encoded.framed[0]
-        prompts, _ = Prompts.from_pixels(framed, self.model.frame, boxes, points, point_labels)
-        output = self.model.caption(encoded, prompts)
-        found = []
-        for r, candidates in enumerate(output.candidates[0]):
-            scores = output.iou_scores[0, r].float()
-            best = int(scores.argmax())
-            mask = self.model.frame.masks_to_original(output.low_res_masks[0, r, best][None, None], framed)[0, 0]
-            caption = candidates[best] if len(candidates) == len(scores) else candidates[0]
-            found.append((mask.cpu().numpy(), caption))
-        return found
+        if regions is not None:
+            found = self.engine.caption(encoded, list(regions))
+        else:
+            prompts, records = Prompts.from_pixels(encoded.framed[0], self.model.frame, boxes, points, point_labels,
+                                                   masks)
+            found = self.engine.caption(encoded, prompts, records)
+        return [(region.best_mask, region.caption) for region in found]
 
-    def _found(self, frame: VideoFrame, generator: AnythingGenerator, followed: list[np.ndarray]
-               ) -> list[tuple[np.ndarray, str]]:
+    def _found(self, frame: VideoFrame, generator: AnythingGenerator, followed: list[np.ndarray],
+               cancelled: Callable[[], bool] | None = None) -> list[tuple[np.ndarray, str]]:
         """Anything mode's masks that are not an object already followed, with their captions."""
         found = []
-        for region in generator.generate(frame.encoded):
+        for region in generator.generate(frame.encoded, cancelled=cancelled):
             mask = full_size_mask(generator.model, region, frame.encoded).cpu().numpy()
             others = followed + [m for m, _ in found]
             if mask.any() and all(float(mask_iou(mask, other)) < self.options.new_object_overlap for other in others):
