@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument("--regions", type=int, default=47)
     parser.add_argument("--new-tokens", type=int, default=20)
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--mixer-layers", type=int, default=12)
+    parser.add_argument("--mixer-layers", type=int, help="default: the paper's (ScaConfig's)")
     parser.add_argument("--device", default="cuda")
     args = parser.parse_args()
     case = Case(sam=args.sam, lm=args.lm, dtype=args.dtype, chunk_size=args.regions, regions=args.regions,

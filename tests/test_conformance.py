@@ -217,6 +217,10 @@ def test_sca_video_and_sca_infer(hub, files, tmp_path, capsys, family):
 
 
 def test_one_training_step_of_the_trainable_family(hub, tmp_path):
+    from sca.models.registry import model_kinds
+
+    trainable = {family for family, (kind, _) in FAMILIES.items() if model_kinds()[kind].trainable}
+    assert trainable == {"sca"}
     out = tmp_path / "train"
     assert main(["train", "model=pretrained", "model.path=tiny/sca", "train=shapes", f"output_dir={out}",
                  "data.train.0.num_images=4", "data.eval.num_images=2", "train.max_eval_samples=2",
@@ -232,6 +236,20 @@ def test_a_checkpoint_in_the_wrong_role_is_named(hub, files, capsys):
     assert main(["caption", image, "--box", "1,1,9,9", "--sam", "tiny/blip", "--captioner", "tiny/git"]) == 2
     err = capsys.readouterr().err
     assert "'blip' model, not a segmenter" in err and "--captioner" in err and "Traceback" not in err
+
+
+def test_any_builder_option_through_model_option(hub, files, capsys):
+    image = str(files / "image.png")
+    args = ["caption", image, "--box", "1,1,9,9", "--sam", "tiny/sam", "--captioner", "tiny/blip", "--json"]
+    assert main(args + ["--model-option", "batch_size=1", "--model-option", "candidates=best"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["regions"][0]["candidates"]) == 1
+    assert main(args + ["--model-option", "no_such=1"]) == 2
+    assert "take no option 'no_such'; they take sam, captioner" in capsys.readouterr().err
+    assert main(args + ["--model-option", "batch_size=many"]) == 2
+    assert "batch_size" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit:
+        main(args + ["--model-option", "oops"])
+    assert exit.value.code == 2 and "KEY=VALUE" in capsys.readouterr().err
 
 
 def test_instructblip_by_hub_id_reads_its_own_qformer_tokenizer(captioners, hub):

@@ -473,3 +473,41 @@ def test_the_page_in_a_real_browser(model, tmp_path, clip):
     assert changed[~inside].mean() < 0.35
 
 
+
+
+def test_one_request_of_many_prompt_kinds_is_one_job_answered_in_order(model):
+    """34 regions of 34 kinds (a box or not, 1 to 16 points, a mask) on a server whose queue holds 32: one job, the
+    regions back in the order sent, each as the same region alone, and the server's chunk size used."""
+    from sca.masks import encode_rle
+
+    steps = []
+
+    class Recording:
+        def __init__(self, inner):
+            self.inner, self.frame = inner, inner.frame
+
+        def caption(self, encoded, prompts, *args, **kwargs):
+            steps.append(prompts.num_regions)
+            return self.inner.caption(encoded, prompts, *args, **kwargs)
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    mask = np.zeros((256, 256), dtype=bool)
+    mask[97:135, 35:73] = True
+    regions = [{"box": [35, 97, 73, 135]}, {"mask": encode_rle(mask)}]
+    for count in range(1, 17):
+        points = [[40 + i, 100 + i] for i in range(count)]
+        regions += [{"points": points}, {"box": [30, 90, 80, 140], "points": points}]
+    with TestClient(create_app(Recording(model), limits=Limits(queue_size=32), chunk_size=1)) as client:
+        sample = _sample(client)
+        answer = client.post("/api/caption", json={"image": sample, "regions": regions})
+        assert answer.status_code == 200, answer.text
+        results = answer.json()["regions"]
+        assert len(results) == len(regions) and max(steps) == 1
+        assert [r["prompt"].get("box") for r in results] == [r.get("box") for r in regions]
+        assert [len(r["prompt"].get("points", [])) for r in results] == [len(r.get("points", [])) for r in regions]
+        for index in (0, 1, 7):
+            alone = client.post("/api/caption", json={"image": sample, "regions": [regions[index]]}).json()["regions"][0]
+            assert alone["caption"] == results[index]["caption"]
+            assert alone["iou_scores"] == pytest.approx(results[index]["iou_scores"], abs=1e-5)

@@ -45,6 +45,6 @@ def test_the_wheel_installs_into_a_fresh_venv_and_captions_the_sample(tmp_path):
     captions = [line.split("\t")[1] for line in captioned.stdout.strip().splitlines()]
     assert captions == ["a small red circle", "a large green square", "a large blue triangle"]
     configs = subprocess.run([str(python), "-c", "import sca.cli, pathlib; print(len(list(sca.cli.CONFIG_DIR.rglob('*.yaml'))),"
-                              " (pathlib.Path(sca.cli.__file__).parent / 'app/static/index.html').is_file())"],
+                              " (pathlib.Path(sca.cli.__file__).parent.parent / 'app/static/index.html').is_file())"],
                              capture_output=True, text=True, check=True).stdout.split()
     assert int(configs[0]) > 10 and configs[1] == "True"

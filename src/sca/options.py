@@ -13,6 +13,9 @@ from .errors import InputError, require_whole
 PRECISIONS = ("float32", "bfloat16", "float16")
 """The precisions a model runs in, by the names configs and command lines use (`models.loading.DTYPES`)."""
 
+DECODER_CHUNK = 16
+"""Regions through a SAM-family decoder at a time, and crops through a captioner at a time (SAM-Captioner)."""
+
 MAX_POINTS_PER_SIDE = 256
 """The densest grid anything mode takes: 65,536 prompts, far past SAM's own 32 × 32 (and every point costs time)."""
 
@@ -136,3 +139,19 @@ class VideoOptions:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
                 raise InputError(f"{name} must be a number from 0 to 1, got {value!r}")
         return self
+
+
+@dataclass
+class ServerLimits:
+    """What one request may ask of the server, and what the server holds (every one is a `sca serve` option)."""
+
+    max_upload_bytes: int = 20_000_000
+    max_pixels: int = 25_000_000
+    max_aspect_ratio: float = 20.0
+    max_regions: int = 64
+    max_points_per_side: int = 64
+    max_video_frames: int = 300
+    queue_size: int = 32
+    request_timeout: float = 120.0
+    cache_bytes: int = 512 * 2**20
+    upload_stall_seconds: float = 30.0

@@ -43,6 +43,7 @@ from ..assets import SAMPLE_IMAGE
 from ..errors import InputError, one_line
 from ..models.region_model import RegionModel
 from ..options import AnythingOptions, GenerationOptions, VideoOptions
+from ..options import ServerLimits as Limits
 from ..video import io as video_io
 from .schemas import AnythingRequest, CaptionRequest, Error, ImageInfo, ModelInfo, Regions, VideoInfo, VideoRequest, VideoTracks
 from .worker import AnythingJob, CaptionJob, Job, LruBytes, ModelWorker, QueueFull, VideoJob
@@ -51,22 +52,6 @@ log = logging.getLogger("sca.serve")
 STATIC = Path(__file__).parent / "static"
 SAMPLES = {SAMPLE_IMAGE.name: SAMPLE_IMAGE}
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
-
-
-@dataclass
-class Limits:
-    """What one request may ask of the server (every one is a `sca serve` option)."""
-
-    max_upload_bytes: int = 20_000_000
-    max_pixels: int = 25_000_000
-    max_aspect_ratio: float = 20.0
-    max_regions: int = 64
-    max_points_per_side: int = 64
-    max_video_frames: int = 300
-    queue_size: int = 32
-    request_timeout: float = 120.0
-    cache_bytes: int = 512 * 2**20
-    upload_stall_seconds: float = 30.0
 
 
 @dataclass

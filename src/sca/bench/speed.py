@@ -67,7 +67,7 @@ class Case:
     model: str = "sca"
     sam: str = "vit-b"
     lm: str = "gpt2"
-    mixer_layers: int = 12
+    mixer_layers: int | None = None  # None: the configuration's (the paper's)
     dtype: str = "float32"
     chunk_size: int = 16
     regions: int = 64
@@ -125,9 +125,8 @@ def build_sca(case: Case):
     config = ScaConfig(
         vision_config=sam_vision_config(case.sam, case.image_size),
         prompt_encoder_config=dict(image_size=case.image_size),
-        mask_caption_decoder_config=dict(additional_num_hidden_layers=case.mixer_layers, num_caption_tokens=8),
+        mask_caption_decoder_config={} if case.mixer_layers is None else {"additional_num_hidden_layers": case.mixer_layers},
         text_config=lm_config(case.lm).to_dict(),
-        num_task_tokens=6,
     )
     model = ScaModel(config).to(case.device, DTYPES[case.dtype]).eval()
     if case.quantize == "int8":

@@ -22,6 +22,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor, PreTrainedM
 
 from ..errors import InputError
 from ..geometry import mask_box
+from ..options import DECODER_CHUNK, GenerationOptions
 from .hub import ModelSource
 
 CHAIN_OF_THOUGHT = ("Question: What is this? Answer:", "Question: Describe the {answer} in detail. Answer:")
@@ -53,9 +54,9 @@ class Captioner(ABC):
 
     model: PreTrainedModel
     processor: object
-    max_new_tokens: int = 20
-    num_beams: int = 1
-    batch_size: int = 16
+    max_new_tokens: int = GenerationOptions.max_new_tokens
+    num_beams: int = GenerationOptions.num_beams
+    batch_size: int = DECODER_CHUNK
     prompt: str | None = None
     generate_options: dict = field(default_factory=dict)  # more `generate` arguments, e.g. min_new_tokens
 

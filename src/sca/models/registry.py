@@ -7,13 +7,15 @@ options they set (None means "not set"), and the registry refuses options a buil
 that take them.
 
 A family outside this project registers itself with an entry point in the group `sca.model_kinds`
-(`x = "my_package.x:build_x"`); one in it adds a row here.
+(`x = "my_package.x:build_x"`); one in it adds a row here. A row is a `ModelKind` (the builder and what the front
+doors need to know of the family) or a bare builder (a row with the defaults).
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 
 from pydantic import ValidationError, validate_call
@@ -24,23 +26,46 @@ from .region_model import RegionModel
 from .sam_captioner import build_sam_captioner
 from .sca_region import build_sca, build_sca_from_sam_and_lm, build_tiny_sca
 
-MODEL_KINDS: dict[str, Callable[..., RegionModel]] = {
-    "sca": build_sca,
-    "sca-from-sam-and-lm": build_sca_from_sam_and_lm,
-    "sca-tiny": build_tiny_sca,
-    "sam-captioner": build_sam_captioner,
+
+@dataclass(frozen=True)
+class ModelKind:
+    """A family's row: its builder, and what the doors need to know of it.
+
+    trainable: `sca train` can train it (its builder makes a `ScaRegionModel`).
+    implied_by: a builder option whose presence alone names this kind (`--captioner X` means SAM-Captioner).
+    """
+
+    build: Callable[..., RegionModel]
+    trainable: bool = False
+    implied_by: str | None = None
+
+
+MODEL_KINDS: dict[str, ModelKind | Callable[..., RegionModel]] = {
+    "sca": ModelKind(build_sca, trainable=True),
+    "sca-from-sam-and-lm": ModelKind(build_sca_from_sam_and_lm, trainable=True),
+    "sca-tiny": ModelKind(build_tiny_sca, trainable=True),
+    "sam-captioner": ModelKind(build_sam_captioner, implied_by="captioner"),
 }
+DEFAULT_KIND = "sca"
 ENTRY_POINTS = "sca.model_kinds"
 CONTEXT = ("dtype", "device", "generation", "captions")
 """What the caller knows rather than the config: passed to the builders that take it."""
 
 
-def model_kinds() -> dict[str, Callable[..., RegionModel]]:
-    """This project's kinds and those other packages register (entry points of group `sca.model_kinds`)."""
-    kinds = dict(MODEL_KINDS)
+def model_kinds() -> dict[str, ModelKind]:
+    """This project's kinds and those other packages register (entry points of group `sca.model_kinds`), as rows."""
+    kinds = {name: row if isinstance(row, ModelKind) else ModelKind(row) for name, row in MODEL_KINDS.items()}
     for entry in entry_points(group=ENTRY_POINTS):
-        kinds.setdefault(entry.name, entry)
+        kinds.setdefault(entry.name, ModelKind(entry))
     return kinds
+
+
+def kind_for(options: Mapping) -> str:
+    """The kind a set of builder options names when no kind is given: the row an option implies, else the default."""
+    for name, row in model_kinds().items():
+        if row.implied_by is not None and options.get(row.implied_by) is not None:
+            return name
+    return DEFAULT_KIND
 
 
 def build_region_model(kind: str, options: Mapping | None = None, **context) -> RegionModel:
@@ -48,7 +73,7 @@ def build_region_model(kind: str, options: Mapping | None = None, **context) -> 
     kinds = model_kinds()
     if kind not in kinds:
         raise InputError(f"unknown model kind {kind!r}: use one of {', '.join(sorted(kinds))}")
-    builder = kinds[kind]
+    builder = kinds[kind].build
     if not callable(builder) or hasattr(builder, "load"):
         builder = builder.load()
     accepted = inspect.signature(builder).parameters

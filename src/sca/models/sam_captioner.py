@@ -17,7 +17,7 @@ from transformers import PreTrainedModel
 
 from ..data.sam_frame import FullSizeMasks
 from ..errors import InputError
-from ..options import GenerationOptions
+from ..options import DECODER_CHUNK, GenerationOptions
 from .captioners import CHAIN_OF_THOUGHT, Captioner, CropCaptioner, crop_box, load_captioner
 from .cpu_products import with_onednn_linear_layers
 from .prompts import Prompts
@@ -39,7 +39,7 @@ class SamCaptioner(RegionModel):
 
     needs_pictures = True
 
-    def __init__(self, sam: Segmenter | PreTrainedModel, captioner: Captioner, chunk_size: int = 16,
+    def __init__(self, sam: Segmenter | PreTrainedModel, captioner: Captioner, chunk_size: int = DECODER_CHUNK,
                  candidates: str = "all"):
         if candidates not in CANDIDATES:
             raise InputError(f"candidates must be all or best, got {candidates!r}")
@@ -109,8 +109,8 @@ def build_sam_captioner(
     chain_of_thought: bool | None = None,
     detail: str | None = None,
     candidates: str = "all",
-    chunk_size: int = 16,
-    batch_size: int = 16,
+    chunk_size: int = DECODER_CHUNK,
+    batch_size: int = DECODER_CHUNK,
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
     generation: GenerationOptions | None = None,

@@ -21,6 +21,7 @@ from transformers.models.sam.modeling_sam import (
     SamVisionEncoder,
 )
 
+from ..options import GenerationOptions
 from .configuration import TASK_TYPES, ScaConfig, ScaMaskCaptionDecoderConfig
 from .cpu_products import onednn_linear_layers
 from .mask_caption_decoder import ScaMaskCaptionDecoder, Segmentation
@@ -153,30 +154,28 @@ class ScaModel(ScaPreTrainedModel):
         cls,
         sam: str,
         lm: str,
-        mixer_layers: int = 12,
-        caption_tokens: int = 8,
-        task_tokens: int = 6,
+        mixer_layers: int | None = None,
+        caption_tokens: int | None = None,
+        task_tokens: int | None = None,
         **from_pretrained_kwargs,
     ) -> ScaModel:
         """Build a fresh SCA model from a SAM checkpoint and a causal LM (hub names or local folders).
 
         SAM's and the LM's weights are loaded; the mixer, caption queries, task tokens and projection are
-        newly initialised.
+        newly initialised. Sizes left None take the configuration classes' defaults (the paper's).
         """
         sam_model = SamModel.from_pretrained(sam, **from_pretrained_kwargs)
         language_model = AutoModelForCausalLM.from_pretrained(lm, **from_pretrained_kwargs)
         sam_config = sam_model.config
+        sizes = {"additional_num_hidden_layers": mixer_layers, "num_caption_tokens": caption_tokens}
         decoder_config = ScaMaskCaptionDecoderConfig(
-            **sam_config.mask_decoder_config.to_dict(),
-            additional_num_hidden_layers=mixer_layers,
-            num_caption_tokens=caption_tokens,
-        )
+            **sam_config.mask_decoder_config.to_dict(), **{k: v for k, v in sizes.items() if v is not None})
         config = ScaConfig(
             vision_config=sam_config.vision_config.to_dict(),
             prompt_encoder_config=sam_config.prompt_encoder_config.to_dict(),
             mask_caption_decoder_config=decoder_config.to_dict(),
             text_config=language_model.config.to_dict(),
-            num_task_tokens=task_tokens,
+            **({} if task_tokens is None else {"num_task_tokens": task_tokens}),
         )
         model = cls(config, language_model=language_model)
         missing, unexpected = model.load_state_dict(sam_model.state_dict(), strict=False)
@@ -366,8 +365,8 @@ class ScaModel(ScaPreTrainedModel):
         multimask_output: bool = True,
         chunk_size: int | None = None,
         min_iou: float | None = None,
-        max_new_tokens: int = 20,
-        num_beams: int = 1,
+        max_new_tokens: int = GenerationOptions.max_new_tokens,
+        num_beams: int = GenerationOptions.num_beams,
         pad_token_id: int | None = None,
         eos_token_id: int | None = None,
         **generate_kwargs,

@@ -109,9 +109,9 @@ def build_sca(
 def build_sca_from_sam_and_lm(
     sam: str,
     lm: str,
-    mixer_layers: int = 12,
-    caption_tokens: int = 8,
-    task_tokens: int = 6,
+    mixer_layers: int | None = None,
+    caption_tokens: int | None = None,
+    task_tokens: int | None = None,
     tokenizer: str | None = None,
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",

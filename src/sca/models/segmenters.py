@@ -17,6 +17,7 @@ from transformers.models.sam.modeling_sam import SamVisionAttention
 
 from ..data.sam_frame import SamFrame, StretchFrame
 from ..errors import InputError
+from ..options import DECODER_CHUNK
 from .hub import ModelSource
 from .prompts import Prompts
 from .vision_attention import encoder_for
@@ -47,7 +48,7 @@ IMAGE_MODEL_OF_VIDEO_MODEL = {
 class Segmenter:
     """One SAM-family image model: its frame, its image embeddings, and masks with predicted IoU for prompts."""
 
-    def __init__(self, model: PreTrainedModel, chunk_size: int = 16):
+    def __init__(self, model: PreTrainedModel, chunk_size: int = DECODER_CHUNK):
         model_type = model.config.model_type
         if model_type not in FAMILIES:
             raise InputError(f"a {model_type!r} model is not a segmenter this project knows: use one of "
@@ -57,7 +58,7 @@ class Segmenter:
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, dtype: torch.dtype = torch.float32, device="cpu",
-                        chunk_size: int = 16) -> Segmenter:
+                        chunk_size: int = DECODER_CHUNK) -> Segmenter:
         """A segmenter from a folder or a hub id (`org/name[@revision]`), its class chosen by its config."""
         source = ModelSource.parse(name_or_path)
         model_type = source.model_type()
