@@ -270,3 +270,17 @@ def test_mask_prompts_follow_the_family_declaration(captioners, picture):
     for mask, region in zip(masks, together):
         alone = captioner.caption(masks=mask[None])[0]
         assert region.iou_scores == pytest.approx(alone.iou_scores, abs=1e-5)
+
+
+def test_a_processor_transformers_cannot_use_is_one_line_naming_the_file(hub, files, tmp_path, capsys):
+    import shutil
+
+    folder = tmp_path / "florence-2"
+    shutil.copytree(next(Path(hub).glob("models--tiny--florence-2/snapshots/*")), folder)
+    config = json.loads((folder / "processor_config.json").read_text())
+    config.pop("post_processor_config")
+    (folder / "processor_config.json").write_text(json.dumps(config))
+    assert main(["caption", str(files / "image.png"), "--box", "1,1,9,9", "--sam", "tiny/sam", "--captioner",
+                 str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert "processor_config.json" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

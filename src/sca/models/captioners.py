@@ -145,6 +145,14 @@ class Florence2Captioner(Captioner):
 
     TASK = "<REGION_TO_DESCRIPTION>"
 
+    def __post_init__(self):
+        try:  # the processor's post-processor must know how to read the task's answer; it is refused here, not later
+            self.processor.post_process_generation("</s>", task=self.TASK, image_size=(1, 1))
+        except (ValueError, KeyError, AttributeError) as error:
+            raise InputError(f"this Florence-2 processor cannot read {self.TASK} answers ({error}): its "
+                             "processor_config.json lacks the post_processor_config of the published checkpoints; "
+                             "copy it from one of them") from None
+
     @torch.no_grad()
     def describe(self, picture: Image.Image, masks: Sequence[np.ndarray]) -> list[str]:
         prompts = [self.TASK + location_tokens(mask_box(mask) or [0, 0, picture.width, picture.height], picture.size)
