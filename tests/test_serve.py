@@ -1,6 +1,7 @@
 """`sca serve`: the JSON API (each limit, the queue, disconnects, the API key, the Origin check, hostile input, a
 property-based fuzz of the OpenAPI schema) and the page, driven in headless Chromium."""
 
+import contextlib
 import io
 import json
 import os
@@ -171,7 +172,7 @@ def test_hostile_bodies_are_4xx(client, raw):
 def test_anything_is_bounded(client):
     sample = _sample(client)
     response = client.post("/api/anything", json={"image": sample, "points_per_side": 100000})
-    assert response.status_code == 413 and "max_points_per_side" in response.json()["error"]
+    assert response.status_code == 422 and "max_points_per_side" in response.json()["error"]
 
 
 def test_the_api_key(model):
@@ -349,25 +350,32 @@ def test_video_mistakes_are_4xx(model, clip):
             assert answer.status_code == status and words in answer.json()["error"], answer.text
 
 
-def test_the_openapi_schema_fuzzed_gives_no_5xx(model):
+def test_the_openapi_schema_holds_under_schemathesis_with_every_check(model):
+    """Every check schemathesis has, on data that fits the schema and data that does not: no 5xx, every status and
+    body documented, the schema's bounds the enforced ones, invalid data refused. Left out: that every schema-valid
+    request is accepted, which no schema of this API can promise (random bytes fit `format: binary` but are no
+    image; a box that fits the schema can lie outside the image it names)."""
     import schemathesis
     from hypothesis import HealthCheck, settings
+    from hypothesis.errors import Unsatisfiable
+    from schemathesis import checks
 
-    app = create_app(model, limits=Limits(max_points_per_side=4))
+    app = create_app(model, limits=Limits(max_points_per_side=4, max_regions=8))
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     failures = []
-
     for operation in schema.get_all_operations():
-        strategy = operation.ok().as_strategy()
+        for mode in (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE):
 
-        @settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
-        @_given(strategy)
-        def check(case):
-            response = case.call()
-            if response.status_code >= 500:
-                failures.append((case.method, case.path, response.status_code, response.text[:200]))
+            @settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+            @_given(operation.ok().as_strategy(generation_mode=mode))
+            def check(case):
+                try:
+                    case.call_and_validate(excluded_checks=[checks.positive_data_acceptance])
+                except Exception as failure:  # schemathesis' failure groups: collected, reported together
+                    failures.append(" ".join(str(failure).split())[:300])
 
-        check()
+            with contextlib.suppress(Unsatisfiable):  # an operation without parameters has no invalid form
+                check()
     assert not failures, failures[:3]
 
 

@@ -143,7 +143,14 @@ class VideoOptions:
 
 @dataclass
 class ServerLimits:
-    """What one request may ask of the server, and what the server holds (every one is a `sca serve` option)."""
+    """What one request may ask of the server, and what the server holds (every one is a `sca serve` option).
+
+    max_json_bytes: a JSON body, counted while it streams, before anything parses it. max_video_pixels: a video's
+    frame size (a frame is decoded whole, then every frame is). header_timeout: seconds a connection may take to send a
+    request's headers (slow clients are closed). max_idle_connections: connections waiting for headers at once; past
+    it the longest-waiting is closed, so that slow-client floods cannot crowd out real requests. max_connections:
+    connections and requests in flight at once (then 503).
+    """
 
     max_upload_bytes: int = 20_000_000
     max_pixels: int = 25_000_000
@@ -155,3 +162,8 @@ class ServerLimits:
     request_timeout: float = 120.0
     cache_bytes: int = 512 * 2**20
     upload_stall_seconds: float = 30.0
+    max_json_bytes: int = 8_000_000
+    max_video_pixels: int = 8_300_000
+    header_timeout: float = 10.0
+    max_idle_connections: int = 64
+    max_connections: int = 512

@@ -17,8 +17,15 @@ class Request(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+ImageId = Annotated[str, Field(min_length=1, max_length=64, description="an image id from POST /api/images")]
+VideoId = Annotated[str, Field(min_length=1, max_length=64, description="a video id from POST /api/videos")]
+
+
 class RegionPrompt(Request):
     """One region: a box, points (with labels: 1 foreground, 0 background), a mask, or several of them."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={
+        "anyOf": [{"required": ["box"]}, {"required": ["points"]}, {"required": ["mask"]}]})
 
     box: XYXY | None = Field(None, description="x1, y1, x2, y2 in image pixels")
     points: Annotated[list[Point], Field(min_length=1, max_length=16)] | None = None
@@ -40,13 +47,13 @@ class RegionPrompt(Request):
 
 
 class CaptionRequest(Request):
-    image: str = Field(description="an image id from POST /api/images")
+    image: ImageId
     regions: Annotated[list[RegionPrompt], Field(min_length=1)]
     multimask_output: bool = True
 
 
 class AnythingRequest(Request):
-    image: str
+    image: ImageId
     points_per_side: Annotated[int, Field(ge=1)] = AnythingOptions.points_per_side
     pred_iou_thresh: Number | None = None
     stability_score_thresh: Number | None = None
@@ -58,7 +65,7 @@ class AnythingRequest(Request):
 class VideoRequest(Request):
     """Objects to follow through an uploaded video: each region (a box, or points) is one object on `frame`."""
 
-    video: str = Field(description="a video id from POST /api/videos")
+    video: VideoId
     frame: Annotated[int, Field(ge=0)] = Field(0, description="the frame the regions are drawn on")
     regions: Annotated[list[RegionPrompt], Field(min_length=1)]
     keyframe_every: Annotated[int, Field(ge=1)] = 8

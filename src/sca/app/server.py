@@ -26,18 +26,17 @@ import asyncio
 import hashlib
 import io
 import logging
-import secrets
 import time
-import uuid
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from PIL import Image, UnidentifiedImageError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..assets import SAMPLE_IMAGE
 from ..errors import InputError, one_line
@@ -45,27 +44,23 @@ from ..models.region_model import RegionModel
 from ..options import AnythingOptions, GenerationOptions, VideoOptions
 from ..options import ServerLimits as Limits
 from ..video import io as video_io
+from .guard import LOOPBACK_HOSTS, ClientError, Guard, Security
 from .schemas import AnythingRequest, CaptionRequest, Error, ImageInfo, ModelInfo, Regions, VideoInfo, VideoRequest, VideoTracks
 from .worker import AnythingJob, CaptionJob, Job, LruBytes, ModelWorker, QueueFull, VideoJob
 
 log = logging.getLogger("sca.serve")
+REFUSALS = {
+    400: "the request is wrong (the message says how)", 401: "an API key is needed", 403: "the origin is not allowed",
+    404: "no such image, video, sample or frame", 408: "the body stalled", 413: "past one of the server's limits",
+    415: "an upload of another media type", 421: "the Host is not one the server answers to",
+    422: "the body does not fit the schema", 499: "the client went away", 500: "a fault of the server's",
+    503: "the queue is full: retry after Retry-After seconds", 504: "the request took longer than request_timeout",
+}
+"""Every status a route can answer besides 200, each with the `Error` body."""
+DISCONNECT_POLL = 0.25
+"""Seconds between looks at whether a waiting request's client is still there."""
 STATIC = Path(__file__).parent / "static"
 SAMPLES = {SAMPLE_IMAGE.name: SAMPLE_IMAGE}
-SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
-
-
-@dataclass
-class Security:
-    api_key: str | None = None
-    allowed_origins: Sequence[str] = field(default_factory=tuple)
-
-
-class ClientError(Exception):
-    """A request the server refuses: its status and the message the client sees."""
-
-    def __init__(self, status: int, message: str, headers: dict | None = None):
-        super().__init__(message)
-        self.status, self.headers = status, headers or {}
 
 
 def create_app(model: RegionModel, kind: str = "sca", limits: Limits | None = None,
@@ -76,33 +71,22 @@ def create_app(model: RegionModel, kind: str = "sca", limits: Limits | None = No
     images = LruBytes(limits.cache_bytes, lambda picture: picture.width * picture.height * 3)
     videos = LruBytes(limits.cache_bytes, lambda entry: len(entry[0]))  # (bytes, VideoInfo)
     app = FastAPI(title="SCA — Segment and Caption Anything", version="1", description=__doc__.split("\n\n")[0],
-                  responses={400: {"model": Error}, 413: {"model": Error}, 503: {"model": Error}})
+                  responses={status: {"model": Error, "description": meaning} for status, meaning in REFUSALS.items()})
     app.state.worker, app.state.limits = worker, limits
+    app.add_middleware(Guard, security=security, limits=limits)
+    app.openapi = lambda: app.openapi_schema or _with_limits(app, limits)
 
     # ------------------------------------------------------------------ guards and errors
-
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        request.state.id = uuid.uuid4().hex[:12]
-        try:
-            if request.url.path.startswith("/api/"):
-                _check_api_key(request, security)
-            if request.method not in SAFE_METHODS:
-                _check_origin(request, security)
-            response = await call_next(request)
-        except ClientError as error:
-            response = _error(request, error.status, str(error), error.headers)
-        except Exception:  # a fault of ours: logged with its traceback, the client gets the request id
-            log.exception("request %s (%s %s) failed", request.state.id, request.method, request.url.path)
-            response = _error(request, 500, f"the server failed on this request (request id {request.state.id})")
-        response.headers["X-Request-ID"] = request.state.id
-        return response
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError):
         first = error.errors()[0]
         where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
         return _error(request, 422, f"{where}: {first.get('msg', 'invalid')}" if where else first.get("msg", "invalid"))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException):  # FastAPI's own (an unreadable body, 404, 405)
+        return _error(request, error.status_code, str(error.detail), getattr(error, "headers", None))
 
     @app.exception_handler(ClientError)
     async def refused(request: Request, error: ClientError):
@@ -156,13 +140,13 @@ def create_app(model: RegionModel, kind: str = "sca", limits: Limits | None = No
     @app.post("/api/caption", response_model=Regions)
     async def caption(body: CaptionRequest, request: Request):
         if len(body.regions) > limits.max_regions:
-            raise ClientError(413, f"{len(body.regions)} regions in one request; the server takes up to "
+            raise ClientError(422, f"{len(body.regions)} regions in one request; the server takes up to "
                                    f"{limits.max_regions} (max_regions): split them over several requests")
         picture = _image(images, body.image)
         regions = [region.prompt() for region in body.regions]
         worker.engine.check((picture.height, picture.width), regions)
         started = time.perf_counter()
-        (found,) = await _await_jobs(request, worker, CaptionJob(image_id=body.image, picture=picture, regions=regions,
+        found = await _await_job(request, worker, CaptionJob(image_id=body.image, picture=picture, regions=regions,
                                                                  multimask_output=body.multimask_output), limits)
         return Regions(request_id=request.state.id, image=body.image, seconds=round(time.perf_counter() - started, 4),
                        regions=[region.to_dict() for region in found])
@@ -170,13 +154,13 @@ def create_app(model: RegionModel, kind: str = "sca", limits: Limits | None = No
     @app.post("/api/anything", response_model=Regions)
     async def anything(body: AnythingRequest, request: Request):
         if body.points_per_side > limits.max_points_per_side:
-            raise ClientError(413, f"points_per_side {body.points_per_side} is over the server's limit of "
+            raise ClientError(422, f"points_per_side {body.points_per_side} is over the server's limit of "
                                    f"{limits.max_points_per_side} (max_points_per_side)")
         picture = _image(images, body.image)
         settings = {k: v for k, v in body.model_dump(exclude={"image"}).items() if v is not None}
         options = AnythingOptions(**settings).check()
         started = time.perf_counter()
-        (found,) = await _await_jobs(request, worker, AnythingJob(image_id=body.image, picture=picture, options=options),
+        found = await _await_job(request, worker, AnythingJob(image_id=body.image, picture=picture, options=options),
                                      limits)
         return Regions(request_id=request.state.id, image=body.image, seconds=round(time.perf_counter() - started, 4),
                        regions=[region.to_dict() for region in found])
@@ -202,7 +186,7 @@ def create_app(model: RegionModel, kind: str = "sca", limits: Limits | None = No
     async def track(body: VideoRequest, request: Request):
         data, info = _video(videos, body.video)
         if len(body.regions) > limits.max_regions:
-            raise ClientError(413, f"{len(body.regions)} objects in one request; the server takes up to "
+            raise ClientError(422, f"{len(body.regions)} objects in one request; the server takes up to "
                                    f"{limits.max_regions} (max_regions)")
         if body.frame >= info.frames:
             raise ClientError(400, f"frame {body.frame} is past the video's end: it has frames 0 to {info.frames - 1}")
@@ -210,7 +194,7 @@ def create_app(model: RegionModel, kind: str = "sca", limits: Limits | None = No
         worker.engine.check((info.height, info.width), regions)
         options = VideoOptions(keyframe_every=body.keyframe_every).check()
         started = time.perf_counter()
-        (objects,) = await _await_jobs(request, worker, VideoJob(data=data, regions=regions, frame=body.frame,
+        objects = await _await_job(request, worker, VideoJob(data=data, regions=regions, frame=body.frame,
                                                                  options=options), limits)
         return VideoTracks(request_id=request.state.id, video=body.video, objects=objects,
                            seconds=round(time.perf_counter() - started, 4))
@@ -224,24 +208,6 @@ def create_app(model: RegionModel, kind: str = "sca", limits: Limits | None = No
 def _error(request: Request, status: int, message: str, headers: dict | None = None) -> JSONResponse:
     request_id = getattr(request.state, "id", "-")
     return JSONResponse({"error": message, "request_id": request_id}, status_code=status, headers=headers)
-
-
-def _check_api_key(request: Request, security: Security) -> None:
-    if security.api_key is None:
-        return
-    given = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-    if not secrets.compare_digest(given.encode(), security.api_key.encode()):
-        raise ClientError(401, "this server needs an API key: send it as X-API-Key or Authorization: Bearer KEY")
-
-
-def _check_origin(request: Request, security: Security) -> None:
-    """Browsers send Origin with cross-site POSTs: only the server's own origin and allowed ones may change state."""
-    origin = request.headers.get("origin")
-    if origin is None:
-        return  # not a browser's cross-site request (curl, scripts)
-    own = f"{request.url.scheme}://{request.headers.get('host', '')}"
-    if origin != own and origin not in security.allowed_origins and "*" not in security.allowed_origins:
-        raise ClientError(403, f"requests from {origin} are not allowed: start the server with --allow-origin {origin}")
 
 
 def _require_media(request: Request, kind: str) -> None:
@@ -348,36 +314,54 @@ def _image(images: LruBytes, key: str) -> Image.Image:
     return picture
 
 
-async def _await_jobs(request: Request, worker: ModelWorker, job: Job, limits: Limits) -> list:
-    """Queue a job and wait for it; a client that disconnects or waits past the timeout cancels it."""
-    jobs = [job]
+async def _await_job(request: Request, worker: ModelWorker, job: Job, limits: Limits):
+    """Queue a job and wait for its result. A client that goes away (noticed within `DISCONNECT_POLL` s) or waits past
+    the timeout cancels it: the worker drops it at its next step, and its outcome is collected, never left orphaned."""
     try:
         worker.submit(job)
     except QueueFull as error:
         job.cancelled.set()
         raise ClientError(503, f"the server is busy ({error}): try again shortly",
                           {"Retry-After": str(max(1, worker.waiting))}) from None
-    futures = [asyncio.wrap_future(job.future) for job in jobs]
-    waiting = asyncio.ensure_future(asyncio.gather(*futures))
+    waiting = asyncio.wrap_future(job.future)
     deadline = time.monotonic() + limits.request_timeout
     try:
         while not waiting.done():
-            await asyncio.wait({waiting}, timeout=0.25)
+            await asyncio.wait({waiting}, timeout=DISCONNECT_POLL)
             if waiting.done():
                 break
             if await request.is_disconnected():
                 raise ClientError(499, "the client went away")
             if time.monotonic() > deadline:
                 raise ClientError(504, f"the request took longer than {limits.request_timeout:g} s (request_timeout)")
-        results = waiting.result()
+        result = waiting.result()
     except BaseException:
-        for job in jobs:
-            job.cancelled.set()
+        job.cancelled.set()
+        waiting.add_done_callback(_collect)
         waiting.cancel()
         raise
-    if any(result is None for result in results):
+    if result is None:
         raise ClientError(499, "the request was cancelled")
-    return results
+    return result
+
+
+def _with_limits(app: FastAPI, limits: Limits) -> dict:
+    """The OpenAPI schema with the server's own limits in it, so that the schema's bounds are the enforced ones."""
+    from fastapi.openapi.utils import get_openapi
+
+    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    components = schema["components"]["schemas"]
+    components["AnythingRequest"]["properties"]["points_per_side"]["maximum"] = limits.max_points_per_side
+    for name in ("CaptionRequest", "VideoRequest"):
+        components[name]["properties"]["regions"]["maxItems"] = limits.max_regions
+    app.openapi_schema = schema
+    return schema
+
+
+def _collect(future: asyncio.Future) -> None:
+    """Read an abandoned job's outcome, so that nothing is left 'never retrieved'."""
+    if not future.cancelled():
+        future.exception()
 
 
 def serve(model: RegionModel, kind: str, host: str = "127.0.0.1", port: int = 7860, limits: Limits | None = None,
@@ -386,7 +370,17 @@ def serve(model: RegionModel, kind: str, host: str = "127.0.0.1", port: int = 78
     """Run the server until interrupted (uvicorn: one event loop; the model on its own thread)."""
     import uvicorn
 
-    app = create_app(model, kind, limits, security, chunk_size)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_keep_alive=5, limit_concurrency=256,
-                timeout_graceful_shutdown=5)
+    from .connections import server_config
 
+    limits = limits or Limits()
+    app = create_app(model, kind, limits, security, chunk_size)
+    uvicorn.Server(server_config(app, host, port, limits, log_level)).run()
+
+
+def default_hosts(bind: str, extra: Sequence[str] = ()) -> tuple[str, ...]:
+    """The names the server answers to: on a loopback address, the loopback names (and `extra`): a page on another
+    site whose name resolves to 127.0.0.1 (DNS rebinding) is refused; on another address, any name unless `extra`
+    names them."""
+    if bind in LOOPBACK_HOSTS or bind.startswith("127."):
+        return (*LOOPBACK_HOSTS, bind, *extra)
+    return tuple(extra) if extra else ("*",)

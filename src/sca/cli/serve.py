@@ -23,6 +23,10 @@ def add(commands) -> None:
                             "default: $SCA_API_KEY, else none")
         server.add_argument("--allow-origin", action="append", metavar="ORIGIN",
                             help="a web origin (https://example.org) whose pages may POST here; repeatable")
+        server.add_argument("--allow-host", action="append", metavar="NAME",
+                            help="a name or address the server answers to in the Host header, besides the loopback "
+                            "names when it listens on loopback (repeatable; '*': any). Refuses DNS rebinding. "
+                            "Default on other addresses: any")
         server.add_argument("--max-upload-mb", type=float, default=limits.max_upload_bytes / 1e6,
                             help="largest upload, in MB")
         server.add_argument("--max-megapixels", type=float, default=limits.max_pixels / 1e6,
@@ -37,6 +41,16 @@ def add(commands) -> None:
         server.add_argument("--queue-size", type=int, default=limits.queue_size,
                             help="requests waiting for the model (then 503)")
         server.add_argument("--timeout", type=float, default=limits.request_timeout, help="seconds a request may take")
+        server.add_argument("--max-json-mb", type=float, default=limits.max_json_bytes / 1e6,
+                            help="largest JSON body, in MB (counted while it streams, before parsing)")
+        server.add_argument("--max-video-megapixels", type=float, default=limits.max_video_pixels / 1e6,
+                            help="largest video frame, in megapixels")
+        server.add_argument("--header-timeout", type=float, default=limits.header_timeout,
+                            help="seconds a connection may take to send a request's headers")
+        server.add_argument("--max-idle-connections", type=int, default=limits.max_idle_connections,
+                            help="connections waiting for their headers at once (then the longest-waiting is closed)")
+        server.add_argument("--max-connections", type=int, default=limits.max_connections,
+                            help="connections and requests in flight at once (then 503)")
         server.set_defaults(open=name == "demo")
         add_model_options(server)
         server.set_defaults(run=run)
@@ -49,20 +63,24 @@ def run(args) -> int:
     import threading
     import webbrowser
 
-    from ..app.server import Limits, Security, serve
+    from ..app.server import Limits, Security, default_hosts, serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     limits = Limits(max_upload_bytes=int(args.max_upload_mb * 1e6), max_pixels=int(args.max_megapixels * 1e6),
                     max_aspect_ratio=args.max_aspect_ratio, max_regions=args.max_regions,
                     max_points_per_side=args.max_points_per_side, max_video_frames=args.max_video_frames,
-                    queue_size=args.queue_size, request_timeout=args.timeout)
+                    queue_size=args.queue_size, request_timeout=args.timeout,
+                    max_json_bytes=int(args.max_json_mb * 1e6), max_video_pixels=int(args.max_video_megapixels * 1e6),
+                    header_timeout=args.header_timeout, max_idle_connections=args.max_idle_connections,
+                    max_connections=args.max_connections)
     for name in ("max_upload_bytes", "max_pixels", "max_regions", "max_points_per_side", "max_video_frames",
-                 "queue_size"):
+                 "queue_size", "max_json_bytes", "max_video_pixels", "max_idle_connections", "max_connections"):
         require_whole(getattr(limits, name), f"--{name.replace('_', '-')}")
-    if not (limits.request_timeout > 0 and limits.max_aspect_ratio >= 1):
-        raise InputError("--timeout must be positive and --max-aspect-ratio at least 1")
+    if not (limits.request_timeout > 0 and limits.header_timeout > 0 and limits.max_aspect_ratio >= 1):
+        raise InputError("--timeout and --header-timeout must be positive and --max-aspect-ratio at least 1")
     api_key = args.api_key or os.environ.get("SCA_API_KEY") or None
-    security = Security(api_key=api_key, allowed_origins=tuple(args.allow_origin or ()))
+    security = Security(api_key=api_key, allowed_origins=tuple(args.allow_origin or ()),
+                        allowed_hosts=default_hosts(args.host, tuple(args.allow_host or ())))
     captioner = load_captioner(args)
     url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
     print(f"SCA on {url} (API docs: {url}/docs; Ctrl-C to stop)", file=sys.stderr, flush=True)
