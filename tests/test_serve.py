@@ -331,8 +331,11 @@ def test_video_mistakes_are_4xx(model, clip):
     with TestClient(create_app(model, limits=Limits(max_video_frames=3))) as small:
         refused = small.post("/api/videos", content=data, headers={"Content-Type": "video/mp4"})
         assert refused.status_code == 413 and "max_video_frames" in refused.json()["error"]
+    with TestClient(create_app(model, limits=Limits(max_video_pixels=1000))) as small:
+        refused = small.post("/api/videos", content=data, headers={"Content-Type": "video/mp4"})
+        assert refused.status_code == 413 and "max_video_pixels" in refused.json()["error"]
     with TestClient(create_app(model)) as client:
-        for body, status in [(b"not a video", 400), (b"", 400)]:
+        for body, status in [(b"not a video", 400), (b"", 400), (SAMPLE_IMAGE.read_bytes(), 400)]:
             answer = client.post("/api/videos", content=body, headers={"Content-Type": "video/mp4"})
             assert answer.status_code == status, answer.text
         assert client.post("/api/videos", content=data, headers={"Content-Type": "text/plain"}).status_code == 415
@@ -388,8 +391,10 @@ def _given(strategy):
 class _running:
     """A real uvicorn server on a free loopback port, in a thread."""
 
-    def __init__(self, app):
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    def __init__(self, app, limits: Limits | None = None):
+        from sca.app.connections import server_config
+
+        self.server = uvicorn.Server(server_config(app, "127.0.0.1", 0, limits or Limits(), log_level="warning"))
 
     def __enter__(self) -> int:
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -519,3 +524,121 @@ def test_one_request_of_many_prompt_kinds_is_one_job_answered_in_order(model):
             alone = client.post("/api/caption", json={"image": sample, "regions": [regions[index]]}).json()["regions"][0]
             assert alone["caption"] == results[index]["caption"]
             assert alone["iou_scores"] == pytest.approx(results[index]["iou_scores"], abs=1e-5)
+
+
+# ---------------------------------------------------------------------- hostile clients (loopback only, bounded)
+
+
+def test_dns_rebinding_is_refused_by_the_host_allowlist(model):
+    from sca.app.server import default_hosts
+
+    assert default_hosts("0.0.0.0") == ("*",) and "localhost" in default_hosts("127.0.0.1")
+    security = Security(allowed_hosts=default_hosts("127.0.0.1", ("sca.lan",)))
+    with TestClient(create_app(model, security=security), base_url="http://127.0.0.1:7860") as client:
+        assert client.get("/api/health").status_code == 200
+        for host in ("localhost:7860", "[::1]:7860", "sca.lan"):
+            assert client.get("/api/health", headers={"Host": host}).status_code == 200, host
+        evil = {"Host": "evil.example:7860", "Origin": "http://evil.example:7860"}
+        for answer in (client.get("/api/health", headers=evil), client.post("/api/samples/sample.png", headers=evil)):
+            assert answer.status_code == 421 and "--allow-host" in answer.json()["error"]
+
+
+def test_json_bodies_are_counted_while_they_stream_and_refused_before_parsing(model):
+    with TestClient(create_app(model, limits=Limits(max_json_bytes=10_000))) as client:
+        flood = json.dumps({"image": "x" * 20, "regions": [{"box": [1, 1, 2, 2]}] * 5000}).encode()
+        answer = client.post("/api/caption", content=flood, headers={"Content-Type": "application/json"})
+        assert answer.status_code == 413 and "max_json_bytes" in answer.json()["error"]
+
+        def pieces():  # no Content-Length: chunked, counted as it comes
+            for start in range(0, len(flood), 4096):
+                yield flood[start : start + 4096]
+
+        answer = client.post("/api/caption", content=pieces(), headers={"Content-Type": "application/json"})
+        assert answer.status_code == 413 and "x" * 20 not in answer.text
+        long_id = client.post("/api/caption", json={"image": "y" * 5000, "regions": [{"box": [1, 1, 2, 2]}]})
+        assert long_id.status_code == 422 and "y" * 100 not in long_id.text
+
+
+class _Slow:
+    """A model whose every caption step takes `seconds` (and is counted)."""
+
+    def __init__(self, inner, seconds):
+        self.inner, self.frame, self.seconds, self.steps = inner, inner.frame, seconds, 0
+
+    def caption(self, *args, **kwargs):
+        self.steps += 1
+        time.sleep(self.seconds)
+        return self.inner.caption(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_a_client_that_leaves_frees_the_worker_within_a_second(model):
+    slow = _Slow(model, 0.2)
+    app = create_app(slow, chunk_size=1)
+    with _running(app) as port:
+        import urllib.request
+
+        registered = urllib.request.Request(f"http://127.0.0.1:{port}/api/samples/sample.png", method="POST")
+        with urllib.request.urlopen(registered, timeout=30) as answer:
+            image = json.loads(answer.read())["image"]
+        body = json.dumps({"image": image, "regions": [{"box": [35, 97, 73, 135]}] * 40}).encode()
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+            connection.sendall(b"POST /api/caption HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                               + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            time.sleep(0.5)
+        left = time.monotonic()
+        while slow.steps and time.monotonic() - left < 5 and app.state.worker.waiting == 0:
+            steps = slow.steps
+            time.sleep(0.5)
+            if slow.steps == steps:
+                break
+        assert slow.steps < 10, slow.steps  # 40 regions asked; the work stopped soon after the client left
+        started = time.monotonic()
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/api/caption", method="POST",
+                                         data=json.dumps({"image": image, "regions": [{"box": [35, 97, 73, 135]}]}).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            assert answer.status == 200
+        assert time.monotonic() - started < 3  # answered as if the abandoned request never came
+
+
+def test_anything_and_video_jobs_stop_when_cancelled(model):
+    from sca.app.worker import AnythingJob
+    from sca.options import AnythingOptions
+
+    worker = ModelWorker(model)
+    try:
+        picture = Image.open(SAMPLE_IMAGE).convert("RGB")
+        job = AnythingJob(image_id="sample", picture=picture, options=AnythingOptions(points_per_side=8))
+        job.cancelled.set()
+        assert job.run(worker, [job]) == [None]
+    finally:
+        worker.stop()
+
+
+def test_slow_clients_are_closed_and_health_answers_under_a_flood(model):
+    limits = Limits(header_timeout=1.0, max_idle_connections=8, max_connections=64)
+    with _running(create_app(model, limits=limits), limits) as port:
+        slow = []
+        for _ in range(40):  # more than max_connections' worth of idle slots would be, were they kept
+            connection = socket.create_connection(("127.0.0.1", port), timeout=10)
+            connection.sendall(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # headers never finished
+            slow.append(connection)
+        import urllib.request
+
+        started = time.monotonic()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=10) as answer:
+            assert answer.status == 200
+        assert time.monotonic() - started < 2
+        time.sleep(1.5)
+        closed = 0
+        for connection in slow:
+            connection.settimeout(2)
+            try:
+                closed += connection.recv(100) == b""
+            except (ConnectionResetError, TimeoutError):
+                closed += 1
+            connection.close()
+        assert closed == len(slow)

@@ -332,6 +332,7 @@ def test_sca_video_with_sam2_tracker_end_to_end(tiny_model_dir, sam2_video_dir, 
     (["--box", "1,1,9,9", "--out", "x.gif"], "must end in"),
     (["--box", "1,1,9,9", "--json", "x.txt"], "must end in .json"),
     (["--box", "1,1,9,9", "--tracker", "nowhere/at-all-local"], ""),
+    (["--box", "1,1,9,9", "--max-megapixels", "0.001"], "(--max-megapixels)"),
 ])
 def test_sca_video_bad_input_is_one_line_and_writes_nothing(tiny_model_dir, video_file, tmp_path, capsys,
                                                              monkeypatch, extra, message):
@@ -348,6 +349,28 @@ def test_sca_video_bad_input_is_one_line_and_writes_nothing(tiny_model_dir, vide
     error = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(error) == 1 and message in error[0]
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv", ".webm", ".mov", ".avi"])
+def test_every_documented_suffix_is_written_and_read_back(tmp_path, suffix):
+    from sca.video.io import VIDEO_SUFFIXES
+
+    assert suffix in VIDEO_SUFFIXES
+    frames = [frame.image for frame in _world(frames=3).video(0)]
+    path = write_video(tmp_path / f"clip{suffix}", frames, fps=4)
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no hidden file left beside it
+    info = video_info(path, count_frames=True)
+    assert (info.width, info.height, info.frames) == (frames[0].width, frames[0].height, 3)
+
+
+def test_a_still_image_is_not_a_video(tiny_model_dir, tmp_path, capsys):
+    from sca.assets import SAMPLE_IMAGE
+
+    assert main(["video", str(SAMPLE_IMAGE), "--box", "1,1,9,9", "--model", str(tiny_model_dir)]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "still image (png), not a video" in error[0]
+    with pytest.raises(InputError, match="still image"):
+        video_info(SAMPLE_IMAGE.read_bytes())
 
 
 def test_sca_video_on_a_file_that_is_not_a_video(tiny_model_dir, tmp_path, capsys):

@@ -212,6 +212,8 @@ class RegionEngine:
                     i, group = members[m]
                     framed = encoded.framed[row]
                     for r, (index, record) in enumerate(zip(group.indices[chunk], group.records[chunk])):
+                        if images[i].is_cancelled():  # a region's masks at a large photo's size take a while
+                            break
                         candidates = list(output.candidates[row][r])
                         rles = self.full_size_rles(output.low_res_masks[row, r], framed)
                         results[i][index] = RegionCaption(_chosen(candidates, scores[row][r]), rles,

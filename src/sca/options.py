@@ -16,6 +16,9 @@ PRECISIONS = ("float32", "bfloat16", "float16")
 DECODER_CHUNK = 16
 """Regions through a SAM-family decoder at a time, and crops through a captioner at a time (SAM-Captioner)."""
 
+MAX_VIDEO_PIXELS = 8_300_000
+"""The largest video frame taken by default (4K UHD), in pixels: every frame is decoded whole."""
+
 MAX_POINTS_PER_SIDE = 256
 """The densest grid anything mode takes: 65,536 prompts, far past SAM's own 32 × 32 (and every point costs time)."""
 
@@ -163,7 +166,7 @@ class ServerLimits:
     cache_bytes: int = 512 * 2**20
     upload_stall_seconds: float = 30.0
     max_json_bytes: int = 8_000_000
-    max_video_pixels: int = 8_300_000
+    max_video_pixels: int = MAX_VIDEO_PIXELS
     header_timeout: float = 10.0
     max_idle_connections: int = 64
     max_connections: int = 512

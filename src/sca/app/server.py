@@ -271,6 +271,9 @@ def _register_video(data: bytes, videos: LruBytes, limits: Limits) -> VideoInfo:
     if cached is None:
         info = video_io.video_info(data, count_frames=True)
         _check_size(info.width, info.height, limits)
+        if info.width * info.height > limits.max_video_pixels:
+            raise ClientError(413, f"the video's frames are {info.width}x{info.height}; the server takes frames of up to "
+                                   f"{limits.max_video_pixels / 1e6:g} megapixels (max_video_pixels)")
         if not info.frames:
             raise ClientError(400, "the upload holds no frames")
         if info.frames > limits.max_video_frames:

@@ -185,11 +185,13 @@ def show_regions(args, image, regions) -> None:
 
 def video_path(text: str) -> Path:
     """`sca video --out`: a video file in a folder that exists and can be written."""
-    from ..video.io import VIDEO_SUFFIXES
+    from ..video.io import codec_for
 
     path = Path(text)
-    if path.suffix.lower() not in VIDEO_SUFFIXES:
-        raise argparse.ArgumentTypeError(f"{text!r} must end in one of {', '.join(VIDEO_SUFFIXES)} (the video's format)")
+    try:
+        codec_for(path)  # a suffix this FFmpeg build cannot write is refused before any work
+    except InputError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
     if not path.parent.is_dir():
         raise argparse.ArgumentTypeError(f"the folder of {text!r} does not exist: create {path.parent} first")
     if not os.access(path.parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):

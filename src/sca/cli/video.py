@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from ..errors import InputError
-from ..options import AnythingOptions, VideoOptions
+from ..options import MAX_VIDEO_PIXELS, AnythingOptions, VideoOptions
 from .common import AppendPrompt, add_model_options, cell, coordinates, json_path, load_captioner, region_prompts, video_path
 
 
@@ -34,6 +34,8 @@ def add(commands) -> None:
     video.add_argument("--tracker", default="reprompt", help="reprompt (re-prompt the segmenter with the last box; "
                        "the default) or a SAM 2 / 2.1, EdgeTAM or SAM 3 tracker video model (folder or hub id)")
     video.add_argument("--max-frames", type=int, help="stop after this many frames")
+    video.add_argument("--max-megapixels", type=float, default=MAX_VIDEO_PIXELS / 1e6,
+                       help="the largest frame taken, in megapixels (every frame is decoded whole)")
     video.add_argument("--out", type=video_path, help="write the video with masks, ids and captions drawn (.mp4 ...)")
     video.add_argument("--json", type=json_path, metavar="FILE.json",
                        help="write every object's frames (RLE masks, boxes, scores), keyframe captions and caption")
@@ -57,6 +59,12 @@ def run(args) -> int:
     options = VideoOptions(keyframe_every=args.keyframe_every, change_threshold=args.change_threshold,
                            anything_every=args.anything_every).check()
     info = video_info(args.video)
+    if not args.max_megapixels > 0:
+        raise InputError(f"--max-megapixels must be positive, got {args.max_megapixels:g}")
+    if info.width * info.height > args.max_megapixels * 1e6:
+        raise InputError(f"the video's frames are {info.width}x{info.height}, {info.width * info.height / 1e6:.1f} "
+                         f"megapixels; sca video takes up to {args.max_megapixels:g} (--max-megapixels): scale it down "
+                         "first, or raise the limit if the memory is there")
     if args.frame < 0 or (info.frames is not None and args.frame >= info.frames):
         raise InputError(f"--frame {args.frame} is past the video's end: it has {info.frames} frames (0 to "
                          f"{(info.frames or 1) - 1})")

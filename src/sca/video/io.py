@@ -16,6 +16,26 @@ from ..errors import InputError
 from ..files import publish, temporary_beside
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov", ".avi")
+CODECS = {".webm": ("libvpx-vp9", "libvpx"), ".avi": ("mpeg4",)}
+"""Codecs each written suffix takes, best first; other suffixes take H.264 (or MPEG-4)."""
+DEFAULT_CODECS = ("libx264", "mpeg4")
+STILL_IMAGE_FORMATS = ("image2",)
+"""FFmpeg's demuxers of still images (besides the `*_pipe` ones): a picture is not a one-frame video (an animated GIF,
+read by the `gif` demuxer, is a video)."""
+
+
+def codec_for(path: str | Path) -> str:
+    """The codec a video written to `path` is encoded with, chosen by its suffix; refused when this build has none."""
+    import av
+
+    suffix = Path(path).suffix.lower()
+    if suffix not in VIDEO_SUFFIXES:
+        raise InputError(f"{path} must end in one of {', '.join(VIDEO_SUFFIXES)} (the video's format)")
+    choices = CODECS.get(suffix, DEFAULT_CODECS)
+    for codec in choices:
+        if codec in av.codecs_available:
+            return codec
+    raise InputError(f"this FFmpeg build has no {' or '.join(choices)} encoder for {suffix} videos: write .mp4 instead")
 
 
 @dataclass
@@ -51,6 +71,11 @@ def _open(source: Source):
     if not container.streams.video:
         container.close()
         raise InputError(f"{_name(source)} holds no video stream")
+    name = container.format.name
+    if name.endswith("_pipe") or name in STILL_IMAGE_FORMATS:
+        container.close()
+        raise InputError(f"{_name(source)} is a still image ({name.removesuffix('_pipe')}), not a video: caption it with "
+                         "sca caption or POST /api/images")
     return container
 
 
@@ -106,14 +131,17 @@ class VideoWriter:
         import av
 
         self.path = Path(path)
-        if self.path.suffix.lower() not in VIDEO_SUFFIXES:
-            raise InputError(f"{path} must end in one of {', '.join(VIDEO_SUFFIXES)}")
+        codec = codec_for(self.path)
         self.temporary = temporary_beside(self.path)
         self.container = av.open(str(self.temporary), "w")
-        codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
-        self.stream = self.container.add_stream(codec, rate=Fraction(fps).limit_denominator(1000))
-        self.stream.width, self.stream.height = width + width % 2, height + height % 2  # yuv420p wants even sides
-        self.stream.pix_fmt = "yuv420p"
+        try:
+            self.stream = self.container.add_stream(codec, rate=Fraction(fps).limit_denominator(1000))
+            self.stream.width, self.stream.height = width + width % 2, height + height % 2  # yuv420p wants even sides
+            self.stream.pix_fmt = "yuv420p"
+        except BaseException:
+            self.container.close()
+            self.temporary.unlink(missing_ok=True)
+            raise
 
     def write(self, picture: Image.Image) -> None:
         import av
