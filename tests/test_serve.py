@@ -426,10 +426,11 @@ def test_the_page_in_a_real_browser(model, tmp_path, clip):
     assert shutil.which(CHROMIUM) or os.path.exists(CHROMIUM), f"{CHROMIUM} missing: `make test` installs chromium"
     record = sample_record()
     target = record.regions[1]
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with _running(create_app(model)) as port, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
             page.goto(f"http://127.0.0.1:{port}")
             page.wait_for_function("document.getElementById('canvas').dataset.imageWidth === '256'")  # the sample, at once
             canvas = page.locator("#canvas").bounding_box()
@@ -438,7 +439,8 @@ def test_the_page_in_a_real_browser(model, tmp_path, clip):
             drag_box(page, canvas, scale, target.box)
             page.click("#run-prompt")
             page.wait_for_selector("#captions li.caption")
-            assert page.locator("#captions li.caption").first.inner_text().startswith(target.captions[0])
+            first = page.locator("#captions li.caption").first
+            assert first.locator(".number").inner_text() == "1" and target.captions[0] in first.inner_text()
             page.locator("#captions li.caption").first.hover()
             shot = tmp_path / "result.png"
             page.locator("#canvas").screenshot(path=str(shot))
@@ -447,10 +449,17 @@ def test_the_page_in_a_real_browser(model, tmp_path, clip):
             saved = json.loads(Path(download.value.path()).read_text())
             assert saved["regions"][0]["caption"] == target.captions[0] and "mask" in saved["regions"][0]
 
+            page.screenshot(path=str(SCREENSHOTS / "page-desktop-prompts.png"))
+            shown, aside = page.locator("#canvas").bounding_box(), page.locator("aside").bounding_box()
+            assert 0 < aside["x"] - (shown["x"] + shown["width"]) < 60  # the results beside the image
+
             page.click("#tab-anything")
             page.fill("#points-per-side", "8")
             page.click("#run-anything")
             page.wait_for_function("document.querySelectorAll('#captions li.caption').length >= 3")
+            labels = json.loads(page.locator("#canvas").get_attribute("data-labels"))
+            assert len(labels) >= 3 and not any(_overlap(a, b) for i, a in enumerate(labels) for b in labels[i + 1:])
+            page.screenshot(path=str(SCREENSHOTS / "page-desktop-anything.png"))
 
             page.click("#tab-video")
             data, truth = clip
@@ -463,7 +472,9 @@ def test_the_page_in_a_real_browser(model, tmp_path, clip):
             drag_box(page, canvas, scale, mask_box(truth[0].masks[object_id]))
             page.click("#run-video")
             page.wait_for_selector("#captions li.track")
-            assert "frames 0–5" in page.locator("#captions li.track").first.inner_text()
+            track = page.locator("#captions li.track").first
+            assert "frames 0–5" in track.inner_text() and track.locator(".number").inner_text() == "1"
+            assert "0." not in track.inner_text()  # one number per object
             page.eval_on_selector("#frame", "slider => { slider.value = 5; slider.dispatchEvent(new Event('input')); }")
             page.wait_for_function("document.getElementById('canvas').dataset.frame === '5'")
             page.click("#tab-prompt")
@@ -486,6 +497,59 @@ def test_the_page_in_a_real_browser(model, tmp_path, clip):
     assert changed[~inside].mean() < 0.35
 
 
+
+
+SCREENSHOTS = Path(__file__).parent.parent / "build" / "screenshots"
+"""Where the page's tests leave their screenshots (a person looks at them; CI keeps the folder)."""
+
+
+def _overlap(a, b) -> bool:
+    (ax, ay, aw, ah), (bx, by, bw, bh) = a, b
+    return ax < bx + bw and bx < ax + aw and ay < by + bh and by < ay + ah
+
+
+@pytest.mark.skipif(os.environ.get("SCA_SKIP_BROWSER") == "1", reason="SCA_SKIP_BROWSER=1")
+def test_the_page_on_a_phone_with_touch_and_with_an_api_key(model):
+    """400 x 800 with touch: no sideways scrolling, a box drawn by a finger, a point by a tap; on a server with an
+    API key the page asks for it, keeps it for the tab, and works once it is given."""
+    from playwright.sync_api import sync_playwright
+
+    target = sample_record().regions[1]
+    app = create_app(model, security=Security(api_key="s3cret"))
+    with _running(app) as port, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
+        try:
+            phone = browser.new_context(viewport={"width": 400, "height": 800}, has_touch=True, is_mobile=True,
+                                        device_scale_factor=2)
+            page = phone.new_page()
+            page.goto(f"http://127.0.0.1:{port}")
+            page.wait_for_function("document.getElementById('error').textContent.includes('API key')")
+            assert page.locator("#key-box").is_visible()
+            page.fill("#api-key", "s3cret")
+            page.locator("#api-key").dispatch_event("change")
+            page.wait_for_function("document.getElementById('canvas').dataset.imageWidth === '256'")
+            assert page.evaluate("document.documentElement.scrollWidth") <= 400
+            canvas = page.locator("#canvas").bounding_box()
+            assert canvas["x"] >= 0 and canvas["x"] + canvas["width"] <= 400
+            scale = canvas["width"] / 256
+            x1, y1, x2, y2 = (canvas["x"] + target.box[0] * scale, canvas["y"] + target.box[1] * scale,
+                              canvas["x"] + target.box[2] * scale, canvas["y"] + target.box[3] * scale)
+            cdp = phone.new_cdp_session(page)
+            for kind, at in (("touchStart", (x1, y1)), ("touchMove", ((x1 + x2) / 2, (y1 + y2) / 2)),
+                             ("touchMove", (x2, y2)), ("touchEnd", None)):
+                points = [] if at is None else [{"x": at[0], "y": at[1]}]
+                cdp.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": points})
+            page.touchscreen.tap(canvas["x"] + 50 * scale, canvas["y"] + 110 * scale)  # the small circle
+            page.tap("#run-prompt")
+            page.wait_for_function("document.querySelectorAll('#captions li.caption').length === 2")
+            first = page.locator("#captions li.caption").first.inner_text()
+            assert target.captions[0] in first, first
+            assert page.evaluate("sessionStorage.getItem('sca-api-key')") == "s3cret"
+            assert page.evaluate("document.documentElement.scrollWidth") <= 400
+            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(SCREENSHOTS / "page-phone.png"), full_page=True)
+        finally:
+            browser.close()
 
 
 def test_one_request_of_many_prompt_kinds_is_one_job_answered_in_order(model):
