@@ -23,6 +23,10 @@ from sca.video.trackers import MemoryTracker, VideoFrame
 from builders import tiny_sam2_video
 
 
+LENIENT = dict(min_track_score=0.0, min_track_overlap=0.0, max_area_change=1e9, max_neighbour_share=1.0)
+"""Track rules that let a random tiny model's masks go on (the tests of keyframes and views, not of identity)."""
+
+
 def _world(**options) -> MovingShapesWorld:
     return MovingShapesWorld.split("test", **{"frames": 8, "image_size": 64, **options})
 
@@ -168,9 +172,9 @@ def test_tracks_cover_every_frame_with_masks_boxes_and_keyframe_captions(region_
 def test_a_changed_mask_is_a_keyframe(region_model, video_file):
     path, truth = video_file
     box = mask_box(truth[0].masks[min(truth[0].masks)])
-    rarely = VideoCaptioner(region_model, VideoOptions(keyframe_every=100, change_threshold=0.0))
+    rarely = VideoCaptioner(region_model, VideoOptions(keyframe_every=100, change_threshold=0.0, **LENIENT))
     list(rarely.run(read_frames(path), boxes=[box]))
-    always = VideoCaptioner(region_model, VideoOptions(keyframe_every=100, change_threshold=1.0))
+    always = VideoCaptioner(region_model, VideoOptions(keyframe_every=100, change_threshold=1.0, **LENIENT))
     list(always.run(read_frames(path), boxes=[box]))
     assert len(rarely.tracks[0].keyframes) == 1
     assert len(always.tracks[0].keyframes) > 1
@@ -409,7 +413,7 @@ def test_a_chat_vlm_gives_the_track_one_caption_from_several_views(video_file):
     asked = []
     original = model.captioner.describe_views
     model.captioner.describe_views = lambda views: asked.append(len(views)) or original(views)
-    video = VideoCaptioner(model, VideoOptions(keyframe_every=1, track_views=3))
+    video = VideoCaptioner(model, VideoOptions(keyframe_every=1, track_views=3, **LENIENT))
     box = mask_box(truth[0].masks[min(truth[0].masks)])
     list(video.run(read_frames(path, max_frames=7), boxes=[box]))
     (track,) = video.tracks

@@ -121,7 +121,14 @@ class VideoOptions:
     this many frames (None: on the first frame only). new_object_overlap: a mask anything mode finds is a new object
     when its IoU with every followed object's mask is below this. grow: the re-prompting tracker's margin, a share of
     the box's sides. track_views: for a captioner that takes several images (a chat VLM), how many keyframe views of
-    an object it is shown at the end for the track's one caption."""
+    an object it is shown at the end for the track's one caption.
+
+    A track keeps its object or ends; it never moves onto another. A candidate mask for a followed object, once its
+    specks are removed (islands under a tenth of its largest), is kept only with a predicted IoU (or object score) of
+    at least min_track_score, an IoU with the object's last mask of at least min_track_overlap, and an area within
+    max_area_change times the last one's either way, and gaining over its last mask no more than max_neighbour_share of
+    another object's (two objects that touch can be segmented as one); else the object is not seen in that frame (a
+    tracker without memory ends its track, and anything mode may find it again as a new object)."""
 
     keyframe_every: int = 8
     change_threshold: float = 0.5
@@ -129,6 +136,10 @@ class VideoOptions:
     new_object_overlap: float = 0.3
     grow: float = 0.25
     track_views: int = 4
+    min_track_score: float = 0.5
+    min_track_overlap: float = 0.2
+    max_area_change: float = 2.5
+    max_neighbour_share: float = 0.25
 
     def check(self) -> VideoOptions:
         for name in ("keyframe_every", "anything_every", "track_views"):
@@ -137,10 +148,14 @@ class VideoOptions:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InputError(f"{name} must be a whole number of at least 1, got {value!r}")
-        for name in ("change_threshold", "new_object_overlap", "grow"):
+        for name in ("change_threshold", "new_object_overlap", "grow", "min_track_score", "min_track_overlap",
+                     "max_neighbour_share"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
                 raise InputError(f"{name} must be a number from 0 to 1, got {value!r}")
+        value = self.max_area_change
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 1:
+            raise InputError(f"max_area_change must be a number of at least 1, got {value!r}")
         return self
 
 

@@ -142,7 +142,7 @@ class VideoCaptioner:
                              "or neither")
         if isinstance(frame, bool) or not isinstance(frame, int) or frame < 0:
             raise InputError(f"the prompt frame must be a frame index (0 or more), got {frame!r}")
-        tracker = (load_tracker(self.tracker_spec, self.model, self.options.grow)
+        tracker = (load_tracker(self.tracker_spec, self.model, self.options)
                    if isinstance(self.tracker_spec, str) else self.tracker_spec)
         generator = AnythingGenerator(self.model, self.anything_options) if anything else None
         self.tracks = []

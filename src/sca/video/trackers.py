@@ -3,9 +3,11 @@
 A tracker takes one frame at a time (`step`), so a video streams through it. Two kinds, chosen by `load_tracker`:
 
 - `ReprompterTracker`, for a segmenter without memory (SAM, the shipped shapes model, any region model): each
-  frame, each object is prompted with the box of its mask in the frame before, grown by a margin for motion, and
-  the candidate mask most like its previous mask is kept. The simpler tracker: an object that moves further than
-  the margin in one frame, or is hidden for a frame, is lost (its track ends).
+  frame, each object is prompted with the box of its mask in the frame before, grown by a margin for motion, and a
+  point on its mask's core; where that box reaches another followed object, that object's core is a negative point.
+  Of the candidate masks, cleaned of specks, the one most like the previous mask is kept if it passes the track's
+  rules (`TrackRules`). The simpler tracker: an object that moves further than the margin in one frame, or is
+  hidden for a frame, is lost (its track ends; anything mode may find it again as a new object).
 - `MemoryTracker`: SAM 2's (SAM 2.1's, EdgeTAM's, SAM 3 tracker's) video model and its memory of past frames,
   streaming: only the last few frames' memories are kept, so memory does not grow with the video's length. An
   object that is hidden for a while is found again.
@@ -14,6 +16,7 @@ A tracker takes one frame at a time (`step`), so a video streams through it. Two
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -22,11 +25,17 @@ import torch
 from PIL import Image
 
 from ..errors import InputError
-from ..geometry import mask_box, mask_iou
-from ..models.prompts import Prompts
+from ..geometry import mask_box, mask_iou, remove_small_regions
+from ..models.prompts import RegionPrompt, group_prompts
 from ..models.region_model import EncodedImages, RegionModel
+from ..options import VideoOptions
 
 REPROMPT = "reprompt"
+LOST_MEMORY = 10
+"""Frames a lost object is still kept off, where its last step would take it (it is there, behind something, or
+merged with a neighbour in the segmenter's eyes)."""
+SPECK_SHARE = 0.1
+"""Islands of a tracked mask smaller than this share of its largest are specks."""
 
 
 @dataclass
@@ -40,6 +49,71 @@ class VideoFrame:
     @cached_property
     def encoded(self) -> EncodedImages:
         return self.model.encode([self.picture])
+
+
+@dataclass(frozen=True)
+class TrackRules:
+    """When a candidate mask continues a track (`VideoOptions`' min_track_score, min_track_overlap, max_area_change):
+    a track that cannot be continued by these rules is not continued at all, rather than moved onto a neighbour."""
+
+    min_score: float = VideoOptions.min_track_score
+    min_overlap: float = VideoOptions.min_track_overlap
+    max_area_change: float = VideoOptions.max_area_change
+    max_neighbour_share: float = VideoOptions.max_neighbour_share
+
+    @classmethod
+    def of(cls, options: VideoOptions) -> TrackRules:
+        return cls(options.min_track_score, options.min_track_overlap, options.max_area_change,
+                   options.max_neighbour_share)
+
+    def accepts(self, candidate: np.ndarray, score: float, last: np.ndarray, others: Iterable[np.ndarray] = ()) -> bool:
+        """Whether `candidate` continues the object whose last mask is `last`; `others`: where the other objects are
+        (their last masks; a lost one's where its last step takes it). What the candidate gains over `last` must not
+        take over a neighbour: an occluder that stands still gains nothing, a mask that swallows its neighbour does."""
+        area, last_area = int(candidate.sum()), int(last.sum())
+        if area == 0 or score < self.min_score:
+            return False
+        if not 1 / self.max_area_change <= area / max(last_area, 1) <= self.max_area_change:
+            return False
+        if float(mask_iou(candidate, last)) < self.min_overlap:
+            return False
+        gained = candidate & ~last
+        return all((gained & other).sum() <= self.max_neighbour_share * max(1, other.sum()) for other in others)
+
+
+def without_specks(mask: np.ndarray, share: float = SPECK_SHARE) -> np.ndarray:
+    """The mask less its islands (and holes) under `share` of its largest island: a speck on a neighbour would
+    stretch the next prompt's box over it."""
+    from scipy import ndimage
+
+    labels, count = ndimage.label(mask)
+    if count <= 1:
+        return mask
+    largest = int(np.bincount(labels.ravel())[1:].max())
+    return remove_small_regions(mask, max(2, int(share * largest)))
+
+
+def exclusive(found: dict[int, tuple[np.ndarray, float]], keep: set[int] = frozenset(),
+              share: float = VideoOptions.max_neighbour_share) -> dict[int, tuple[np.ndarray, float]]:
+    """No two objects hold the same pixels: where two masks share more than `share` of the smaller, the segmenter
+    saw them as one, and neither is taken as seen in this frame (but those in `keep`, which start here)."""
+    ids = list(found)
+    dropped = set()
+    for i, first in enumerate(ids):
+        for second in ids[i + 1 :]:
+            a, b = found[first][0], found[second][0]
+            if (a & b).sum() > share * max(1, min(a.sum(), b.sum())):
+                dropped |= {first, second} - set(keep)
+    return {object_id: seen for object_id, seen in found.items() if object_id not in dropped}
+
+
+def core_point(mask: np.ndarray) -> list[float]:
+    """The mask's pixel farthest from its border (x, y): a point surely on the object, wherever its box reaches."""
+    from scipy import ndimage
+
+    distance = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+    y, x = np.unravel_index(int(distance.argmax()), distance.shape)
+    return [float(x) + 0.5, float(y) + 0.5]
 
 
 class Tracker(ABC):
@@ -57,39 +131,104 @@ class Tracker(ABC):
 
 class ReprompterTracker(Tracker):
     """Follows each object by prompting the region model's segmenter, each frame, with its previous mask's box grown
-    by `grow` (a share of the box's sides)."""
+    by `options.grow` (a share of the box's sides), a point on the mask's core, and negative points on the cores of
+    other followed objects that the grown box reaches; a candidate continues the track only by `TrackRules`."""
 
-    def __init__(self, model: RegionModel, grow: float = 0.25):
-        self.model, self.grow = model, grow
+    remembers = True  # a lost object is looked for where its last step takes it, for LOST_MEMORY frames
+
+    def __init__(self, model: RegionModel, options: VideoOptions | None = None):
+        self.model = model
+        self.options = options or VideoOptions()
+        self.rules = TrackRules.of(self.options)
         self.previous: dict[int, np.ndarray] = {}
+        self.motion: dict[int, tuple[float, float]] = {}  # each followed object's last step, (dx, dy) pixels
+        self.lost: dict[int, tuple[np.ndarray, tuple[float, float], int]] = {}  # mask, step, frames since seen
+
+    def prompt(self, object_id: int, masks: dict[int, np.ndarray], size: tuple[int, int]) -> RegionPrompt:
+        """The object's prompt for the next frame: its grown box, its core, and the cores of neighbours in reach."""
+        height, width = size
+        x1, y1, x2, y2 = mask_box(masks[object_id])
+        grow_x, grow_y = (x2 - x1) * self.options.grow, (y2 - y1) * self.options.grow
+        box = [max(0.0, x1 - grow_x), max(0.0, y1 - grow_y), min(float(width), x2 + grow_x),
+               min(float(height), y2 + grow_y)]
+        left, top, right, bottom = int(box[0]), int(box[1]), int(np.ceil(box[2])), int(np.ceil(box[3]))
+        points, labels = [core_point(masks[object_id])], [1]
+        for other, mask in masks.items():
+            if other != object_id and mask[top:bottom, left:right].any():
+                points.append(core_point(mask))
+                labels.append(0)
+        return RegionPrompt(box=box, points=points, point_labels=labels)
 
     @torch.no_grad()
     def step(self, frame: VideoFrame, new: dict[int, np.ndarray]) -> dict[int, tuple[np.ndarray, float]]:
         found = {object_id: (mask, 1.0) for object_id, mask in new.items() if mask.any()}
-        followed = [object_id for object_id in self.previous if object_id not in new]
-        if followed:
+        # followed objects from their last mask; objects lost lately (hidden, or merged with a neighbour in the
+        # segmenter's eyes) from where their last step takes them, for a few frames: found there again, they go on
+        expected = {**{object_id: mask for object_id, mask in self._lost_now().items() if mask.any()},
+                    **self.previous}
+        expected = {object_id: mask for object_id, mask in expected.items() if object_id not in new}
+        if expected:
             encoded = frame.encoded
             framed = encoded.framed[0]
-            height, width = framed.original_size
-            boxes = []
-            for object_id in followed:
-                x1, y1, x2, y2 = mask_box(self.previous[object_id])
-                grow_x, grow_y = (x2 - x1) * self.grow, (y2 - y1) * self.grow
-                boxes.append([max(0.0, x1 - grow_x), max(0.0, y1 - grow_y),
-                              min(float(width), x2 + grow_x), min(float(height), y2 + grow_y)])
-            prompts, _ = Prompts.from_pixels(framed, self.model.frame, boxes=boxes)
-            scores, low_res = self.model.segment(encoded, prompts)
-            for r, object_id in enumerate(followed):
-                candidates = self.model.frame.masks_to_original(low_res[0, r][None], framed)[0].cpu().numpy()
-                likeness = mask_iou(torch.from_numpy(candidates), torch.from_numpy(self.previous[object_id])[None])
-                best = int(likeness.argmax())
-                if candidates[best].any() and float(likeness[best]) > 0:
-                    found[object_id] = (candidates[best], float(scores[0, r, best]))
-        self.previous = {object_id: mask for object_id, (mask, _) in found.items()}
+            everyone = {**expected, **{object_id: mask for object_id, (mask, _) in found.items()}}
+            ids = list(expected)
+            regions = [self.prompt(object_id, everyone, framed.original_size) for object_id in ids]
+            for group in group_prompts(framed, self.model.frame, regions):
+                scores, low_res = self.model.segment(encoded, group.prompts)
+                for r, index in enumerate(group.indices):
+                    object_id = ids[index]
+                    others = [mask for other, mask in everyone.items() if other != object_id]
+                    kept = self._continue(low_res[0, r], scores[0, r], framed, expected[object_id], others)
+                    if kept is not None:
+                        found[object_id] = kept
+        found = exclusive(found, keep=set(new))
+        self._remember(found)
         return found
+
+    def _remember(self, found: dict[int, tuple[np.ndarray, float]]) -> None:
+        for object_id, mask in self.previous.items():
+            if object_id not in found:
+                self.lost[object_id] = (mask, self.motion.get(object_id, (0.0, 0.0)), 0)
+        self.lost = {object_id: (mask, step, age + 1) for object_id, (mask, step, age) in self.lost.items()
+                     if age + 1 <= LOST_MEMORY and object_id not in found}
+        for object_id, (mask, _) in found.items():
+            if object_id in self.previous:
+                (y0, x0), (y1, x1) = (np.argwhere(m).mean(0) for m in (self.previous[object_id], mask))
+                self.motion[object_id] = (float(x1 - x0), float(y1 - y0))
+        self.previous = {object_id: mask for object_id, (mask, _) in found.items()}
+
+    def _lost_now(self) -> dict[int, np.ndarray]:
+        """Where the objects lost lately would be now, had they kept their last step."""
+        return {object_id: _shifted(mask, round(step[0] * (age + 1)), round(step[1] * (age + 1)))
+                for object_id, (mask, step, age) in self.lost.items()}
+
+    def _continue(self, low_res: torch.Tensor, scores: torch.Tensor, framed, last: np.ndarray, others: list):
+        """The candidate most like the object's last mask among those the rules accept, or None."""
+        candidates = self.model.frame.masks_to_original(low_res[None], framed)[0].cpu().numpy()
+        best, best_likeness = None, -1.0
+        for candidate, score in zip(candidates, scores.float().tolist()):
+            candidate = without_specks(candidate)
+            if not self.rules.accepts(candidate, score, last, others):
+                continue
+            likeness = float(mask_iou(candidate, last))
+            if likeness > best_likeness:
+                best, best_likeness = (candidate, score), likeness
+        return best
 
     def forget(self, object_id: int) -> None:
         self.previous.pop(object_id, None)
+        self.lost.pop(object_id, None)
+
+
+def _shifted(mask: np.ndarray, dx: int, dy: int) -> np.ndarray:
+    """The mask moved by whole pixels, what leaves the frame dropped."""
+    moved = np.zeros_like(mask)
+    height, width = mask.shape
+    if abs(dx) >= width or abs(dy) >= height:
+        return moved
+    moved[max(0, dy) : height + min(0, dy), max(0, dx) : width + min(0, dx)] = \
+        mask[max(0, -dy) : height - max(0, dy), max(0, -dx) : width - max(0, dx)]
+    return moved
 
 
 VIDEO_MODELS = {
@@ -107,7 +246,7 @@ class MemoryTracker(Tracker):
 
     remembers = True
 
-    def __init__(self, model):
+    def __init__(self, model, options: VideoOptions | None = None):
         from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoInferenceSession
 
         from ..models.segmenters import FAMILIES, frame_of
@@ -119,9 +258,12 @@ class MemoryTracker(Tracker):
         config = model.config
         self.window = max(config.num_maskmem, config.max_object_pointers_in_encoder)  # frames it looks back
         self.forgotten: set[int] = set()
+        self.rules = TrackRules.of(options or VideoOptions())
+        self.last: dict[int, np.ndarray] = {}
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str, dtype: torch.dtype = torch.float32, device="cpu") -> MemoryTracker:
+    def from_pretrained(cls, name_or_path: str, dtype: torch.dtype = torch.float32, device="cpu",
+                        options: VideoOptions | None = None) -> MemoryTracker:
         """A SAM 2 / 2.1, EdgeTAM or SAM 3 tracker video model from a folder or a hub id."""
         import json
 
@@ -142,7 +284,7 @@ class MemoryTracker(Tracker):
             model = model_class.from_pretrained(source.location, dtype=dtype, **source.pretrained_kwargs)
         except (OSError, ValueError, ImportError, AttributeError) as error:
             raise source.failure("load the video tracker", error) from error
-        return cls(model.to(device))
+        return cls(model.to(device), options)
 
     @torch.no_grad()
     def step(self, frame: VideoFrame, new: dict[int, np.ndarray]) -> dict[int, tuple[np.ndarray, float]]:
@@ -167,8 +309,17 @@ class MemoryTracker(Tracker):
         masks = self.frame.masks_to_original(output.pred_masks.float(), framed)[:, 0].cpu().numpy()
         present = output.object_score_logits.float().reshape(-1).cpu().numpy() > 0
         scores = torch.sigmoid(output.object_score_logits.float().reshape(-1)).cpu().numpy()
-        return {object_id: (masks[i], float(scores[i])) for i, object_id in enumerate(output.object_ids)
-                if present[i] and masks[i].any() and object_id not in self.forgotten}
+        seen = {}
+        for i, object_id in enumerate(output.object_ids):
+            if not present[i] or object_id in self.forgotten:
+                continue
+            mask = without_specks(masks[i])
+            last = self.last.get(object_id)
+            others = [mask for other, mask in self.last.items() if other != object_id]
+            if object_id in started or last is None or self.rules.accepts(mask, float(scores[i]), last, others):
+                seen[object_id] = (mask, float(scores[i]))
+                self.last[object_id] = mask  # the memory remembers its object: the rules judge against its last sight
+        return exclusive({object_id: found for object_id, found in seen.items() if found[0].any()}, keep=set(started))
 
     def _drop_old(self, index: int) -> None:
         """Frames and memories older than the model ever looks back (its first frames, the prompts, are kept)."""
@@ -186,8 +337,8 @@ class MemoryTracker(Tracker):
         self.forgotten.add(object_id)
 
 
-def load_tracker(tracker: str, model: RegionModel, grow: float = 0.25) -> Tracker:
+def load_tracker(tracker: str, model: RegionModel, options: VideoOptions | None = None) -> Tracker:
     """`reprompt` (the region model's own segmenter) or a SAM 2-family video model's folder or hub id."""
     if tracker == REPROMPT:
-        return ReprompterTracker(model, grow)
-    return MemoryTracker.from_pretrained(tracker, dtype=model.dtype, device=model.device)
+        return ReprompterTracker(model, options)
+    return MemoryTracker.from_pretrained(tracker, dtype=model.dtype, device=model.device, options=options)

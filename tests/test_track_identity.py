@@ -1,0 +1,127 @@
+"""Tracks never swap objects: videos drawn here (not by the project's world) with near neighbours, a rotating star,
+crossings and an occlusion, followed by the shipped model with the re-prompting tracker. A track may end; it may
+never continue on another object."""
+
+import math
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from sca.api import RegionCaptioner
+from sca.geometry import mask_box
+from sca.masks import decode_rle
+from sca.options import VideoOptions
+from sca.video.captioner import VideoCaptioner
+from sca.video.trackers import TrackRules, core_point, without_specks
+
+COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (235, 200, 30),
+           "purple": (140, 50, 170), "orange": (240, 130, 20)}
+
+
+def _shape(kind: str, centre, size: float, angle: float = 0.0) -> list[tuple[float, float]]:
+    cx, cy = centre
+    if kind == "star":
+        return [(cx + (size if i % 2 == 0 else size * 0.45) * math.cos(angle + i * math.pi / 5 - math.pi / 2),
+                 cy + (size if i % 2 == 0 else size * 0.45) * math.sin(angle + i * math.pi / 5 - math.pi / 2))
+                for i in range(10)]
+    if kind == "triangle":
+        return [(cx + size * math.cos(angle + i * 2 * math.pi / 3 - math.pi / 2),
+                 cy + size * math.sin(angle + i * 2 * math.pi / 3 - math.pi / 2)) for i in range(3)]
+    if kind == "square":
+        return [(cx + size * math.cos(angle + i * math.pi / 2 + math.pi / 4),
+                 cy + size * math.sin(angle + i * math.pi / 2 + math.pi / 4)) for i in range(4)]
+    return [(cx + size * math.cos(i * math.pi / 16), cy + size * math.sin(i * math.pi / 16)) for i in range(32)]
+
+
+def _video(objects, frames: int, size=(224, 160), background=(225, 225, 215)):
+    """objects: (kind, colour, size, position(t) -> (x, y), angle(t)); drawn in order (later ones in front).
+    Returns the pictures and, per frame, each object's visible mask."""
+    pictures, truth = [], []
+    width, height = size
+    for t in range(frames):
+        picture = Image.new("RGB", size, background)
+        draw = ImageDraw.Draw(picture)
+        visible = {}
+        for index, (kind, colour, radius, position, angle) in enumerate(objects):
+            layer = Image.new("L", size, 0)
+            ImageDraw.Draw(layer).polygon(_shape(kind, position(t), radius, angle(t)), fill=255)
+            mask = np.asarray(layer) > 127
+            draw.polygon(_shape(kind, position(t), radius, angle(t)), fill=COLOURS[colour])
+            for other in visible:
+                visible[other] &= ~mask
+            visible[index] = mask
+        pictures.append(picture)
+        truth.append(visible)
+    return pictures, truth
+
+
+SCENES = {
+    # a rotating star beside a triangle (the swap reported: specks on the triangle's corners)
+    "near neighbours, rotation": [("star", "purple", 26, lambda t: (70, 80), lambda t: 0.35 * t),
+                                  ("triangle", "yellow", 24, lambda t: (120, 84), lambda t: 0.0)],
+    # two shapes passing each other closely, in opposite directions (the segmenter sees them as one for a while)
+    "crossing, near": [("circle", "red", 18, lambda t: (40 + 9 * t, 70), lambda t: 0.0),
+                       ("square", "blue", 18, lambda t: (184 - 9 * t, 90), lambda t: 0.0)],
+    # head on: the square passes over the circle
+    "crossing, over": [("circle", "red", 18, lambda t: (40 + 9 * t, 70), lambda t: 0.0),
+                       ("square", "blue", 18, lambda t: (184 - 9 * t, 70), lambda t: 0.0)],
+    # a square passes behind a larger circle, then in front of one
+    "occlusion, behind": [("square", "green", 16, lambda t: (30 + 8 * t, 80), lambda t: 0.0),
+                          ("circle", "orange", 30, lambda t: (112, 80), lambda t: 0.0)],
+    "occlusion, in front": [("circle", "orange", 30, lambda t: (112, 80), lambda t: 0.0),
+                            ("square", "green", 16, lambda t: (30 + 8 * t, 80), lambda t: 0.0)],
+    # two rotating stars that meet and pass through each other
+    "two stars meet": [("star", "purple", 24, lambda t: (70 + 2 * t, 80), lambda t: 0.4 * t),
+                       ("star", "blue", 24, lambda t: (128 - 2 * t, 80), lambda t: -0.3 * t)],
+}
+
+
+@pytest.fixture(scope="module")
+def model():
+    return RegionCaptioner.from_pretrained().model  # the shipped shapes model
+
+
+@pytest.mark.parametrize("scene", list(SCENES))
+def test_a_track_never_moves_onto_another_object(model, scene):
+    pictures, truth = _video(SCENES[scene], frames=20)
+    boxes = [mask_box(truth[0][index]) for index in range(len(SCENES[scene]))]
+    video = VideoCaptioner(model, VideoOptions(keyframe_every=4))
+    for _ in video.run(enumerate(pictures), boxes=boxes):
+        pass
+    followed = 0
+    for track in video.tracks:
+        own = track.object_id
+        for index, record in track.frames.items():
+            mask = decode_rle(record["mask"])
+            overlaps = {obj: (mask & true).sum() / max(1, mask.sum()) for obj, true in truth[index].items()}
+            assert overlaps[own] >= max(overlaps.values()), (scene, own, index, overlaps)  # its own object, always
+            assert overlaps[own] > 0.5, (scene, own, index, overlaps)
+            followed += 1
+    assert followed >= len(SCENES[scene]) * 8  # the tracks were followed, not ended at once
+
+
+def test_the_rules_refuse_a_jump_and_keep_a_step():
+    last = np.zeros((60, 60), bool)
+    last[10:30, 10:30] = True
+    step = np.roll(last, 3, axis=1)
+    rules = TrackRules()
+    assert rules.accepts(step, 0.9, last)
+    assert not rules.accepts(step, 0.2, last)  # a low predicted IoU
+    elsewhere = np.zeros_like(last)
+    elsewhere[35:55, 35:55] = True
+    assert not rules.accepts(elsewhere, 0.99, last)  # no overlap: another object
+    grown = np.zeros_like(last)
+    grown[5:60, 5:60] = True
+    assert not rules.accepts(grown | last, 0.99, last)  # swallowed a neighbour: the area jumped
+
+
+def test_specks_are_removed_and_the_core_is_inside():
+    mask = np.zeros((50, 50), bool)
+    mask[10:30, 10:30] = True
+    mask[45, 45] = True  # a speck of one pixel
+    mask[2:4, 40:43] = True  # and one of six
+    cleaned = without_specks(mask)
+    assert cleaned[10:30, 10:30].all() and cleaned.sum() == 400
+    x, y = core_point(cleaned)
+    assert cleaned[int(y), int(x)] and 17 <= x <= 23 and 17 <= y <= 23
