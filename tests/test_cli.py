@@ -155,3 +155,58 @@ def test_ctrl_c_early_in_infer_is_one_line(tmp_path, delay):
     if process.returncode != 0:  # it may have finished before the signal; else 130, or ended by the signal itself
         assert process.returncode in (130, -signal.SIGINT)
         assert err.strip().endswith("interrupted") or process.returncode == -signal.SIGINT
+
+
+def test_the_command_line_takes_what_the_api_takes(tiny_model_dir, tmp_path, capsys):
+    """Several points per region with labels, a box and points together, mask prompts from a PNG and from COCO RLE
+    JSON: each region as the API makes it."""
+    from sca.api import RegionCaptioner
+    from sca.masks import encode_rle
+
+    mask = np.zeros((256, 256), bool)
+    mask[97:135, 35:73] = True
+    Image.fromarray(mask.astype(np.uint8) * 255).save(tmp_path / "mask.png")
+    (tmp_path / "mask.json").write_text(json.dumps(encode_rle(mask)))
+    args = ["caption", str(SAMPLE_IMAGE), "--model", str(tiny_model_dir), "--json", "--max-new-tokens", "4",
+            "--point", "123,171", "--negative", "200,180", "--negative", "20,20",
+            "--region", "box=35,97,73,135;point=50,110;negative=90,90",
+            "--mask", str(tmp_path / "mask.png"), "--mask", str(tmp_path / "mask.json")]
+    assert main(args) == 0
+    regions = json.loads(capsys.readouterr().out)["regions"]
+    assert regions[0]["prompt"] == {"points": [[123, 171], [200, 180], [20, 20]], "point_labels": [1, 0, 0]}
+    assert regions[1]["prompt"]["box"] == [35, 97, 73, 135] and regions[1]["prompt"]["point_labels"] == [1, 0]
+    assert regions[2]["prompt"] == regions[3]["prompt"] == {"mask": True}
+    captioner = RegionCaptioner.from_pretrained(tiny_model_dir, max_new_tokens=4)
+    captioner.set_image(SAMPLE_IMAGE)
+    alone = captioner.caption(points=[[[123, 171], [200, 180], [20, 20]]], point_labels=[[1, 0, 0]])[0]
+    assert regions[0]["caption"] == alone.caption and regions[0]["iou_scores"] == [round(s, 6) for s in alone.iou_scores]
+    assert regions[2]["iou_scores"] == regions[3]["iou_scores"]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--negative", "1,1"], "adds a background point to the region before it"),
+    (["--mask", "nowhere.png"], "mask file not found"),
+    (["--mask", "."], "is a folder, not a mask file"),
+    (["--region", "box=1,2,3"], "box must be 4"),
+    (["--region", "nose=1,2"], "--region takes box="),
+])
+def test_prompt_mistakes_are_one_line(tiny_model_dir, capsys, extra, message):
+    try:
+        code = main(["caption", str(SAMPLE_IMAGE), "--model", str(tiny_model_dir), *extra])
+    except SystemExit as exit:  # argparse's own usage errors
+        code = exit.code
+    error = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(error) == 1 and message in error[0], error
+
+
+def test_an_empty_mask_is_flagged_and_the_shipped_model_refuses_mask_prompts(tmp_path, capsys):
+    assert main(["caption", str(SAMPLE_IMAGE), "--point", "5,5", "--point", "123,171"]) == 0  # the shipped model
+    captured = capsys.readouterr()
+    lines = captured.out.strip().splitlines()
+    assert lines[0].endswith("empty mask") and not lines[1].endswith("empty mask")
+    assert "region 1: the segmenter found nothing" in captured.err
+    mask = np.zeros((256, 256), np.uint8)
+    mask[97:135, 35:73] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    assert main(["caption", str(SAMPLE_IMAGE), "--mask", str(tmp_path / "mask.png")]) == 2
+    assert "not masks" in capsys.readouterr().err

@@ -22,7 +22,6 @@ from sca.video.trackers import MemoryTracker, VideoFrame
 
 from builders import tiny_sam2_video
 
-
 LENIENT = dict(min_track_score=0.0, min_track_overlap=0.0, max_area_change=1e9, max_neighbour_share=1.0)
 """Track rules that let a random tiny model's masks go on (the tests of keyframes and views, not of identity)."""
 

@@ -162,8 +162,9 @@ class RegionEngine:
     def _refuse(self, given: set[str]) -> None:
         refused = sorted(given - set(self.model.prompt_kinds))
         if refused:
-            raise InputError(f"this model ({type(self.model).__name__}) takes {', '.join(sorted(self.model.prompt_kinds))}"
-                             f" prompts, not {refused[0]}")
+            taken = " and ".join(sorted(self.model.prompt_kinds))
+            raise InputError(f"this model ({type(self.model).__name__}) takes {taken} as prompts, not {refused[0]} (it "
+                             f"was not trained with them): give {taken} instead")
 
     # ------------------------------------------------------------------ prompted regions
 

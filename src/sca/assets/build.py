@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 from pathlib import Path
 
@@ -34,6 +35,10 @@ def install_model(trained: Path, destination: Path = DEFAULT_MODEL) -> None:
     for name in MODEL_FILES:
         if (trained / name).is_file():
             shutil.copyfile(trained / name, destination / name)  # not the trainer's private file modes
+    # the shapes recipe trains SAM from scratch and never with mask prompts: the model refuses them (one line)
+    config = json.loads((destination / "config.json").read_text())
+    config["prompt_kinds"] = ["boxes", "points"]
+    (destination / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     print(f"installed {trained} as {destination} ({sum(f.stat().st_size for f in destination.iterdir()) / 1e6:.1f} MB)")
 
 

@@ -6,16 +6,13 @@ import sys
 from pathlib import Path
 
 from ..errors import InputError
-from .common import AppendPrompt, add_model_options, coordinates, load_captioner, picture_path, region_prompts, show_regions
+from .common import add_model_options, add_prompt_options, load_captioner, picture_path, region_prompts, show_regions
 
 
 def add(commands) -> None:
     caption = commands.add_parser("caption", help="segment and caption prompted regions of an image")
     caption.add_argument("image", type=Path, help="image file")
-    caption.add_argument("--box", dest="prompts", action=AppendPrompt, type=coordinates(4, "--box"),
-                         metavar="X1,Y1,X2,Y2", help="a box prompt in pixels (repeat for more regions)")
-    caption.add_argument("--point", dest="prompts", action=AppendPrompt, type=coordinates(2, "--point"),
-                         metavar="X,Y", help="a foreground point prompt in pixels (repeat for more regions)")
+    add_prompt_options(caption)
     caption.add_argument("--json", action="store_true", help="print JSON (captions, IoU, boxes, RLE masks)")
     caption.add_argument("--out", type=picture_path, help="write a .png or .jpg with the masks and captions drawn")
     add_model_options(caption)
@@ -26,11 +23,12 @@ def run(args) -> int:
     from ..data.sam_frame import load_image
 
     if not args.prompts:
-        raise InputError("no prompt given: add --box x1,y1,x2,y2 or --point x,y (one per region)")
+        raise InputError("no prompt given: add --box x1,y1,x2,y2, --point x,y, --mask FILE or --region SPEC (one per "
+                         "region)")
     from ..models.prompts import check_regions
 
     image = load_image(args.image)
-    prompts = region_prompts(args.prompts)
+    prompts = region_prompts(args.prompts, (image.height, image.width))
     check_regions((image.height, image.width), prompts)  # before the model loads
     captioner = load_captioner(args)
     captioner.set_image(image)

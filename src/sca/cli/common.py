@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 from ..assets import DEFAULT_MODEL_ENV
@@ -54,7 +55,7 @@ def attach_negative_values(argv: list[str]) -> list[str]:
     """`--box -10,-10,50,50` → `--box=-10,-10,50,50`: argparse takes a value that starts with '-' for an option."""
     joined, tokens = [], iter(argv)
     for token in tokens:
-        if token in ("--box", "--point"):
+        if token in ("--box", "--point", "--negative"):
             value = next(tokens, None)
             if value is not None and value.startswith("-") and value[1:2] in set("0123456789."):
                 joined.append(f"{token}={value}")
@@ -68,7 +69,8 @@ def attach_negative_values(argv: list[str]) -> list[str]:
 
 
 class AppendPrompt(argparse.Action):
-    """Collects --box and --point into one list, in command-line order, tagged with their kind."""
+    """Collects --box, --point, --negative, --mask and --region into one list, in command-line order, tagged with
+    their kind."""
 
     def __call__(self, parser, namespace, values, option_string=None):
         prompts = getattr(namespace, self.dest) or []
@@ -153,11 +155,101 @@ def load_captioner(args):
 
 
 
-def region_prompts(prompts: list[tuple[str, list[float]]]):
-    """`--box`/`--point` in command-line order → one region each."""
+def add_prompt_options(parser: argparse.ArgumentParser, what: str = "region") -> None:
+    """The prompts a command takes, as the API takes them: each --box, --point, --mask and --region is one {what}."""
+    parser.add_argument("--box", dest="prompts", action=AppendPrompt, type=coordinates(4, "--box"),
+                        metavar="X1,Y1,X2,Y2", help=f"a box in pixels: one {what} (repeatable)")
+    parser.add_argument("--point", dest="prompts", action=AppendPrompt, type=coordinates(2, "--point"),
+                        metavar="X,Y", help=f"a foreground point in pixels: one {what} (repeatable)")
+    parser.add_argument("--negative", dest="prompts", action=AppendPrompt, type=coordinates(2, "--negative"),
+                        metavar="X,Y", help=f"a background point (\"not this\") added to the {what} before it")
+    parser.add_argument("--mask", dest="prompts", action=AppendPrompt, metavar="FILE",
+                        help=f"a mask prompt: a PNG (non-zero pixels) or COCO RLE JSON of the image's size: one {what}")
+    parser.add_argument("--region", dest="prompts", action=AppendPrompt, type=region_spec,
+                        metavar="SPEC", help=f"one {what} from several prompts, e.g. "
+                        "\"box=10,20,200,180;point=120,90;negative=30,30;mask=m.png\"")
+
+
+def region_spec(text: str) -> dict:
+    """`--region "box=X1,Y1,X2,Y2;point=X,Y;negative=X,Y;mask=FILE"`: several prompt kinds for one region."""
+    spec: dict = {}
+    for part in (p.strip() for p in text.split(";") if p.strip()):
+        key, equals, value = part.partition("=")
+        key = key.strip()
+        if not equals or key not in ("box", "point", "negative", "mask"):
+            raise argparse.ArgumentTypeError(f"--region takes box=X1,Y1,X2,Y2, point=X,Y, negative=X,Y and mask=FILE "
+                                             f"joined by ';', got {part!r}")
+        if key == "mask":
+            spec["mask"] = value.strip()
+        elif key == "box":
+            if "box" in spec:
+                raise argparse.ArgumentTypeError("--region takes one box")
+            spec["box"] = coordinates(4, "box")(value)
+        else:
+            spec.setdefault("points", []).append((coordinates(2, key)(value), int(key == "point")))
+    if not spec:
+        raise argparse.ArgumentTypeError("--region is empty: give box=..., point=... or mask=...")
+    return spec
+
+
+def read_mask_file(path: str | Path, size: tuple[int, int]):
+    """A mask prompt from a file: a PNG (any non-zero pixel is the mask) or COCO RLE JSON ({"size", "counts"})."""
+    import json
+
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    from ..data.schemas import Rle, validate
+    from ..masks import decode_rle
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path} is a folder, not a mask file" if path.is_dir() else f"mask file not found: {path}")
+    if path.suffix.lower() == ".json":
+        try:
+            rle = json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            raise InputError(f"{path} is not JSON ({error}): a mask file is a PNG or COCO RLE JSON") from None
+        validate(Rle, rle, str(path))
+        if list(rle["size"]) != list(size):
+            raise InputError(f"the mask in {path} is of size {rle['size']}; the image is {list(size)}")
+        return decode_rle(rle)
+    try:
+        with Image.open(path) as opened:
+            mask = np.asarray(opened.convert("L")) > 0
+    except (UnidentifiedImageError, OSError, ValueError) as error:
+        raise InputError(f"cannot read {path} as a mask ({type(error).__name__}): a mask file is a PNG or COCO RLE "
+                         "JSON") from None
+    if mask.shape != tuple(size):
+        raise InputError(f"the mask in {path} is {mask.shape[1]}x{mask.shape[0]}; the image is {size[1]}x{size[0]}")
+    return mask
+
+
+def region_prompts(prompts: list[tuple[str, object]], size: tuple[int, int]):
+    """The command line's prompts, in order → one region each: `--box`, `--point`, `--mask FILE`, `--region SPEC`;
+    `--negative X,Y` adds a background point to the region before it."""
     from ..models.prompts import RegionPrompt
 
-    return [RegionPrompt(box=value) if kind == "box" else RegionPrompt(points=[value]) for kind, value in prompts]
+    regions: list[dict] = []
+    for kind, value in prompts:
+        if kind == "negative":
+            if not regions:
+                raise InputError("--negative X,Y adds a background point to the region before it: give that region "
+                                 "(--point, --box or --region) first")
+            regions[-1].setdefault("points", []).append((value, 0))
+        elif kind == "region":
+            regions.append(dict(value))
+        else:
+            regions.append({"box": value} if kind == "box" else {"mask": value} if kind == "mask"
+                           else {"points": [(value, 1)]})
+    made = []
+    for region in regions:
+        points = region.get("points")
+        made.append(RegionPrompt(
+            box=region.get("box"), points=[p for p, _ in points] if points else None,
+            point_labels=[label for _, label in points] if points else None,
+            mask=read_mask_file(region["mask"], size) if "mask" in region else None))
+    return made
 
 
 def cell(text: str) -> str:
@@ -179,7 +271,13 @@ def show_regions(args, image, regions) -> None:
         print(to_json({"image": str(args.image), "regions": [r.to_dict() for r in regions]}, indent=2))
     else:
         for i, region in enumerate(regions, 1):
-            print(f"{i}\t{cell(region.caption)}\tiou={region.best_iou:.3f}\tbox={','.join(f'{v:g}' for v in region.box)}")
+            flag = "\tempty mask" if region.empty else ""
+            print(f"{i}\t{cell(region.caption)}\tiou={region.best_iou:.3f}\tbox={','.join(f'{v:g}' for v in region.box)}"
+                  f"{flag}")
+    empty = [str(i) for i, region in enumerate(regions, 1) if region.empty]
+    if empty:
+        print(f"sca {args.command}: warning: region {', '.join(empty)}: the segmenter found nothing at the prompt (an "
+              "empty mask), so the caption describes no segmented region", file=sys.stderr)
 
 
 

@@ -7,19 +7,17 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..options import MAX_VIDEO_PIXELS, AnythingOptions, VideoOptions
-from .common import AppendPrompt, add_model_options, cell, coordinates, json_path, load_captioner, region_prompts, video_path
+from .common import add_model_options, add_prompt_options, cell, json_path, load_captioner, region_prompts, video_path
 
 
 def add(commands) -> None:
     video = commands.add_parser(
         "video", help="segment, track and caption objects through a video",
-        description="Objects start from --box/--point prompts on --frame N (one object per prompt) or from --anything; "
+        description="Objects start from --box/--point/--mask/--region prompts on --frame N (one object each) or from "
+        "--anything; "
         "each is tracked frame to frame and captioned on keyframes; its track's caption is the most frequent one.")
     video.add_argument("video", type=Path, help="video file (anything FFmpeg reads: .mp4, .mkv, .webm, .mov, .avi)")
-    video.add_argument("--box", dest="prompts", action=AppendPrompt, type=coordinates(4, "--box"),
-                       metavar="X1,Y1,X2,Y2", help="an object's box on the prompt frame, in pixels (repeatable)")
-    video.add_argument("--point", dest="prompts", action=AppendPrompt, type=coordinates(2, "--point"),
-                       metavar="X,Y", help="a point on an object on the prompt frame, in pixels (repeatable)")
+    add_prompt_options(video, "object on the prompt frame")
     video.add_argument("--frame", type=int, default=0, help="the frame the prompts are on (default 0)")
     video.add_argument("--anything", action="store_true", help="find the objects instead (anything mode)")
     video.add_argument("--anything-every", type=int, help="--anything: look for new objects every K frames "
@@ -68,7 +66,7 @@ def run(args) -> int:
     if args.frame < 0 or (info.frames is not None and args.frame >= info.frames):
         raise InputError(f"--frame {args.frame} is past the video's end: it has {info.frames} frames (0 to "
                          f"{(info.frames or 1) - 1})")
-    regions = region_prompts(args.prompts) if args.prompts else None
+    regions = region_prompts(args.prompts, (info.height, info.width)) if args.prompts else None
     if regions:
         check_regions((info.height, info.width), regions)  # before the model loads
     anything = AnythingOptions(points_per_side=args.points_per_side, max_masks=args.max_masks).check()

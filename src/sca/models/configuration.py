@@ -48,6 +48,9 @@ class ScaConfig(PreTrainedConfig):
     mask_caption_decoder_config (`ScaMaskCaptionDecoderConfig` or `dict`): SAM's decoder and the mixer.
     text_config (`PreTrainedConfig` or `dict`): the causal LM's configuration (any `AutoModelForCausalLM`).
     num_task_tokens (`int`, defaults to 6): learned prefix tokens per task (caption / recognition).
+    prompt_kinds (`list[str]`, *optional*): the prompt kinds the model was trained to caption (`points`, `boxes`,
+        `masks`); every door refuses the others. None: all three (SAM's pretrained prompt encoder takes masks). A model
+        whose SAM was trained from scratch without mask prompts (the shipped shapes model) lists only the others.
     initializer_range (`float`, defaults to 0.02): std of the normal init of the new modules.
     """
 
@@ -64,6 +67,7 @@ class ScaConfig(PreTrainedConfig):
     mask_caption_decoder_config: dict | PreTrainedConfig | None = None
     text_config: dict | PreTrainedConfig | None = None
     num_task_tokens: int = 6
+    prompt_kinds: list[str] | None = None
     initializer_range: float = 0.02
     tie_word_embeddings: bool = True
 

@@ -29,6 +29,8 @@ class ScaRegionModel(RegionModel):
         self.tokenizer = tokenizer
         self.generation = (generation or GenerationOptions()).check()
         self.frame = SamFrame.from_config(model.config)
+        if model.config.prompt_kinds is not None:
+            self.prompt_kinds = frozenset(model.config.prompt_kinds)
 
     @property
     def device(self) -> torch.device:
