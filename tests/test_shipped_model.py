@@ -114,3 +114,19 @@ def test_video_quality_floor_on_held_out_moving_shapes(captioner):
     report = evaluate_video(captioner.model, held_out_world(frames=16), videos=8, show_progress=False)
     for name, floor in VIDEO_FLOORS.items():
         assert getattr(report, name) >= floor, (name, getattr(report, name))
+
+
+def test_the_sample_clip_ships_and_the_shipped_model_follows_its_shapes(tmp_path, capsys):
+    from sca.assets import SAMPLE_CLIP
+    from sca.assets.build import CLIP_VIDEO, clip_world
+    from sca.geometry import mask_box
+    from sca.video.io import video_info
+
+    first = clip_world().video(CLIP_VIDEO)[0]
+    info = video_info(SAMPLE_CLIP, count_frames=True)
+    assert (info.width, info.height, info.frames) == (*first.image.size, 32)
+    boxes = [arg for object_id in sorted(first.masks)
+             for arg in ("--box", ",".join(f"{v:g}" for v in mask_box(first.masks[object_id])))]
+    assert main(["video", str(SAMPLE_CLIP), *boxes, "--quiet", "--json", str(tmp_path / "tracks.json")]) == 0
+    captions = [line.split("\t")[1] for line in capsys.readouterr().out.strip().splitlines()]
+    assert captions == [first.captions[object_id] for object_id in sorted(first.masks)]

@@ -1,4 +1,4 @@
-"""Files shipped with the package: the sample image and the default model."""
+"""Files shipped with the package: the sample image, the sample clip and the default model."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from ..errors import InputError
 
 ASSETS = Path(__file__).parent
 SAMPLE_IMAGE = ASSETS / "sample.png"
+SAMPLE_CLIP = ASSETS / "sample.mp4"
+"""Moving shapes (the moving-shapes world's first test video): `sca video` examples start from it."""
 DEFAULT_MODEL = ASSETS / "default-model"
 DEFAULT_MODEL_ENV = "SCA_MODEL"
 

@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 from ..data.sources.shapes import ShapesWorld
-from . import DEFAULT_MODEL, SAMPLE_IMAGE
+from . import DEFAULT_MODEL, SAMPLE_CLIP, SAMPLE_IMAGE
 
 SAMPLE_SPLIT, SAMPLE_INDEX, SAMPLE_SIZE = "test", 12, 256
 MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
@@ -42,15 +42,43 @@ def install_model(trained: Path, destination: Path = DEFAULT_MODEL) -> None:
     print(f"installed {trained} as {destination} ({sum(f.stat().st_size for f in destination.iterdir()) / 1e6:.1f} MB)")
 
 
+CLIP_VIDEO = 3
+"""The world's video the sample clip is: three shapes in view on frame 0."""
+
+
+def clip_world():
+    """The world the sample clip comes from: a few shapes moving, turning, entering and leaving."""
+    from ..data.sources.moving_shapes import MovingShapesWorld
+
+    return MovingShapesWorld.split("test", frames=32, image_size=160, max_objects=3, speed=(1.5, 3.0))
+
+
+def write_clip(path: Path = SAMPLE_CLIP) -> None:
+    """The sample clip, and its objects' boxes on frame 0 (what `sca video` examples prompt)."""
+    from ..geometry import mask_box
+    from ..video.io import write_video
+
+    frames = clip_world().video(CLIP_VIDEO)
+    write_video(path, [frame.image for frame in frames], fps=8)
+    first = frames[0]
+    for object_id, mask in sorted(first.masks.items()):
+        box = ",".join(f"{v:g}" for v in mask_box(mask))
+        print(f"--box {box}   {first.captions[object_id]}")
+    print(f"wrote {path} ({path.stat().st_size / 1e3:.0f} kB, {len(frames)} frames)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m sca.assets.build", description=__doc__)
     commands = parser.add_subparsers(dest="what", required=True)
     commands.add_parser("sample", help="draw src/sca/assets/sample.png and print its regions")
+    commands.add_parser("clip", help="draw src/sca/assets/sample.mp4 and print its objects' boxes on frame 0")
     model = commands.add_parser("model", help="install a trained model folder as the shipped default")
     model.add_argument("trained", type=Path)
     args = parser.parse_args()
     if args.what == "sample":
         write_sample()
+    elif args.what == "clip":
+        write_clip()
     else:
         install_model(args.trained)
 
