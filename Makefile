@@ -3,9 +3,13 @@
 #   make run                      the main job on the embedded default
 #   make test                     the test suite
 #   make TORCH_SPEC="torch==2.5.1" setup     another torch build
+#   make TORCH_INDEX=https://download.pytorch.org/whl/cpu setup
+#                                 torch from PyTorch's own CPU wheel index: on a stock Linux machine a plain
+#                                 `pip install torch==X` pulls the CUDA build (several GB of nvidia-* wheels)
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
 PIP_FLAGS ?= --quiet --disable-pip-version-check
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(subst /,_,$(subst =,_,$(TORCH_SPEC)))
@@ -18,7 +22,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install $(PIP_FLAGS) --upgrade pip
-	$(BIN)/python -m pip install $(PIP_FLAGS) "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install $(PIP_FLAGS) $(if $(TORCH_INDEX),--index-url "$(TORCH_INDEX)") "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install $(PIP_FLAGS) -e ".[test]"
 	touch $@
 

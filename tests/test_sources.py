@@ -63,8 +63,13 @@ def test_wrong_formats_name_the_file(vg, tmp_path):
     (vg / "image_data.json").write_text("{not json")
     with pytest.raises(InputError, match="image_data.json"):
         load_records({"source": "visual_genome", "root": str(vg), "split": "train"})
-    with pytest.raises(InputError, match="not found"):
+    with pytest.raises(InputError, match="no such folder: .*nowhere"):
         load_records({"source": "visual_genome", "root": str(tmp_path / "nowhere"), "split": "train"})
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="DenseCap splits not found: looked for"):
+        load_records({"source": "visual_genome", "root": str(tmp_path / "empty"), "split": "train"})
+    with pytest.raises(InputError, match="is a folder, not a file"):
+        load_records({"source": "jsonl", "path": str(tmp_path)})
     with pytest.raises(InputError, match="unknown dataset source"):
         load_records({"source": "imagenet"})
     with pytest.raises(InputError, match="no option 'rooot'"):

@@ -216,10 +216,22 @@ def _is_union_tag(part) -> bool:
     return isinstance(part, str) and ("[" in part or part in {"str", "int", "float"})
 
 
+def not_a_file(path: Path, what: str) -> InputError:
+    """Why `path` is not a readable file, said as it is: a folder where a file was expected, a missing folder on the
+    way to it, or a missing file."""
+    path = Path(path)
+    if path.is_dir():
+        return InputError(f"{path} is a folder, not a file ({what}): name the file itself")
+    missing = next((parent for parent in reversed(path.parents) if not parent.exists()), None)
+    if missing is not None:
+        return InputError(f"no such folder: {missing} (looking for {what} at {path})")
+    return InputError(f"{what} not found: {path}")
+
+
 def read_json_file(path: Path, what: str) -> Any:
     """A JSON document, with every way it can fail (missing, not UTF-8, not JSON, too deep) as `InputError`."""
     if not path.is_file():
-        raise InputError(f"{what} not found: {path}")
+        raise not_a_file(path, what)
     try:
         return parse_json(path.read_bytes())
     except ValueError as error:
@@ -247,7 +259,7 @@ def _refuse_constant(name: str):
 def read_json_lines(path: Path, what: str) -> Iterator[tuple[int, Any]]:
     """`(line number, parsed value)` for each non-blank line of a JSON-lines file."""
     if not path.is_file():
-        raise InputError(f"{what} not found: {path}")
+        raise not_a_file(path, what)
     with path.open("rb") as handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():

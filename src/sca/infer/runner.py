@@ -104,7 +104,7 @@ def run_inference(
         group.barrier()
         if output_file.exists() and not overwrite:
             if group.rank == 0:
-                tqdm.write(f"{output_file} exists; skipping (set overwrite to run again)")
+                tqdm.write(f"{output_file} exists; skipping (add infer.overwrite=true to run again)")
             return output_file
         run_settings = {"images": len(records), **(settings or {})}
         parts.check(run_settings, fresh=overwrite)  # on every process, so that all stop together

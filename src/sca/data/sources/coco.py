@@ -7,6 +7,7 @@ Crowd annotations are skipped; float boxes stay floats; images without annotatio
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +16,8 @@ from ...errors import InputError
 from ..records import TASK_CAPTION, TASK_RECOGNITION, ImageRecord, Region, xywh_to_xyxy
 from ..schemas import CocoAnnotation, CocoFile, CocoImage, read_json_file, validate
 from .common import RegionChecker, find_file, keep_images_on_disk
+
+log = logging.getLogger("sca.data")
 
 VG_IMAGE_FOLDERS = ("VG_100K", "VG_100K_2")
 
@@ -98,9 +101,11 @@ def _records(
         images[image.id] = image
     checker = RegionChecker(str(annotations), repair=repair_regions)
     by_image: dict[int, list[Region]] = defaultdict(list)
+    crowds = 0
     for position, annotation in enumerate(data.annotations):
         where = f"{annotations}: annotations.{position} (id {annotation.id})"
-        if annotation.iscrowd:
+        if annotation.iscrowd:  # a group of objects under one mask (COCO's iscrowd=1): no one region to caption
+            crowds += 1
             continue
         image = images.get(annotation.image_id)
         if image is None:
@@ -110,6 +115,9 @@ def _records(
         if checked is not None:
             by_image[annotation.image_id].append(checked)
     checker.report()
+    if crowds:
+        log.warning("%s: %d crowd annotation(s) (iscrowd=1) skipped: each marks a group, not one object", annotations,
+                    crowds)
     records = [
         ImageRecord(image.id, image_path(image), image.width, image.height, by_image[image.id], task_type)
         for image in data.images

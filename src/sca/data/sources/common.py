@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ...errors import InputError
 from ..records import ImageRecord, Region
-from ..schemas import Rle
+from ..schemas import Rle, not_a_file
 
 log = logging.getLogger("sca.data")
 
@@ -20,7 +20,7 @@ EDGE_TOLERANCE = 2.0
 
 def require_file(path: Path, what: str) -> Path:
     if not path.is_file():
-        raise InputError(f"{what} not found: {path}")
+        raise not_a_file(path, what)
     return path
 
 
@@ -29,6 +29,8 @@ def find_file(candidates: Sequence[Path], what: str) -> Path:
     for path in candidates:
         if path.is_file():
             return path
+    if not any(Path(path).parent.is_dir() for path in candidates):
+        raise not_a_file(candidates[0], what)  # the folder itself is missing (data.root?): say so, not which files
     raise InputError(f"{what} not found: looked for {' and '.join(str(p) for p in candidates)}")
 
 
