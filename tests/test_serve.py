@@ -709,3 +709,16 @@ def test_slow_clients_are_closed_and_health_answers_under_a_flood(model):
                 closed += 1
             connection.close()
         assert closed == len(slow)
+
+
+def test_the_video_route_finds_objects_in_anything_mode(model):
+    from sca.assets import SAMPLE_CLIP
+
+    with TestClient(create_app(model)) as client:
+        video = client.post("/api/videos", content=SAMPLE_CLIP.read_bytes(),
+                            headers={"Content-Type": "video/mp4"}).json()["video"]
+        answer = client.post("/api/video", json={"video": video, "anything": {"every": 8, "points_per_side": 16}})
+        assert answer.status_code == 200, answer.text
+        assert len(answer.json()["objects"]) == 3
+        both = client.post("/api/video", json={"video": video, "anything": {}, "regions": [{"box": [1, 1, 9, 9]}]})
+        assert both.status_code == 422 and "one of the two" in both.json()["error"]

@@ -114,6 +114,13 @@ class AnythingOptions:
         return self
 
 
+VIDEO_ANYTHING_FILTERS = {"pred_iou_thresh": 0.80, "stability_score_thresh": 0.90}
+"""Anything mode's filters in a video (`sca video --anything`, the video route): the shipped model found 30 of 41
+objects wholly in view on the first frames of 30 held-out moving-shapes videos with the image defaults (0.88, 0.95),
+all 41 with these (`benchmarks`: docs, "Anything mode in video"). A track is followed from its first frame on, so a
+missed object stays missed until the next search; a mask too many is deduplicated against the followed ones."""
+
+
 @dataclass
 class VideoOptions:
     """keyframe_every: caption each object every this many frames. change_threshold: and when the IoU of its mask

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..data.schemas import XYXY, Number, Rle
 from ..models import prompts
-from ..options import AnythingOptions
+from ..options import AnythingOptions, VideoOptions
 
 Point = Annotated[list[Number], Field(min_length=2, max_length=2, description="x, y in image pixels")]
 
@@ -62,13 +62,36 @@ class AnythingRequest(Request):
     min_region_area: Annotated[int, Field(ge=0)] | None = None
 
 
+class VideoAnything(Request):
+    """Anything mode in a video: objects found on the first frame and every `every` frames (None: the first only),
+    with `sca anything`'s filters."""
+
+    every: Annotated[int, Field(ge=1)] | None = None
+    points_per_side: Annotated[int, Field(ge=1)] = AnythingOptions.points_per_side
+    pred_iou_thresh: Number | None = None
+    stability_score_thresh: Number | None = None
+    max_masks: Annotated[int, Field(ge=1)] | None = None
+    min_region_area: Annotated[int, Field(ge=0)] | None = None
+
+
 class VideoRequest(Request):
-    """Objects to follow through an uploaded video: each region (a box, or points) is one object on `frame`."""
+    """Objects to follow through an uploaded video: each region (a box, points, a mask, or several) is one object on
+    `frame`; or `anything` finds them."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={
+        "oneOf": [{"required": ["regions"]}, {"required": ["anything"]}]})
 
     video: VideoId
     frame: Annotated[int, Field(ge=0)] = Field(0, description="the frame the regions are drawn on")
-    regions: Annotated[list[RegionPrompt], Field(min_length=1)]
-    keyframe_every: Annotated[int, Field(ge=1)] = 8
+    regions: Annotated[list[RegionPrompt], Field(min_length=1)] | None = None
+    anything: VideoAnything | None = None
+    keyframe_every: Annotated[int, Field(ge=1)] = VideoOptions.keyframe_every
+
+    @model_validator(mode="after")
+    def _one_way(self) -> VideoRequest:
+        if (self.regions is None) == (self.anything is None):
+            raise ValueError("give the objects as regions or ask for anything mode, one of the two")
+        return self
 
 
 class VideoInfo(BaseModel):

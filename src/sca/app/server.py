@@ -41,7 +41,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..assets import SAMPLE_IMAGE
 from ..errors import InputError, one_line
 from ..models.region_model import RegionModel
-from ..options import AnythingOptions, GenerationOptions, VideoOptions
+from ..options import VIDEO_ANYTHING_FILTERS, AnythingOptions, GenerationOptions, VideoOptions
 from ..options import ServerLimits as Limits
 from ..video import io as video_io
 from .guard import LOOPBACK_HOSTS, ClientError, Guard, Security
@@ -185,17 +185,27 @@ def create_app(model: RegionModel, kind: str = "sca", limits: Limits | None = No
     @app.post("/api/video", response_model=VideoTracks)
     async def track(body: VideoRequest, request: Request):
         data, info = _video(videos, body.video)
-        if len(body.regions) > limits.max_regions:
+        if len(body.regions or []) > limits.max_regions:
             raise ClientError(422, f"{len(body.regions)} objects in one request; the server takes up to "
                                    f"{limits.max_regions} (max_regions)")
         if body.frame >= info.frames:
             raise ClientError(400, f"frame {body.frame} is past the video's end: it has frames 0 to {info.frames - 1}")
-        regions = [region.prompt() for region in body.regions]
-        worker.engine.check((info.height, info.width), regions)
-        options = VideoOptions(keyframe_every=body.keyframe_every).check()
+        regions, anything = None, None
+        if body.regions is not None:
+            regions = [region.prompt() for region in body.regions]
+            worker.engine.check((info.height, info.width), regions)
+        else:
+            settings = {**VIDEO_ANYTHING_FILTERS,
+                        **{k: v for k, v in body.anything.model_dump(exclude={"every"}).items() if v is not None}}
+            if settings["points_per_side"] > limits.max_points_per_side:
+                raise ClientError(422, f"points_per_side {settings['points_per_side']} is over the server's limit of "
+                                       f"{limits.max_points_per_side} (max_points_per_side)")
+            anything = AnythingOptions(**settings).check()
+        options = VideoOptions(keyframe_every=body.keyframe_every,
+                               anything_every=body.anything.every if body.anything else None).check()
         started = time.perf_counter()
-        objects = await _await_job(request, worker, VideoJob(data=data, regions=regions, frame=body.frame,
-                                                                 options=options), limits)
+        objects = await _await_job(request, worker, VideoJob(data=data, regions=regions, anything=anything,
+                                                             frame=body.frame, options=options), limits)
         return VideoTracks(request_id=request.state.id, video=body.video, objects=objects,
                            seconds=round(time.perf_counter() - started, 4))
 
@@ -355,8 +365,11 @@ def _with_limits(app: FastAPI, limits: Limits) -> dict:
     schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
     components = schema["components"]["schemas"]
     components["AnythingRequest"]["properties"]["points_per_side"]["maximum"] = limits.max_points_per_side
-    for name in ("CaptionRequest", "VideoRequest"):
-        components[name]["properties"]["regions"]["maxItems"] = limits.max_regions
+    components["CaptionRequest"]["properties"]["regions"]["maxItems"] = limits.max_regions
+    for option in components["VideoRequest"]["properties"]["regions"]["anyOf"]:
+        if option.get("type") == "array":
+            option["maxItems"] = limits.max_regions
+    components["VideoAnything"]["properties"]["points_per_side"]["maximum"] = limits.max_points_per_side
     app.openapi_schema = schema
     return schema
 

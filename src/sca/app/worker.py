@@ -103,18 +103,19 @@ class VideoJob(Job):
     """Objects followed and captioned through one video."""
 
     data: bytes
-    regions: list[RegionPrompt]
+    regions: list[RegionPrompt] | None
     frame: int
     options: VideoOptions
+    anything: AnythingOptions | None = None
 
     def run(self, worker: ModelWorker, jobs: list[VideoJob]) -> list[list[dict] | None]:
         from ..video import io as video_io
         from ..video.captioner import VideoCaptioner
 
-        video = VideoCaptioner(worker.model, self.options, chunk_size=worker.engine.chunk_size)
+        video = VideoCaptioner(worker.model, self.options, anything=self.anything, chunk_size=worker.engine.chunk_size)
         try:
             for _ in video.run(video_io.read_frames(self.data), regions=self.regions, frame=self.frame,
-                               cancelled=self.cancelled.is_set):
+                               anything=self.anything is not None, cancelled=self.cancelled.is_set):
                 pass
         except Cancelled:
             return [None]

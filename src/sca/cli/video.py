@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from ..errors import InputError
-from ..options import MAX_VIDEO_PIXELS, AnythingOptions, VideoOptions
+from ..options import MAX_VIDEO_PIXELS, VIDEO_ANYTHING_FILTERS, AnythingOptions, VideoOptions
 from .common import add_model_options, add_prompt_options, cell, json_path, load_captioner, region_prompts, video_path
 
 
@@ -25,6 +25,13 @@ def add(commands) -> None:
     video.add_argument("--points-per-side", type=int, default=AnythingOptions.points_per_side,
                        help="--anything: an n x n grid of point prompts")
     video.add_argument("--max-masks", type=int, help="--anything: at most this many new objects at a time")
+    video.add_argument("--pred-iou-thresh", type=float, default=VIDEO_ANYTHING_FILTERS["pred_iou_thresh"],
+                       help="--anything: keep masks with predicted IoU above (as sca anything; lower by default in "
+                       "video, where a missed object stays missed until the next search)")
+    video.add_argument("--stability-thresh", type=float, default=VIDEO_ANYTHING_FILTERS["stability_score_thresh"],
+                       help="--anything: keep masks this stable or more (as sca anything; lower by default in video)")
+    video.add_argument("--min-region-area", type=int, default=AnythingOptions.min_region_area,
+                       help="--anything: islands and holes of fewer pixels are removed (as sca anything)")
     video.add_argument("--keyframe-every", type=int, default=VideoOptions.keyframe_every,
                        help="caption each object every K frames")
     video.add_argument("--change-threshold", type=float, default=VideoOptions.change_threshold,
@@ -69,7 +76,9 @@ def run(args) -> int:
     regions = region_prompts(args.prompts, (info.height, info.width)) if args.prompts else None
     if regions:
         check_regions((info.height, info.width), regions)  # before the model loads
-    anything = AnythingOptions(points_per_side=args.points_per_side, max_masks=args.max_masks).check()
+    anything = AnythingOptions(points_per_side=args.points_per_side, max_masks=args.max_masks,
+                               pred_iou_thresh=args.pred_iou_thresh, stability_score_thresh=args.stability_thresh,
+                               min_region_area=args.min_region_area).check()
     loaded = load_captioner(args)
     captioner = VideoCaptioner(loaded.model, options, tracker=args.tracker, anything=anything,
                                chunk_size=loaded.chunk_size)
