@@ -281,9 +281,7 @@ def run_case(case: Case) -> Result:
             _sync(case.device)
             middle = time.perf_counter()
             prompts, _ = Prompts.from_pixels(encoded.framed[0], model.frame, boxes=boxes)
-            count = prompts.num_regions
-            for first in range(0, count, case.chunk_size):
-                model.caption(encoded, prompts.take(slice(first, first + case.chunk_size)))
+            count = len(captioner.engine.predict(encoded, prompts)[0])  # captions and IoU, no masks at image size
         else:
             captioner.set_image(image)
             _sync(case.device)
