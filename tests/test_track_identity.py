@@ -125,3 +125,16 @@ def test_specks_are_removed_and_the_core_is_inside():
     assert cleaned[10:30, 10:30].all() and cleaned.sum() == 400
     x, y = core_point(cleaned)
     assert cleaned[int(y), int(x)] and 17 <= x <= 23 and 17 <= y <= 23
+
+
+def test_the_video_bench_counts_fragmentations_and_frames_on_another_object():
+    from sca.bench.video import _fragmentations, _on_another_object
+    from sca.data.sources.moving_shapes import TruthFrame
+
+    assert _fragmentations([True, True, False, True, False, False, True]) == 2
+    assert _fragmentations([False, True, True, False]) == 0
+    own, other = np.zeros((20, 20), bool), np.zeros((20, 20), bool)
+    own[:10, :10], other[10:, 10:] = True, True
+    frame = TruthFrame(0, Image.new("RGB", (20, 20)), masks={0: own, 1: other})
+    assert not _on_another_object(own, 0, frame) and _on_another_object(other, 0, frame)
+    assert not _on_another_object(np.zeros_like(own), 0, frame)
