@@ -53,6 +53,22 @@ class Blocking(Job):
         return [self.release is None or self.release.wait(30)]
 
 
+class _Watched:
+    """The model, with `on_caption(prompts)` called before each caption step (to count, record, slow down or
+    cancel); `steps` counts them."""
+
+    def __init__(self, inner, on_caption):
+        self.inner, self.frame, self.on_caption, self.steps = inner, inner.frame, on_caption, 0
+
+    def caption(self, encoded, prompts, *args, **kwargs):
+        self.steps += 1
+        self.on_caption(prompts)
+        return self.inner.caption(encoded, prompts, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
 def _png(width, height, colour=(200, 30, 30)) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (width, height), colour).save(buffer, format="PNG")
@@ -235,19 +251,11 @@ def test_a_slow_request_times_out_and_server_faults_are_500_without_details(mode
 def test_a_cancelled_job_is_dropped_between_chunks(model):
     calls = []
 
-    class Counting:
-        def __init__(self, inner):
-            self.inner, self.frame = inner, inner.frame
+    def count(prompts):
+        calls.append(1)
+        job.cancelled.set()  # the client goes away while the first chunk runs
 
-        def caption(self, *args, **kwargs):
-            calls.append(1)
-            job.cancelled.set()  # the client goes away while the first chunk runs
-            return self.inner.caption(*args, **kwargs)
-
-        def __getattr__(self, name):
-            return getattr(self.inner, name)
-
-    worker = ModelWorker(Counting(model), chunk_size=1)
+    worker = ModelWorker(_Watched(model, count), chunk_size=1)
     try:
         picture = Image.open(SAMPLE_IMAGE).convert("RGB")
         job = CaptionJob(image_id="sample", picture=picture, regions=[RegionPrompt(box=[1, 1, 50, 50])] * 5)
@@ -261,18 +269,7 @@ def test_concurrent_requests_share_model_steps(model):
     """Caption requests waiting together are decoded in one batch, each getting its own regions back."""
     steps = []
 
-    class Recording:
-        def __init__(self, inner):
-            self.inner, self.frame = inner, inner.frame
-
-        def caption(self, encoded, prompts, *args, **kwargs):
-            steps.append(prompts.batch_size)
-            return self.inner.caption(encoded, prompts, *args, **kwargs)
-
-        def __getattr__(self, name):
-            return getattr(self.inner, name)
-
-    with TestClient(create_app(Recording(model))) as client:
+    with TestClient(create_app(_Watched(model, lambda prompts: steps.append(prompts.batch_size)))) as client:
         sample = _sample(client)
         release = threading.Event()
         client.app.state.worker.submit(Blocking(release=release))
@@ -560,24 +557,14 @@ def test_one_request_of_many_prompt_kinds_is_one_job_answered_in_order(model):
 
     steps = []
 
-    class Recording:
-        def __init__(self, inner):
-            self.inner, self.frame = inner, inner.frame
-
-        def caption(self, encoded, prompts, *args, **kwargs):
-            steps.append(prompts.num_regions)
-            return self.inner.caption(encoded, prompts, *args, **kwargs)
-
-        def __getattr__(self, name):
-            return getattr(self.inner, name)
-
     mask = np.zeros((256, 256), dtype=bool)
     mask[97:135, 35:73] = True
     regions = [{"box": [35, 97, 73, 135]}]
     for count in range(1, 17):
         points = [[40 + i, 100 + i] for i in range(count)]
         regions += [{"points": points}, {"box": [30, 90, 80, 140], "points": points}]
-    with TestClient(create_app(Recording(model), limits=Limits(queue_size=32), chunk_size=1)) as client:
+    with TestClient(create_app(_Watched(model, lambda prompts: steps.append(prompts.num_regions)), limits=Limits(queue_size=32),
+                                chunk_size=1)) as client:
         sample = _sample(client)
         answer = client.post("/api/caption", json={"image": sample, "regions": regions})
         assert answer.status_code == 200, answer.text
@@ -626,23 +613,8 @@ def test_json_bodies_are_counted_while_they_stream_and_refused_before_parsing(mo
         assert long_id.status_code == 422 and "y" * 100 not in long_id.text
 
 
-class _Slow:
-    """A model whose every caption step takes `seconds` (and is counted)."""
-
-    def __init__(self, inner, seconds):
-        self.inner, self.frame, self.seconds, self.steps = inner, inner.frame, seconds, 0
-
-    def caption(self, *args, **kwargs):
-        self.steps += 1
-        time.sleep(self.seconds)
-        return self.inner.caption(*args, **kwargs)
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-
 def test_a_client_that_leaves_frees_the_worker_within_a_second(model):
-    slow = _Slow(model, 0.2)
+    slow = _Watched(model, lambda prompts: time.sleep(0.2))
     app = create_app(slow, chunk_size=1)
     with _running(app) as port:
         import urllib.request
