@@ -13,7 +13,7 @@ import json
 import logging
 import secrets
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 from starlette.datastructures import Headers
@@ -94,21 +94,17 @@ class Guard:
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
             raise too_large
-        pieces, size = [], 0
-        while True:
-            try:
-                message = await asyncio.wait_for(receive(), timeout=stall)
-            except TimeoutError:
-                raise ClientError(408, f"the request body stalled for {stall:g} s") from None
-            if message["type"] == "http.disconnect":
-                raise ClientError(499, "the client went away")
-            size += len(message.get("body", b""))
-            if size > limit:
-                raise too_large
-            pieces.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                break
-        body, delivered = b"".join(pieces), False
+
+        async def pieces():
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise ClientError(499, "the client went away")
+                yield message.get("body", b"")
+                if not message.get("more_body", False):
+                    return
+
+        body, delivered = await read_bounded(pieces(), limit, stall, too_large, "the request body"), False
 
         async def replay():
             nonlocal delivered
@@ -118,6 +114,24 @@ class Guard:
             return await receive()
 
         return replay
+
+
+async def read_bounded(pieces: AsyncIterator[bytes], limit: int, stall: float, too_large: ClientError,
+                       what: str) -> bytes:
+    """A body's pieces joined, counted as they come (whatever Content-Length says): `too_large` past `limit` bytes,
+    408 when a piece takes longer than `stall` seconds to come."""
+    chunks, size, stream = [], 0, pieces.__aiter__()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(stream.__anext__(), timeout=stall)
+        except StopAsyncIteration:
+            return b"".join(chunks)
+        except TimeoutError:
+            raise ClientError(408, f"{what} stalled for {stall:g} s") from None
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
 
 
 async def error_response(send, request_id: str, status: int, message: str, headers: dict | None = None) -> None:

@@ -44,7 +44,7 @@ from ..models.region_model import RegionModel
 from ..options import VIDEO_ANYTHING_FILTERS, AnythingOptions, GenerationOptions, VideoOptions
 from ..options import ServerLimits as Limits
 from ..video import io as video_io
-from .guard import LOOPBACK_HOSTS, ClientError, Guard, Security
+from .guard import LOOPBACK_HOSTS, ClientError, Guard, Security, read_bounded
 from .schemas import AnythingRequest, CaptionRequest, Error, ImageInfo, ModelInfo, Regions, VideoInfo, VideoRequest, VideoTracks
 from .worker import AnythingJob, CaptionJob, Job, LruBytes, ModelWorker, QueueFull, VideoJob
 
@@ -231,21 +231,10 @@ def _require_media(request: Request, kind: str) -> None:
 async def _read_body(request: Request, limits: Limits) -> bytes:
     """The body, counted while it streams in (a lying or missing Content-Length changes nothing); a client that
     stalls is cut off."""
-    chunks, size = [], 0
-    stream = request.stream().__aiter__()
-    while True:
-        try:
-            chunk = await asyncio.wait_for(stream.__anext__(), timeout=limits.upload_stall_seconds)
-        except StopAsyncIteration:
-            break
-        except TimeoutError:
-            raise ClientError(408, f"the upload stalled for {limits.upload_stall_seconds:g} s") from None
-        size += len(chunk)
-        if size > limits.max_upload_bytes:
-            raise ClientError(413, f"the upload is over {limits.max_upload_bytes / 1e6:g} MB, the server's limit "
-                                   "(max_upload_bytes)")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    too_large = ClientError(413, f"the upload is over {limits.max_upload_bytes / 1e6:g} MB, the server's limit "
+                                 "(max_upload_bytes)")
+    return await read_bounded(request.stream(), limits.max_upload_bytes, limits.upload_stall_seconds, too_large,
+                              "the upload")
 
 
 def _register(data: bytes, images: LruBytes, limits: Limits) -> ImageInfo:
