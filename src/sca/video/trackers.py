@@ -265,17 +265,14 @@ class MemoryTracker(Tracker):
     def from_pretrained(cls, name_or_path: str, dtype: torch.dtype = torch.float32, device="cpu",
                         options: VideoOptions | None = None) -> MemoryTracker:
         """A SAM 2 / 2.1, EdgeTAM or SAM 3 tracker video model from a folder or a hub id."""
-        import json
-
         import transformers
 
         from ..models.hub import ModelSource
 
         source = ModelSource.parse(name_or_path)
-        config_file = source.file("config.json")
-        if config_file is None:
+        model_type = source.model_type()
+        if source.file("config.json") is None:
             raise InputError(f"{source} is not a model folder (no config.json)")
-        model_type = json.loads(config_file.read_text()).get("model_type")
         if model_type not in VIDEO_MODELS:
             raise InputError(f"{source} is a {model_type!r} model, not one with a video tracker: use SAM 2 / 2.1, "
                              f"EdgeTAM or SAM 3's tracker, or --tracker {REPROMPT}")
