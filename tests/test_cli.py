@@ -210,3 +210,17 @@ def test_an_empty_mask_is_flagged_and_the_shipped_model_refuses_mask_prompts(tmp
     Image.fromarray(mask).save(tmp_path / "mask.png")
     assert main(["caption", str(SAMPLE_IMAGE), "--mask", str(tmp_path / "mask.png")]) == 2
     assert "not masks" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--max-json-mb", "nan"], "--max-json-mb must be a positive number"),
+    (["--max-upload-mb", "inf"], "--max-upload-mb must be a positive number"),
+    (["--max-megapixels", "0"], "--max-megapixels must be a positive number"),
+    (["--max-video-megapixels", "-1"], "--max-video-megapixels must be a positive number"),
+    (["--header-timeout", "nan"], "--header-timeout must be positive"),
+    (["--max-idle-connections", "0"], "--max-idle-connections"),
+])
+def test_serve_refuses_bad_limits_in_one_line_before_loading(capsys, extra, message):
+    assert main(["serve", *extra]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and message in error[0], error

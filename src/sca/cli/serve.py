@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 
@@ -57,6 +58,13 @@ def add(commands) -> None:
 
 
 
+def _millions(value: float, option: str) -> int:
+    """A limit given in millions (MB, megapixels) as a whole count, or one line naming the option."""
+    if not math.isfinite(value) or value * 1e6 < 1:
+        raise InputError(f"{option} must be a positive number, got {value:g}")
+    return int(value * 1e6)
+
+
 def run(args) -> int:
     """`sca serve` (and `sca demo`, which also opens the page): the JSON API and the page."""
     import logging
@@ -66,15 +74,17 @@ def run(args) -> int:
     from ..app.server import Limits, Security, default_hosts, serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    limits = Limits(max_upload_bytes=int(args.max_upload_mb * 1e6), max_pixels=int(args.max_megapixels * 1e6),
+    limits = Limits(max_upload_bytes=_millions(args.max_upload_mb, "--max-upload-mb"),
+                    max_pixels=_millions(args.max_megapixels, "--max-megapixels"),
                     max_aspect_ratio=args.max_aspect_ratio, max_regions=args.max_regions,
                     max_points_per_side=args.max_points_per_side, max_video_frames=args.max_video_frames,
                     queue_size=args.queue_size, request_timeout=args.timeout,
-                    max_json_bytes=int(args.max_json_mb * 1e6), max_video_pixels=int(args.max_video_megapixels * 1e6),
+                    max_json_bytes=_millions(args.max_json_mb, "--max-json-mb"),
+                    max_video_pixels=_millions(args.max_video_megapixels, "--max-video-megapixels"),
                     header_timeout=args.header_timeout, max_idle_connections=args.max_idle_connections,
                     max_connections=args.max_connections)
-    for name in ("max_upload_bytes", "max_pixels", "max_regions", "max_points_per_side", "max_video_frames",
-                 "queue_size", "max_json_bytes", "max_video_pixels", "max_idle_connections", "max_connections"):
+    for name in ("max_regions", "max_points_per_side", "max_video_frames", "queue_size", "max_idle_connections",
+                 "max_connections"):
         require_whole(getattr(limits, name), f"--{name.replace('_', '-')}")
     if not (limits.request_timeout > 0 and limits.header_timeout > 0 and limits.max_aspect_ratio >= 1):
         raise InputError("--timeout and --header-timeout must be positive and --max-aspect-ratio at least 1")
