@@ -13,7 +13,7 @@ from sca.geometry import mask_box
 from sca.masks import decode_rle
 from sca.options import VideoOptions
 from sca.video.captioner import VideoCaptioner
-from sca.video.trackers import TrackRules, core_point, without_specks
+from sca.video.trackers import TrackRules, colour_change, colours, core_point, without_specks
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (235, 200, 30),
            "purple": (140, 50, 170), "orange": (240, 130, 20)}
@@ -71,6 +71,10 @@ SCENES = {
                           ("circle", "orange", 30, lambda t: (112, 80), lambda t: 0.0)],
     "occlusion, in front": [("circle", "orange", 30, lambda t: (112, 80), lambda t: 0.0),
                             ("square", "green", 16, lambda t: (30 + 8 * t, 80), lambda t: 0.0)],
+    # a large square crosses in front of a small circle of another colour, then leaves the frame beside a neighbour
+    "occluder leaves by a neighbour": [("circle", "green", 11, lambda t: (150, 60), lambda t: 0.0),
+                                       ("circle", "purple", 12, lambda t: (214, 86), lambda t: 0.0),
+                                       ("square", "blue", 26, lambda t: (60 + 9 * t, 70), lambda t: 0.0)],
     # two rotating stars that meet and pass through each other
     "two stars meet": [("star", "purple", 24, lambda t: (70 + 2 * t, 80), lambda t: 0.4 * t),
                        ("star", "blue", 24, lambda t: (128 - 2 * t, 80), lambda t: -0.3 * t)],
@@ -114,6 +118,40 @@ def test_the_rules_refuse_a_jump_and_keep_a_step():
     grown = np.zeros_like(last)
     grown[5:60, 5:60] = True
     assert not rules.accepts(grown | last, 0.99, last)  # swallowed a neighbour: the area jumped
+
+
+def test_the_rules_refuse_a_candidate_that_is_partly_another_colour():
+    picture = np.zeros((40, 40, 3), np.uint8)
+    picture[:, :24] = (215, 40, 40)
+    picture[:, 24:] = (40, 80, 215)
+    own = np.zeros((40, 40), bool)
+    own[10:30, 4:20] = True
+    spilled = np.zeros_like(own)
+    spilled[10:30, 8:32] = True  # a third of it on the blue neighbour
+    assert colour_change(colours(picture, own), colours(picture, own)) == 0
+    assert abs(colour_change(colours(picture, spilled), colours(picture, own)) - 8 / 24) < 1e-9
+    rules = TrackRules(max_colour_change=0.3)
+    assert rules.accepts(own, 0.9, own, colour_change=0.0)
+    assert not rules.accepts(spilled, 0.9, own, colour_change=colour_change(colours(picture, spilled),
+                                                                            colours(picture, own)))
+
+
+def test_the_crowded_world_shows_what_is_in_front():
+    from sca.data.sources.moving_shapes import MovingShapesWorld
+
+    world = MovingShapesWorld.split("test", crowded=True, frames=30, image_size=96)
+    hidden = 0
+    for index in range(4):
+        _, _, _, objects = world.objects(index)
+        assert len(objects) >= 3  # at least two neighbours and the object that crosses them
+        for frame in world.frames_of(index):
+            masks = list(frame.masks.values())
+            assert all(mask.any() for mask in masks)
+            assert not any((a & b).any() for i, a in enumerate(masks) for b in masks[i + 1:])  # no pixel twice
+            occluder = objects[-1].object_id
+            hidden += len(objects) - len(frame.masks) + sum(not frame.whole.get(o.object_id, True) for o in objects
+                                                             if o.object_id != occluder)
+    assert hidden > 0  # something passes behind the crossing object
 
 
 def test_specks_are_removed_and_the_core_is_inside():

@@ -133,9 +133,12 @@ class VideoOptions:
     A track keeps its object or ends; it never moves onto another. A candidate mask for a followed object, once its
     specks are removed (islands under a tenth of its largest), is kept only with a predicted IoU (or object score) of
     at least min_track_score, an IoU with the object's last mask of at least min_track_overlap, and an area within
-    max_area_change times the last one's either way, and gaining over its last mask no more than max_neighbour_share of
-    another object's (two objects that touch can be segmented as one); else the object is not seen in that frame (a
-    tracker without memory ends its track, and anything mode may find it again as a new object)."""
+    max_area_change times the last one's either way, gaining over its last mask no more than max_neighbour_share of
+    another object's (two objects that touch can be segmented as one), and with no more than max_colour_change of its
+    colours (its pixels' histogram) missing from the object's (a slow average of its sights: the one cue of identity
+    every family gives); else the object is not seen in that frame. A lost object is looked for where its last step takes it
+    for lost_memory frames (it may be behind another), then its track ends; anything mode may find it again as a new
+    object."""
 
     keyframe_every: int = 8
     change_threshold: float = 0.5
@@ -147,16 +150,18 @@ class VideoOptions:
     min_track_overlap: float = 0.2
     max_area_change: float = 2.5
     max_neighbour_share: float = 0.25
+    max_colour_change: float = 0.3
+    lost_memory: int = 30
 
     def check(self) -> VideoOptions:
-        for name in ("keyframe_every", "anything_every", "track_views"):
+        for name in ("keyframe_every", "anything_every", "track_views", "lost_memory"):
             value = getattr(self, name)
             if value is None and name == "anything_every":
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InputError(f"{name} must be a whole number of at least 1, got {value!r}")
         for name in ("change_threshold", "new_object_overlap", "grow", "min_track_score", "min_track_overlap",
-                     "max_neighbour_share"):
+                     "max_neighbour_share", "max_colour_change"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
                 raise InputError(f"{name} must be a number from 0 to 1, got {value!r}")

@@ -98,44 +98,15 @@ class ScaPreTrainedModel(PreTrainedModel):
             init.zeros_(module.rel_pos_w)
 
 
-class ScaModel(ScaPreTrainedModel):
-    """Segment and Caption Anything (the original's `ScaMultitaskV2Model`).
+class ScaCaptioning:
+    """What every SCA model does once it has a segmenter: the mixer's prefix, the LM's loss and generation, freezing.
 
-    SAM segments each prompted region; the feature mixer's caption queries read SAM's output tokens and
-    its updated image features; a linear projection maps them into the LM's embedding space behind the
-    task tokens; the causal LM decodes the caption from that prefix.
+    A model using it (`ScaModel` on SAM, `ScaSam2Model` on SAM 2) provides `get_image_embeddings(pixel_values)`,
+    `segment(image_embeddings, prompts, multimask_output, min_iou)` → `Segmentation`, `mix(segmentation)` → the caption
+    queries `(B, R, N, C)`, `default_trainable_modules`, and the modules `language_model`, `language_project` and
+    `task_tokens`. Image embeddings may be one tensor `(B, C, H, W)` or a list of feature levels (SAM 2's), the last the
+    coarsest.
     """
-
-    _tied_weights_keys = {
-        "prompt_encoder.shared_embedding.positional_embedding": "shared_image_embedding.positional_embedding"
-    }
-
-    def __init__(self, config: ScaConfig, language_model: PreTrainedModel | None = None):
-        super().__init__(config)
-        # SAM's modules read `_attn_implementation` from their own (non-PreTrainedModel) config.
-        config.mask_caption_decoder_config._attn_implementation = config._attn_implementation
-        self.shared_image_embedding = SamPositionalEmbedding(config.vision_config)
-        self.vision_encoder = SamVisionEncoder(config.vision_config)
-        self.prompt_encoder = SamPromptEncoder(config)
-        self.mask_decoder = ScaMaskCaptionDecoder(config.mask_caption_decoder_config)
-
-        if language_model is None:
-            language_model = AutoModelForCausalLM.from_config(config.text_config)
-        self.language_model = language_model
-        lm_head = language_model.get_output_embeddings()
-        if lm_head is not None:
-            # The LM head gets the last position of each sequence as a strided `(N, 1, H)` slice. With frozen
-            # weights, PyTorch then multiplies it by one expanded copy of the vocabulary matrix per sequence
-            # (1.5 s for 16 regions of GPT-2 in bf16 on a CPU); a contiguous input takes one matrix product.
-            lm_head.register_forward_pre_hook(_contiguous_inputs)
-        lm_hidden = language_model.get_input_embeddings().embedding_dim
-        decoder_hidden = config.mask_caption_decoder_config.hidden_size
-        self.language_project = nn.Linear(decoder_hidden, lm_hidden)
-        self.task_tokens = nn.Embedding(len(TASK_TYPES) * config.num_task_tokens, lm_hidden)
-        self.post_init()
-        self.set_trainable(DEFAULT_TRAINABLE_MODULES)
-
-    # ------------------------------------------------------------------ building and freezing
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
@@ -146,47 +117,8 @@ class ScaModel(ScaPreTrainedModel):
         # Loading replaces parameters (and their requires_grad); restore the default freezing.
         loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         model = loaded[0] if isinstance(loaded, tuple) else loaded
-        model.set_trainable(DEFAULT_TRAINABLE_MODULES)
+        model.set_trainable(model.default_trainable_modules)
         return loaded
-
-    @classmethod
-    def from_sam_and_lm(
-        cls,
-        sam: str,
-        lm: str,
-        mixer_layers: int | None = None,
-        caption_tokens: int | None = None,
-        task_tokens: int | None = None,
-        **from_pretrained_kwargs,
-    ) -> ScaModel:
-        """Build a fresh SCA model from a SAM checkpoint and a causal LM (hub names or local folders).
-
-        SAM's and the LM's weights are loaded; the mixer, caption queries, task tokens and projection are
-        newly initialised. Sizes left None take the configuration classes' defaults (the paper's).
-        """
-        sam_model = SamModel.from_pretrained(sam, **from_pretrained_kwargs)
-        language_model = AutoModelForCausalLM.from_pretrained(lm, **from_pretrained_kwargs)
-        sam_config = sam_model.config
-        sizes = {"additional_num_hidden_layers": mixer_layers, "num_caption_tokens": caption_tokens}
-        decoder_config = ScaMaskCaptionDecoderConfig(
-            **sam_config.mask_decoder_config.to_dict(), **{k: v for k, v in sizes.items() if v is not None})
-        config = ScaConfig(
-            vision_config=sam_config.vision_config.to_dict(),
-            prompt_encoder_config=sam_config.prompt_encoder_config.to_dict(),
-            mask_caption_decoder_config=decoder_config.to_dict(),
-            text_config=language_model.config.to_dict(),
-            **({} if task_tokens is None else {"num_task_tokens": task_tokens}),
-        )
-        model = cls(config, language_model=language_model)
-        missing, unexpected = model.load_state_dict(sam_model.state_dict(), strict=False)
-        if unexpected:
-            raise ValueError(f"SAM checkpoint {sam} has weights SCA does not know: {unexpected[:5]}")
-        new_modules = ("mask_decoder.additional_transformer.", "mask_decoder.caption_tokens.",
-                       "language_project.", "task_tokens.", "language_model.")
-        not_loaded = [k for k in missing if not k.startswith(new_modules)]
-        if not_loaded:
-            raise ValueError(f"SAM checkpoint {sam} lacks weights SCA needs: {not_loaded[:5]}")
-        return model
 
     def set_trainable(self, module_paths: Sequence[str]) -> None:
         """Freeze everything, then unfreeze the modules at these dotted paths (e.g. `language_model`)."""
@@ -195,48 +127,8 @@ class ScaModel(ScaPreTrainedModel):
             try:
                 module = self.get_submodule(path)
             except AttributeError as error:
-                raise ValueError(f"no module {path!r} in ScaModel to train") from error
+                raise ValueError(f"no module {path!r} in {type(self).__name__} to train") from error
             module.requires_grad_(True)
-
-    # ------------------------------------------------------------------ the parts of the pass
-
-    def get_image_embeddings(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """`(B, 3, S, S)` preprocessed images → `(B, C, H, W)` image embeddings.
-
-        On a CPU the encoder attends block by block (`vision_attention.py`: same weights, same results, half the
-        time there); elsewhere it uses its own attention (SDPA).
-        """
-        with onednn_linear_layers(pixel_values.device):
-            return encoder_for(self.vision_encoder, pixel_values.device)(pixel_values.to(self.dtype)).last_hidden_state
-
-    def get_image_wide_positional_embeddings(self) -> torch.Tensor:
-        """`(1, C, H, W)` positional encoding of the cell centres of the image-embedding grid."""
-        size = self.config.prompt_encoder_config.image_embedding_size
-        weight = self.shared_image_embedding.positional_embedding
-        cells = (torch.arange(size, device=weight.device, dtype=weight.dtype) + 0.5) / size
-        y, x = torch.meshgrid(cells, cells, indexing="ij")
-        embedding = self.shared_image_embedding(torch.stack([x, y], dim=-1))
-        return embedding.permute(2, 0, 1).unsqueeze(0)
-
-    def segment(self, image_embeddings: torch.Tensor, prompts: Prompts, multimask_output: bool = True,
-                min_iou: float | None = None) -> Segmentation:
-        """Encode the prompts (`(B, R, ...)` in the model's input frame, see `Prompts`) and run SAM's decoder
-        (`min_iou`: see `ScaMaskCaptionDecoder.segment`)."""
-        batch_size, num_regions = image_embeddings.shape[0], prompts.num_regions
-        sparse, _ = self.prompt_encoder(
-            input_points=prompts.points, input_labels=prompts.labels, input_boxes=prompts.boxes, input_masks=None
-        )
-        if sparse is None:
-            hidden = self.config.prompt_encoder_config.hidden_size
-            sparse = image_embeddings.new_zeros(batch_size, num_regions, 0, hidden)
-        if prompts.masks is not None:
-            masks = prompts.masks.to(image_embeddings.dtype).flatten(0, 1).unsqueeze(1)
-            dense = self.prompt_encoder.mask_embed(masks)
-        else:
-            dense = self.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
-        return self.mask_decoder.segment(
-            image_embeddings, self.get_image_wide_positional_embeddings(), sparse, dense, multimask_output, min_iou
-        )
 
     @torch.no_grad()
     def predict_masks(self, image_embeddings: torch.Tensor, prompts: Prompts, multimask_output: bool = True,
@@ -246,7 +138,7 @@ class ScaModel(ScaPreTrainedModel):
 
         On a CPU the regions go through in cache-sized groups (see `generate`).
         """
-        with onednn_linear_layers(image_embeddings.device):
+        with onednn_linear_layers(_coarsest(image_embeddings).device):
             parts = [(s.iou_scores, s.pred_masks)
                      for s in self._segment_in_groups(image_embeddings, prompts, multimask_output, min_iou)]
         scores, masks = (torch.cat(part, dim=1) for part in zip(*parts))
@@ -260,7 +152,7 @@ class ScaModel(ScaPreTrainedModel):
         Returns:
             caption_queries `(B, R, N, C)` and prefix_embeds `(B, R, P, H)` with P = num_task_tokens + N.
         """
-        caption_queries = self.mask_decoder.mix(segmentation, self.get_image_wide_positional_embeddings())
+        caption_queries = self.mix(segmentation)
         batch_size, num_regions = caption_queries.shape[:2]
         projected = self.language_project(caption_queries)
         task = self.task_tokens.weight.view(len(TASK_TYPES), self.config.num_task_tokens, -1)[task_type_ids]
@@ -308,7 +200,7 @@ class ScaModel(ScaPreTrainedModel):
         """
         if image_embeddings is None:
             image_embeddings = self.get_image_embeddings(pixel_values)
-        batch_size = image_embeddings.shape[0]
+        batch_size = _coarsest(image_embeddings).shape[0]
         if task_type_ids is None:
             task_type_ids = self.task_type_ids(None, batch_size)
         prompts = Prompts(points=input_points, labels=input_labels, boxes=input_boxes, masks=input_masks)
@@ -382,7 +274,7 @@ class ScaModel(ScaPreTrainedModel):
         """
         if image_embeddings is None:
             image_embeddings = self.get_image_embeddings(pixel_values)
-        batch_size = image_embeddings.shape[0]
+        batch_size = _coarsest(image_embeddings).shape[0]
         if task_type_ids is None:
             task_type_ids = self.task_type_ids(None, batch_size)
         prompts = Prompts(points=input_points, labels=input_labels, boxes=input_boxes, masks=input_masks)
@@ -398,7 +290,7 @@ class ScaModel(ScaPreTrainedModel):
 
         generate_kwargs.setdefault("do_sample", False)  # the LM's own generation config may say otherwise
         sequences, iou_scores, pred_masks = [], [], []
-        with onednn_linear_layers(image_embeddings.device):
+        with onednn_linear_layers(_coarsest(image_embeddings).device):
             for start in range(0, num_regions, chunk_size):
                 chunk = slice(start, start + chunk_size)
                 parts = [
@@ -447,11 +339,135 @@ class ScaModel(ScaPreTrainedModel):
         """
         num_regions = prompts.num_regions
         group = num_regions
-        if image_embeddings.device.type == "cpu":
-            group = max(1, CPU_REGION_GROUP_BYTES // (image_embeddings.numel() * image_embeddings.element_size()))
+        if _coarsest(image_embeddings).device.type == "cpu":
+            levels = image_embeddings if isinstance(image_embeddings, list | tuple) else [image_embeddings]
+            group = max(1, CPU_REGION_GROUP_BYTES // sum(level.numel() * level.element_size() for level in levels))
         for start in range(0, num_regions, group):
             yield self.segment(image_embeddings, prompts.take(slice(start, start + group)), multimask_output, min_iou)
 
+
+class ScaModel(ScaCaptioning, ScaPreTrainedModel):
+    """Segment and Caption Anything (the original's `ScaMultitaskV2Model`).
+
+    SAM segments each prompted region; the feature mixer's caption queries read SAM's output tokens and
+    its updated image features; a linear projection maps them into the LM's embedding space behind the
+    task tokens; the causal LM decodes the caption from that prefix.
+    """
+
+    _tied_weights_keys = {
+        "prompt_encoder.shared_embedding.positional_embedding": "shared_image_embedding.positional_embedding"
+    }
+    default_trainable_modules = DEFAULT_TRAINABLE_MODULES
+
+    def __init__(self, config: ScaConfig, language_model: PreTrainedModel | None = None):
+        super().__init__(config)
+        # SAM's modules read `_attn_implementation` from their own (non-PreTrainedModel) config.
+        config.mask_caption_decoder_config._attn_implementation = config._attn_implementation
+        self.shared_image_embedding = SamPositionalEmbedding(config.vision_config)
+        self.vision_encoder = SamVisionEncoder(config.vision_config)
+        self.prompt_encoder = SamPromptEncoder(config)
+        self.mask_decoder = ScaMaskCaptionDecoder(config.mask_caption_decoder_config)
+
+        if language_model is None:
+            language_model = AutoModelForCausalLM.from_config(config.text_config)
+        self.language_model = language_model
+        lm_head = language_model.get_output_embeddings()
+        if lm_head is not None:
+            # The LM head gets the last position of each sequence as a strided `(N, 1, H)` slice. With frozen
+            # weights, PyTorch then multiplies it by one expanded copy of the vocabulary matrix per sequence
+            # (1.5 s for 16 regions of GPT-2 in bf16 on a CPU); a contiguous input takes one matrix product.
+            lm_head.register_forward_pre_hook(_contiguous_inputs)
+        lm_hidden = language_model.get_input_embeddings().embedding_dim
+        decoder_hidden = config.mask_caption_decoder_config.hidden_size
+        self.language_project = nn.Linear(decoder_hidden, lm_hidden)
+        self.task_tokens = nn.Embedding(len(TASK_TYPES) * config.num_task_tokens, lm_hidden)
+        self.post_init()
+        self.set_trainable(self.default_trainable_modules)
+
+    # ------------------------------------------------------------------ building
+
+    @classmethod
+    def from_sam_and_lm(
+        cls,
+        sam: str,
+        lm: str,
+        mixer_layers: int | None = None,
+        caption_tokens: int | None = None,
+        task_tokens: int | None = None,
+        **from_pretrained_kwargs,
+    ) -> ScaModel:
+        """Build a fresh SCA model from a SAM checkpoint and a causal LM (hub names or local folders).
+
+        SAM's and the LM's weights are loaded; the mixer, caption queries, task tokens and projection are
+        newly initialised. Sizes left None take the configuration classes' defaults (the paper's).
+        """
+        sam_model = SamModel.from_pretrained(sam, **from_pretrained_kwargs)
+        language_model = AutoModelForCausalLM.from_pretrained(lm, **from_pretrained_kwargs)
+        sam_config = sam_model.config
+        sizes = {"additional_num_hidden_layers": mixer_layers, "num_caption_tokens": caption_tokens}
+        decoder_config = ScaMaskCaptionDecoderConfig(
+            **sam_config.mask_decoder_config.to_dict(), **{k: v for k, v in sizes.items() if v is not None})
+        config = ScaConfig(
+            vision_config=sam_config.vision_config.to_dict(),
+            prompt_encoder_config=sam_config.prompt_encoder_config.to_dict(),
+            mask_caption_decoder_config=decoder_config.to_dict(),
+            text_config=language_model.config.to_dict(),
+            **({} if task_tokens is None else {"num_task_tokens": task_tokens}),
+        )
+        model = cls(config, language_model=language_model)
+        missing, unexpected = model.load_state_dict(sam_model.state_dict(), strict=False)
+        if unexpected:
+            raise ValueError(f"SAM checkpoint {sam} has weights SCA does not know: {unexpected[:5]}")
+        new_modules = ("mask_decoder.additional_transformer.", "mask_decoder.caption_tokens.",
+                       "language_project.", "task_tokens.", "language_model.")
+        not_loaded = [k for k in missing if not k.startswith(new_modules)]
+        if not_loaded:
+            raise ValueError(f"SAM checkpoint {sam} lacks weights SCA needs: {not_loaded[:5]}")
+        return model
+
+    # ------------------------------------------------------------------ the parts of the pass
+
+    def get_image_embeddings(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """`(B, 3, S, S)` preprocessed images → `(B, C, H, W)` image embeddings.
+
+        On a CPU the encoder attends block by block (`vision_attention.py`: same weights, same results, half the
+        time there); elsewhere it uses its own attention (SDPA).
+        """
+        with onednn_linear_layers(pixel_values.device):
+            return encoder_for(self.vision_encoder, pixel_values.device)(pixel_values.to(self.dtype)).last_hidden_state
+
+    def get_image_wide_positional_embeddings(self) -> torch.Tensor:
+        """`(1, C, H, W)` positional encoding of the cell centres of the image-embedding grid."""
+        size = self.config.prompt_encoder_config.image_embedding_size
+        weight = self.shared_image_embedding.positional_embedding
+        cells = (torch.arange(size, device=weight.device, dtype=weight.dtype) + 0.5) / size
+        y, x = torch.meshgrid(cells, cells, indexing="ij")
+        embedding = self.shared_image_embedding(torch.stack([x, y], dim=-1))
+        return embedding.permute(2, 0, 1).unsqueeze(0)
+
+    def segment(self, image_embeddings: torch.Tensor, prompts: Prompts, multimask_output: bool = True,
+                min_iou: float | None = None) -> Segmentation:
+        """Encode the prompts (`(B, R, ...)` in the model's input frame, see `Prompts`) and run SAM's decoder
+        (`min_iou`: see `ScaMaskCaptionDecoder.segment`)."""
+        batch_size, num_regions = image_embeddings.shape[0], prompts.num_regions
+        sparse, _ = self.prompt_encoder(
+            input_points=prompts.points, input_labels=prompts.labels, input_boxes=prompts.boxes, input_masks=None
+        )
+        if sparse is None:
+            hidden = self.config.prompt_encoder_config.hidden_size
+            sparse = image_embeddings.new_zeros(batch_size, num_regions, 0, hidden)
+        if prompts.masks is not None:
+            masks = prompts.masks.to(image_embeddings.dtype).flatten(0, 1).unsqueeze(1)
+            dense = self.prompt_encoder.mask_embed(masks)
+        else:
+            dense = self.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
+        return self.mask_decoder.segment(
+            image_embeddings, self.get_image_wide_positional_embeddings(), sparse, dense, multimask_output, min_iou
+        )
+
+    def mix(self, segmentation: Segmentation) -> torch.Tensor:
+        """The feature mixer: `(B, R, num_caption_tokens, C)` caption queries."""
+        return self.mask_decoder.mix(segmentation, self.get_image_wide_positional_embeddings())
 
 @contextlib.contextmanager
 def _without_the_needless_padding_warning() -> Iterator[None]:
@@ -468,6 +484,11 @@ def _without_the_needless_padding_warning() -> Iterator[None]:
         yield
     finally:
         logger.removeFilter(keep)
+
+
+def _coarsest(image_embeddings: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+    """The image embedding itself, or the coarsest of a list of feature levels (SAM 2's)."""
+    return image_embeddings[-1] if isinstance(image_embeddings, list | tuple) else image_embeddings
 
 
 def _contiguous_inputs(module: nn.Module, args: tuple) -> tuple:

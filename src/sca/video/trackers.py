@@ -31,9 +31,11 @@ from ..models.region_model import EncodedImages, RegionModel
 from ..options import VideoOptions
 
 REPROMPT = "reprompt"
-LOST_MEMORY = 10
-"""Frames a lost object is still kept off, where its last step would take it (it is there, behind something, or
-merged with a neighbour in the segmenter's eyes)."""
+COLOUR_MEMORY = 0.9
+"""An object's colours are a slow average of its sights (this much the old, the rest the new): a mask that creeps onto
+a neighbour a little each frame changes colours a little each frame, and must not carry the object's along."""
+COLOUR_LEVELS = 8
+"""Levels per channel of the colour histogram (8: 512 bins of 32 levels of 256)."""
 SPECK_SHARE = 0.1
 """Islands of a tracked mask smaller than this share of its largest are specks."""
 
@@ -53,25 +55,29 @@ class VideoFrame:
 
 @dataclass(frozen=True)
 class TrackRules:
-    """When a candidate mask continues a track (`VideoOptions`' min_track_score, min_track_overlap, max_area_change):
-    a track that cannot be continued by these rules is not continued at all, rather than moved onto a neighbour."""
+    """When a candidate mask continues a track (`VideoOptions`' min_track_score, min_track_overlap, max_area_change,
+    max_neighbour_share, max_colour_change): a track that cannot be continued by these rules is not continued at all,
+    rather than moved onto a neighbour."""
 
     min_score: float = VideoOptions.min_track_score
     min_overlap: float = VideoOptions.min_track_overlap
     max_area_change: float = VideoOptions.max_area_change
     max_neighbour_share: float = VideoOptions.max_neighbour_share
+    max_colour_change: float = VideoOptions.max_colour_change
 
     @classmethod
     def of(cls, options: VideoOptions) -> TrackRules:
         return cls(options.min_track_score, options.min_track_overlap, options.max_area_change,
-                   options.max_neighbour_share)
+                   options.max_neighbour_share, options.max_colour_change)
 
-    def accepts(self, candidate: np.ndarray, score: float, last: np.ndarray, others: Iterable[np.ndarray] = ()) -> bool:
+    def accepts(self, candidate: np.ndarray, score: float, last: np.ndarray, others: Iterable[np.ndarray] = (),
+                colour_change: float = 0.0) -> bool:
         """Whether `candidate` continues the object whose last mask is `last`; `others`: where the other objects are
         (their last masks; a lost one's where its last step takes it). What the candidate gains over `last` must not
-        take over a neighbour: an occluder that stands still gains nothing, a mask that swallows its neighbour does."""
+        take over a neighbour: an occluder that stands still gains nothing, a mask that swallows its neighbour does.
+        `colour_change`: how much of the candidate's colours the object lacks (`colour_change`)."""
         area, last_area = int(candidate.sum()), int(last.sum())
-        if area == 0 or score < self.min_score:
+        if area == 0 or score < self.min_score or colour_change > self.max_colour_change:
             return False
         if not 1 / self.max_area_change <= area / max(last_area, 1) <= self.max_area_change:
             return False
@@ -79,6 +85,24 @@ class TrackRules:
             return False
         gained = candidate & ~last
         return all((gained & other).sum() <= self.max_neighbour_share * max(1, other.sum()) for other in others)
+
+
+def colours(picture: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """`(COLOUR_LEVELS³,)` the histogram of the picture's `(H, W, 3)` colours under the mask, summing to 1."""
+    levels = picture[mask].astype(np.int64) * COLOUR_LEVELS // 256
+    bins = (levels[:, 0] * COLOUR_LEVELS + levels[:, 1]) * COLOUR_LEVELS + levels[:, 2]
+    counts = np.bincount(bins, minlength=COLOUR_LEVELS**3).astype(np.float64)
+    return counts / max(1.0, counts.sum())
+
+
+def remembered_colours(old: np.ndarray | None, seen: np.ndarray) -> np.ndarray:
+    return seen if old is None else COLOUR_MEMORY * old + (1 - COLOUR_MEMORY) * seen
+
+
+def colour_change(first: np.ndarray, second: np.ndarray) -> float:
+    """The share of one colour histogram not found in the other (1 - their intersection): 0, the same colours; 0.4, two
+    fifths of a mask on something of another colour."""
+    return float(1.0 - np.minimum(first, second).sum())
 
 
 def without_specks(mask: np.ndarray, share: float = SPECK_SHARE) -> np.ndarray:
@@ -134,7 +158,7 @@ class ReprompterTracker(Tracker):
     by `options.grow` (a share of the box's sides), a point on the mask's core, and negative points on the cores of
     other followed objects that the grown box reaches; a candidate continues the track only by `TrackRules`."""
 
-    remembers = True  # a lost object is looked for where its last step takes it, for LOST_MEMORY frames
+    remembers = True  # a lost object is looked for where its last step takes it, for options.lost_memory frames
 
     def __init__(self, model: RegionModel, options: VideoOptions | None = None):
         self.model = model
@@ -142,10 +166,13 @@ class ReprompterTracker(Tracker):
         self.rules = TrackRules.of(self.options)
         self.previous: dict[int, np.ndarray] = {}
         self.motion: dict[int, tuple[float, float]] = {}  # each followed object's last step, (dx, dy) pixels
+        self.colour: dict[int, np.ndarray] = {}  # each object's colours (`remembered_colours`)
         self.lost: dict[int, tuple[np.ndarray, tuple[float, float], int]] = {}  # mask, step, frames since seen
 
-    def prompt(self, object_id: int, masks: dict[int, np.ndarray], size: tuple[int, int]) -> RegionPrompt:
-        """The object's prompt for the next frame: its grown box, its core, and the cores of neighbours in reach."""
+    def prompts(self, object_id: int, masks: dict[int, np.ndarray], size: tuple[int, int]) -> list[RegionPrompt]:
+        """The object's prompts for the next frame: its grown box, its core, and the cores of neighbours in reach; and
+        where the grown box reaches a neighbour, the same points with the last box as it was (the segmenter tends to
+        take in all of a box, neighbour included)."""
         height, width = size
         x1, y1, x2, y2 = mask_box(masks[object_id])
         grow_x, grow_y = (x2 - x1) * self.options.grow, (y2 - y1) * self.options.grow
@@ -157,11 +184,15 @@ class ReprompterTracker(Tracker):
             if other != object_id and mask[top:bottom, left:right].any():
                 points.append(core_point(mask))
                 labels.append(0)
-        return RegionPrompt(box=box, points=points, point_labels=labels)
+        grown = RegionPrompt(box=box, points=points, point_labels=labels)
+        if len(points) == 1 or (x2 - x1) * (y2 - y1) == 0:
+            return [grown]
+        return [grown, RegionPrompt(box=[x1, y1, x2, y2], points=points, point_labels=labels)]
 
     @torch.no_grad()
     def step(self, frame: VideoFrame, new: dict[int, np.ndarray]) -> dict[int, tuple[np.ndarray, float]]:
         found = {object_id: (mask, 1.0) for object_id, mask in new.items() if mask.any()}
+        pixels = np.asarray(frame.picture.convert("RGB"))
         # followed objects from their last mask; objects lost lately (hidden, or merged with a neighbour in the
         # segmenter's eyes) from where their last step takes them, for a few frames: found there again, they go on
         expected = {**{object_id: mask for object_id, mask in self._lost_now().items() if mask.any()},
@@ -171,26 +202,34 @@ class ReprompterTracker(Tracker):
             encoded = frame.encoded
             framed = encoded.framed[0]
             everyone = {**expected, **{object_id: mask for object_id, (mask, _) in found.items()}}
-            ids = list(expected)
-            regions = [self.prompt(object_id, everyone, framed.original_size) for object_id in ids]
+            ids, regions = [], []
+            for object_id in expected:
+                prompts = self.prompts(object_id, everyone, framed.original_size)
+                ids += [object_id] * len(prompts)
+                regions += prompts
+            candidates: dict[int, list] = {object_id: [] for object_id in expected}
             for group in group_prompts(framed, self.model.frame, regions):
                 scores, low_res = self.model.segment(encoded, group.prompts)
+                masks = self.model.frame.masks_to_original(low_res[0], framed).cpu().numpy()
                 for r, index in enumerate(group.indices):
-                    object_id = ids[index]
-                    others = [mask for other, mask in everyone.items() if other != object_id]
-                    kept = self._continue(low_res[0, r], scores[0, r], framed, expected[object_id], others)
-                    if kept is not None:
-                        found[object_id] = kept
+                    candidates[ids[index]] += zip(masks[r], scores[0, r].float().tolist())
+            for object_id, found_here in candidates.items():
+                others = [mask for other, mask in everyone.items() if other != object_id]
+                kept = self._continue(found_here, expected[object_id], others, pixels, self.colour[object_id])
+                if kept is not None:
+                    found[object_id] = kept
         found = exclusive(found, keep=set(new))
-        self._remember(found)
+        self._remember(found, pixels)
         return found
 
-    def _remember(self, found: dict[int, tuple[np.ndarray, float]]) -> None:
+    def _remember(self, found: dict[int, tuple[np.ndarray, float]], pixels: np.ndarray) -> None:
         for object_id, mask in self.previous.items():
             if object_id not in found:
                 self.lost[object_id] = (mask, self.motion.get(object_id, (0.0, 0.0)), 0)
         self.lost = {object_id: (mask, step, age + 1) for object_id, (mask, step, age) in self.lost.items()
-                     if age + 1 <= LOST_MEMORY and object_id not in found}
+                     if age + 1 <= self.options.lost_memory and object_id not in found}
+        for object_id, (mask, _) in found.items():
+            self.colour[object_id] = remembered_colours(self.colour.get(object_id), colours(pixels, mask))
         for object_id, (mask, _) in found.items():
             if object_id in self.previous:
                 (y0, x0), (y1, x1) = (np.argwhere(m).mean(0) for m in (self.previous[object_id], mask))
@@ -202,13 +241,14 @@ class ReprompterTracker(Tracker):
         return {object_id: _shifted(mask, round(step[0] * (age + 1)), round(step[1] * (age + 1)))
                 for object_id, (mask, step, age) in self.lost.items()}
 
-    def _continue(self, low_res: torch.Tensor, scores: torch.Tensor, framed, last: np.ndarray, others: list):
-        """The candidate most like the object's last mask among those the rules accept, or None."""
-        candidates = self.model.frame.masks_to_original(low_res[None], framed)[0].cpu().numpy()
+    def _continue(self, candidates: list[tuple[np.ndarray, float]], last: np.ndarray, others: list,
+                  pixels: np.ndarray, colour: np.ndarray):
+        """The candidate `(mask, score)` most like the object's last mask among those the rules accept, or None."""
         best, best_likeness = None, -1.0
-        for candidate, score in zip(candidates, scores.float().tolist()):
+        for candidate, score in candidates:
             candidate = without_specks(candidate)
-            if not self.rules.accepts(candidate, score, last, others):
+            change = colour_change(colours(pixels, candidate), colour)
+            if not self.rules.accepts(candidate, score, last, others, change):
                 continue
             likeness = float(mask_iou(candidate, last))
             if likeness > best_likeness:
@@ -216,8 +256,8 @@ class ReprompterTracker(Tracker):
         return best
 
     def forget(self, object_id: int) -> None:
-        self.previous.pop(object_id, None)
-        self.lost.pop(object_id, None)
+        for memory in (self.previous, self.lost, self.motion, self.colour):
+            memory.pop(object_id, None)
 
 
 def _shifted(mask: np.ndarray, dx: int, dy: int) -> np.ndarray:
@@ -260,6 +300,7 @@ class MemoryTracker(Tracker):
         self.forgotten: set[int] = set()
         self.rules = TrackRules.of(options or VideoOptions())
         self.last: dict[int, np.ndarray] = {}
+        self.colour: dict[int, np.ndarray] = {}
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, dtype: torch.dtype = torch.float32, device="cpu",
@@ -306,6 +347,7 @@ class MemoryTracker(Tracker):
         masks = self.frame.masks_to_original(output.pred_masks.float(), framed)[:, 0].cpu().numpy()
         present = output.object_score_logits.float().reshape(-1).cpu().numpy() > 0
         scores = torch.sigmoid(output.object_score_logits.float().reshape(-1)).cpu().numpy()
+        pixels = np.asarray(frame.picture.convert("RGB"))
         seen = {}
         for i, object_id in enumerate(output.object_ids):
             if not present[i] or object_id in self.forgotten:
@@ -313,9 +355,13 @@ class MemoryTracker(Tracker):
             mask = without_specks(masks[i])
             last = self.last.get(object_id)
             others = [mask for other, mask in self.last.items() if other != object_id]
-            if object_id in started or last is None or self.rules.accepts(mask, float(scores[i]), last, others):
+            colour = colours(pixels, mask)
+            if (object_id in started or last is None
+                    or self.rules.accepts(mask, float(scores[i]), last, others,
+                                          colour_change(colour, self.colour[object_id]))):
                 seen[object_id] = (mask, float(scores[i]))
                 self.last[object_id] = mask  # the memory remembers its object: the rules judge against its last sight
+                self.colour[object_id] = remembered_colours(self.colour.get(object_id), colour)
         return exclusive({object_id: found for object_id, found in seen.items() if found[0].any()}, keep=set(started))
 
     def _drop_old(self, index: int) -> None:
