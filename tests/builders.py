@@ -48,6 +48,30 @@ def save_random_tiny_sca(out_dir: str | Path, seed: int = 0) -> Path:
     return out_dir
 
 
+def save_tiny_lm(out_dir: str | Path, seed: int = 0) -> Path:
+    """Save a 2-layer random GPT-2 and its tokenizer (trained on the shapes phrases), as a hub LM folder is laid out."""
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    tokenizer = build_bpe_tokenizer(SHAPE_PHRASES, vocab_size=300)
+    out_dir = Path(out_dir)
+    AutoModelForCausalLM.from_config(tiny_text_config(tokenizer)).save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
+
+
+def save_random_tiny_sca_sam2(out_dir: str | Path, seed: int = 0, image_size: int = 64) -> Path:
+    """Save an untrained tiny SCA on SAM 2 with a tokenizer."""
+    from sca.models.sca_region import build_sca_sam2
+
+    torch.manual_seed(seed)
+    built = build_sca_sam2(captions=SHAPE_PHRASES, image_size=image_size, hidden_size=32)
+    out_dir = Path(out_dir)
+    built.model.save_pretrained(out_dir)
+    built.tokenizer.save_pretrained(out_dir)
+    return out_dir
+
+
 def tiny_sam(image_size: int = 64, hidden_size: int = 32, patch_size: int = 16) -> SamModel:
     """A small random transformers `SamModel` with the same structure as `tiny_sca_config`'s SAM."""
     sca = tiny_sca_config(GPT2Config(n_embd=8, n_layer=1, n_head=1, vocab_size=8), image_size=image_size,
@@ -165,24 +189,12 @@ def tiny_sam3_tracker(image_size: int = 112, hidden_size: int = 32):
 
 def tiny_sam2(family: str = "sam2", image_size: int = 128, hidden_size: int = 32):
     """A small random SAM 2 (a 4-stage Hiera backbone, feature levels of 1/4, 1/8 and 1/16)."""
-    import transformers
+    from transformers import Sam2Model
 
-    config_class, model_class = {"sam2": ("Sam2Config", "Sam2Model")}[family]
-    side = image_size // 4
-    backbone = dict(model_type="sam2_hiera_det_model", hidden_size=16, num_attention_heads=1,
-                    image_size=[image_size, image_size], patch_kernel_size=[7, 7], patch_stride=[4, 4],
-                    patch_padding=[3, 3], query_stride=[2, 2], window_positional_embedding_background_size=[4, 4],
-                    num_query_pool_stages=3, blocks_per_stage=[1, 2, 2, 1], embed_dim_per_stage=[16, 32, 64, 128],
-                    num_attention_heads_per_stage=[1, 1, 2, 2], window_size_per_stage=[4, 4, 4, 2],
-                    global_attention_blocks=[4])
-    vision = dict(backbone_config=backbone, backbone_channel_list=[128, 64, 32, 16],
-                  backbone_feature_sizes=[[side, side], [side // 2, side // 2], [side // 4, side // 4]],
-                  fpn_hidden_size=hidden_size)
-    config = getattr(transformers, config_class)(
-        vision_config=vision, prompt_encoder_config=dict(hidden_size=hidden_size, image_size=image_size, patch_size=16),
-        mask_decoder_config=dict(hidden_size=hidden_size, num_attention_heads=2, mlp_dim=2 * hidden_size,
-                                 iou_head_hidden_dim=hidden_size))
-    return getattr(transformers, model_class)(config).eval()
+    from sca.models.tiny import tiny_sam2_config
+
+    assert family == "sam2"
+    return Sam2Model(tiny_sam2_config(image_size, hidden_size)).eval()
 
 
 def tiny_sam2_video(image_size: int = 128):

@@ -28,6 +28,8 @@ from builders import (
     build_tiny_florence2,
     build_tiny_llava,
     save_random_tiny_sca,
+    save_random_tiny_sca_sam2,
+    save_tiny_lm,
     tiny_sam,
     tiny_sam2,
     tiny_sam3_tracker,
@@ -44,6 +46,7 @@ TINY = {
 }
 FAMILIES = {
     "sca": ("sca", {"path": "tiny/sca"}),
+    "sca-sam2": ("sca", {"path": "tiny/sca-sam2"}),
     "sam+blip": ("sam-captioner", {"sam": "tiny/sam", "captioner": "tiny/blip"}),
     "sam-hq+blip-2": ("sam-captioner", {"sam": "tiny/sam-hq", "captioner": "tiny/blip-2"}),
     "sam2+git": ("sam-captioner", {"sam": "tiny/sam2", "captioner": "tiny/git"}),
@@ -66,6 +69,10 @@ def hub(tmp_path_factory):
     cache, staging = tmp_path_factory.mktemp("hub-cache"), tmp_path_factory.mktemp("staging")
     save_random_tiny_sca(staging / "sca")
     put_in_cache(cache, "tiny/sca", staging / "sca")
+    save_random_tiny_sca_sam2(staging / "sca-sam2")
+    put_in_cache(cache, "tiny/sca-sam2", staging / "sca-sam2")
+    save_tiny_lm(staging / "lm")
+    put_in_cache(cache, "tiny/lm", staging / "lm")
     for name, build in TINY.items():
         torch.manual_seed(0)
         built = build()
@@ -216,17 +223,34 @@ def test_sca_video_and_sca_infer(hub, files, tmp_path, capsys, family):
     assert entries and all(len(e["logits"]["iou_scores"]) == 3 for e in entries)
 
 
-def test_one_training_step_of_the_trainable_family(hub, tmp_path):
+@pytest.mark.parametrize("family", ["sca", "sca-sam2"])
+def test_one_training_step_of_the_trainable_families(hub, tmp_path, family):
     from sca.models.registry import model_kinds
 
     trainable = {family for family, (kind, _) in FAMILIES.items() if model_kinds()[kind].trainable}
-    assert trainable == {"sca"}
+    assert trainable == {"sca", "sca-sam2"}
     out = tmp_path / "train"
-    assert main(["train", "model=pretrained", "model.path=tiny/sca", "train=shapes", f"output_dir={out}",
+    assert main(["train", "model=pretrained", f"model.path=tiny/{family}", "train=shapes", f"output_dir={out}",
                  "data.train.0.num_images=4", "data.eval.num_images=2", "train.max_eval_samples=2",
                  "train.args.max_steps=1", "train.args.per_device_train_batch_size=2", "train.args.save_steps=1",
                  "train.args.eval_steps=1", "train.args.logging_steps=1"]) == 0
-    assert (out / "final" / "config.json").is_file()
+    model_type = json.loads((out / "final" / "config.json").read_text())["model_type"]
+    assert model_type == {"sca": "sca", "sca-sam2": "sca_sam2"}[family]
+
+
+def test_sca_on_sam2_from_a_sam2_checkpoint_and_an_lm_by_hub_id(hub):
+    from transformers import Sam2Model
+
+    from sca.models.registry import build_region_model
+
+    built = build_region_model("sca-sam2", {"sam2": "tiny/sam2", "lm": "tiny/lm", "mixer_layers": 1})
+    sam2 = Sam2Model.from_pretrained(next(Path(hub).glob("models--tiny--sam2/snapshots/*")))
+    for name, weight in sam2.state_dict().items():
+        assert torch.equal(built.model.sam.state_dict()[name], weight), name
+    assert len(built.model.mixer.layers) == 1 and built.frame.image_size == sam2.config.prompt_encoder_config.image_size
+    assert built.model.language_model.config.n_embd == built.model.language_project.out_features
+    trainable = {name.split(".")[0] for name, p in built.model.named_parameters() if p.requires_grad}
+    assert trainable == {"mixer", "caption_tokens", "task_tokens", "language_project"}
 
 
 def test_a_checkpoint_in_the_wrong_role_is_named(hub, files, capsys):

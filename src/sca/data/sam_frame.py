@@ -92,7 +92,11 @@ class SamFrame:
 
     @classmethod
     def from_config(cls, config) -> SamFrame:
-        return cls(config.vision_config.image_size, config.prompt_encoder_config.image_embedding_size)
+        """The frame of an SCA config: SAM's (padded) or, for one that says `input_frame = "stretch"`, SAM 2's."""
+        prompt = config.prompt_encoder_config
+        embedding = getattr(prompt, "image_embedding_size", None) or prompt.image_size // prompt.patch_size
+        frame = StretchFrame if getattr(config, "input_frame", "pad") == "stretch" else SamFrame
+        return frame(prompt.image_size, embedding)
 
     def placement(self, original_size: tuple[int, int]) -> FramedImage:
         """Where an image of `(H, W)` lands in the frame, without its pixels: enough to check and scale prompts."""

@@ -15,8 +15,12 @@ from ..options import PRECISIONS
 from .configuration import ScaConfig
 from .hub import ModelSource
 from .sca import ScaModel
+from .sca_sam2 import ScaSam2Config, ScaSam2Model
 
-SUPPORTED_ARCHITECTURES = {"ScaModel", "ScaMultitaskV2Model"}
+SCA_MODELS = {ScaConfig.model_type: ScaModel, ScaSam2Config.model_type: ScaSam2Model}
+"""An SCA checkpoint's class by its config's model_type: SCA on SAM (this project's and the original release's) and
+SCA on SAM 2."""
+SUPPORTED_ARCHITECTURES = {"ScaModel", "ScaMultitaskV2Model", "ScaSam2Model"}
 DTYPES = {name: getattr(torch, name) for name in PRECISIONS}
 """The precisions a model can run in (`options.PRECISIONS`), by the names configs and command lines use."""
 TOKENIZER_FILE = "tokenizer_config.json"
@@ -55,12 +59,12 @@ def read_model_config(source: ModelSource) -> dict:
 
 def load_sca_model(
     name_or_path: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
-) -> ScaModel:
-    """Load an SCA checkpoint, this project's or the original release's, from a folder or the hub
+) -> ScaModel | ScaSam2Model:
+    """Load an SCA checkpoint (on SAM: this project's or the original release's; on SAM 2) from a folder or the hub
     (`org/name[@revision]`)."""
     source = ModelSource.parse(name_or_path)
     config = read_model_config(source)
-    if not isinstance(config, dict) or config.get("model_type") != ScaConfig.model_type:
+    if not isinstance(config, dict) or config.get("model_type") not in SCA_MODELS:
         found = config.get("model_type") if isinstance(config, dict) else None
         raise InputError(f"{source} holds a {found!r} model, not an SCA model")
     architecture = (config.get("architectures") or ["ScaModel"])[0]
@@ -73,7 +77,8 @@ def load_sca_model(
         if not any(any(source.folder.glob(pattern)) for pattern in patterns):
             raise InputError(f"{source} has a config.json but no weights (*.safetensors or *.bin)")
     try:
-        model = ScaModel.from_pretrained(source.location, dtype=dtype, **source.pretrained_kwargs)
+        model = SCA_MODELS[config["model_type"]].from_pretrained(source.location, dtype=dtype,
+                                                                 **source.pretrained_kwargs)
     except OSError as error:
         raise source.failure("load the SCA model", error) from error
     return model.to(device).eval()

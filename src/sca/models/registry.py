@@ -24,7 +24,7 @@ from ..data.schemas import describe
 from ..errors import InputError
 from .region_model import RegionModel
 from .sam_captioner import build_sam_captioner
-from .sca_region import build_sca, build_sca_from_sam_and_lm, build_tiny_sca
+from .sca_region import build_sca, build_sca_from_sam_and_lm, build_sca_sam2, build_tiny_sca
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,7 @@ MODEL_KINDS: dict[str, ModelKind | Callable[..., RegionModel]] = {
     "sca": ModelKind(build_sca, trainable=True),
     "sca-from-sam-and-lm": ModelKind(build_sca_from_sam_and_lm, trainable=True),
     "sca-tiny": ModelKind(build_tiny_sca, trainable=True),
+    "sca-sam2": ModelKind(build_sca_sam2, trainable=True),
     "sam-captioner": ModelKind(build_sam_captioner, implied_by="captioner"),
 }
 DEFAULT_KIND = "sca"

@@ -105,8 +105,11 @@ class ScaCaptioning:
     `segment(image_embeddings, prompts, multimask_output, min_iou)` → `Segmentation`, `mix(segmentation)` → the caption
     queries `(B, R, N, C)`, `default_trainable_modules`, and the modules `language_model`, `language_project` and
     `task_tokens`. Image embeddings may be one tensor `(B, C, H, W)` or a list of feature levels (SAM 2's), the last the
-    coarsest.
+    coarsest. `module_aliases`: SCA-on-SAM module paths (those of every recipe: `mask_decoder.additional_transformer`,
+    `vision_encoder`, ...) → this model's, so that one recipe trains either.
     """
+
+    module_aliases: dict[str, str] = {}
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
@@ -125,7 +128,7 @@ class ScaCaptioning:
         self.requires_grad_(False)
         for path in module_paths:
             try:
-                module = self.get_submodule(path)
+                module = self.get_submodule(self.module_aliases.get(path, path))
             except AttributeError as error:
                 raise ValueError(f"no module {path!r} in {type(self).__name__} to train") from error
             module.requires_grad_(True)

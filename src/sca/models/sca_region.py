@@ -18,13 +18,22 @@ from .loading import load_sca_model, load_tokenizer
 from .prompts import Prompts
 from .region_model import EncodedImages, RegionModel, RegionOutputs
 from .sca import ScaModel
-from .tiny import build_bpe_tokenizer, build_sentencepiece_tokenizer, tiny_sca_config, tiny_text_config
+from .sca_sam2 import ScaSam2Config, ScaSam2Model
+from .tiny import (
+    build_bpe_tokenizer,
+    build_sentencepiece_tokenizer,
+    tiny_sam2_config,
+    tiny_sca_config,
+    tiny_text_config,
+)
 
 
 class ScaRegionModel(RegionModel):
-    """SCA (SAM + the feature mixer + a causal LM): one caption per region, SAM's 3 masks and their IoU."""
+    """SCA (SAM or SAM 2 + the feature mixer + a causal LM): one caption per region, the segmenter's 3 masks and their
+    IoU."""
 
-    def __init__(self, model: ScaModel, tokenizer: PreTrainedTokenizerBase, generation: GenerationOptions | None = None):
+    def __init__(self, model: ScaModel | ScaSam2Model, tokenizer: PreTrainedTokenizerBase,
+                 generation: GenerationOptions | None = None):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.generation = (generation or GenerationOptions()).check()
@@ -98,8 +107,8 @@ def build_sca(
     device: str | torch.device = "cpu",
     generation: GenerationOptions | None = None,
 ) -> ScaRegionModel:
-    """A trained SCA checkpoint (this project's or the original release's): a folder or a hub id; the shipped
-    shapes model (or `$SCA_MODEL`) when no path is given."""
+    """A trained SCA checkpoint (on SAM: this project's or the original release's; on SAM 2): a folder or a hub id;
+    the shipped shapes model (or `$SCA_MODEL`) when no path is given."""
     if path is None:
         from ..assets import default_model_path
 
@@ -131,6 +140,55 @@ def build_sca_from_sam_and_lm(
     if text.pad_token is None:
         text.pad_token = text.eos_token
     return ScaRegionModel(model.to(device), text, generation)
+
+
+def build_sca_sam2(
+    sam2: str | None = None,
+    lm: str | None = None,
+    captions: Iterable[str] | None = None,
+    mixer_layers: int | None = None,
+    caption_tokens: int | None = None,
+    task_tokens: int | None = None,
+    tokenizer: str | None = None,
+    image_size: int = 256,
+    hidden_size: int = 64,
+    stage_widths: tuple[int, int, int, int] = (16, 32, 64, 128),
+    lm_hidden_size: int = 64,
+    vocab_size: int = 300,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    generation: GenerationOptions | None = None,
+) -> ScaRegionModel:
+    """A fresh SCA on SAM 2, to train: from a SAM 2 / 2.1 checkpoint and a causal LM (`sam2` and `lm`, folders or hub
+    ids; their weights loaded, the mixer, queries, task tokens and projection new), or without them a small one from
+    scratch (a tiny SAM 2 of `image_size`, `hidden_size` and Hiera `stage_widths`, a 2-layer GPT-2, the tokenizer
+    trained on `captions`, the training captions). A trained one loads as any SCA checkpoint (kind `sca`)."""
+    sizes = {"mixer_layers": mixer_layers, "caption_tokens": caption_tokens, "task_tokens": task_tokens}
+    if (sam2 is None) != (lm is None):
+        raise InputError("SCA on SAM 2 is built from both a SAM 2 checkpoint and an LM (model.sam2 and model.lm), or "
+                         "from neither (a small one from scratch)")
+    if sam2 is not None:
+        sources = [ModelSource.parse(name) for name in (sam2, lm)]
+        try:
+            model = ScaSam2Model.from_sam2_and_lm(sources[0].location, sources[1].location, dtype=dtype,
+                                                  **sizes, **sources[1].pretrained_kwargs)
+            text = AutoTokenizer.from_pretrained(tokenizer or sources[1].location, **sources[1].pretrained_kwargs)
+        except OSError as error:
+            raise sources[1].failure("load SAM 2 or the LM for", error) from error
+        if text.pad_token is None:
+            text.pad_token = text.eos_token
+        return ScaRegionModel(model.to(device), text, generation)
+    texts = sorted(set(captions or []))
+    if not texts:
+        raise InputError("a small SCA on SAM 2 from scratch trains its tokenizer on the training captions, and there "
+                         "are none: give model.sam2 and model.lm to start from checkpoints")
+    text = build_bpe_tokenizer(texts, vocab_size)
+    defaults = {"mixer_layers": 2, "num_caption_tokens": 4, "num_task_tokens": 2}
+    chosen = {name: value for name, value in zip(defaults, sizes.values()) if value is not None}
+    config = ScaSam2Config(sam2_config=tiny_sam2_config(image_size, hidden_size, tuple(stage_widths)).to_dict(),
+                           text_config=tiny_text_config(text, "gpt2", lm_hidden_size).to_dict(),
+                           **{**defaults, **chosen})
+    return ScaRegionModel(ScaSam2Model(config).to(device, dtype), text, generation)
 
 
 def build_tiny_sca(

@@ -18,6 +18,7 @@ from transformers import (
     LlamaTokenizer,
     PreTrainedTokenizerBase,
     PreTrainedTokenizerFast,
+    Sam2Config,
 )
 
 from .configuration import ScaConfig
@@ -90,6 +91,30 @@ def tiny_text_config(tokenizer: PreTrainedTokenizerBase, kind: str = "gpt2", hid
             **common,
         )
     raise ValueError(f"unknown tiny LM kind {kind!r}: use gpt2 or llama")
+
+
+def tiny_sam2_config(image_size: int = 128, hidden_size: int = 32, stage_widths: tuple[int, ...] = (16, 32, 64, 128),
+                     blocks_per_stage: tuple[int, ...] = (1, 2, 2, 1)) -> Sam2Config:
+    """A small SAM 2: a 4-stage Hiera backbone (stride-4 patches, pooled to 1/8, 1/16, 1/32), an FPN of width
+    `hidden_size` giving feature levels of 1/4, 1/8 and 1/16, SAM 2's two-way decoder. Masks come out at 1/4 of the
+    image, upsampled with the 1/8 and 1/4 levels."""
+    side = image_size // 4
+    heads = [max(1, width // 32) for width in stage_widths]
+    backbone = dict(model_type="sam2_hiera_det_model", hidden_size=stage_widths[0], num_attention_heads=heads[0],
+                    image_size=[image_size, image_size], patch_kernel_size=[7, 7], patch_stride=[4, 4],
+                    patch_padding=[3, 3], query_stride=[2, 2], window_positional_embedding_background_size=[4, 4],
+                    num_query_pool_stages=3, blocks_per_stage=list(blocks_per_stage),
+                    embed_dim_per_stage=list(stage_widths), num_attention_heads_per_stage=heads,
+                    window_size_per_stage=[8, 4, 4, 2], global_attention_blocks=[sum(blocks_per_stage) - 2],
+                    initializer_range=0.02)
+    vision = dict(backbone_config=backbone, backbone_channel_list=list(reversed(stage_widths)),
+                  backbone_feature_sizes=[[side, side], [side // 2, side // 2], [side // 4, side // 4]],
+                  fpn_hidden_size=hidden_size, initializer_range=0.02)
+    return Sam2Config(vision_config=vision,
+                      prompt_encoder_config=dict(hidden_size=hidden_size, image_size=image_size, patch_size=16),
+                      mask_decoder_config=dict(hidden_size=hidden_size, num_attention_heads=2, mlp_dim=2 * hidden_size,
+                                               iou_head_hidden_dim=hidden_size),
+                      initializer_range=0.02)
 
 
 def tiny_sca_config(

@@ -17,14 +17,10 @@ from ..data.sam_frame import SamFrame
 from ..data.sources import load_records
 from ..data.transforms import LargeScaleJitter, RegionTransform
 from ..errors import InputError
-from ..models.registry import build_region_model
+from ..models.registry import build_region_model, model_kinds
 from .trainer import ScaTrainer
 
 log = logging.getLogger("sca.train")
-
-TRAINABLE_KINDS = ("sca", "sca-from-sam-and-lm", "sca-tiny")
-"""The model kinds `sca train` trains: SCA from a checkpoint, from SAM and an LM, or from scratch."""
-
 
 def training_arguments(cfg: DictConfig) -> TrainingArguments:
     options = OmegaConf.to_container(cfg.train.args, resolve=True)
@@ -100,8 +96,9 @@ def run_training(cfg: DictConfig) -> Path:
     captions = [c for records in train_records for r in records for g in r.regions for c in g.captions]
     spec = OmegaConf.to_container(cfg.model, resolve=True)
     kind = spec.pop("kind", None)
-    if kind not in TRAINABLE_KINDS:
-        raise InputError(f"sca train trains SCA models (model.kind {', '.join(TRAINABLE_KINDS)}), not {kind!r}")
+    trainable = [name for name, row in model_kinds().items() if row.trainable]
+    if kind not in trainable:
+        raise InputError(f"sca train trains SCA models (model.kind {', '.join(trainable)}), not {kind!r}")
     sca = build_region_model(kind, spec, captions=captions)
     model, tokenizer = sca.model, sca.tokenizer
     try:

@@ -112,7 +112,7 @@ class ScaTrainer(Trainer):
         total = masks.new_zeros((), dtype=torch.float32)
         for _ in range(self.correction_rounds):
             new_points, new_labels = error_points(masks.detach(), scores.detach(), mask_labels, mask_valid,
-                                                  sca.config.vision_config.image_size)
+                                                  sca.config.prompt_encoder_config.image_size)
             points = new_points if points is None else torch.cat([points, new_points.to(points.dtype)], dim=2)
             labels = new_labels if labels is None else torch.cat([labels, new_labels], dim=2)
             segmentation = sca.segment(outputs.image_embeddings, Prompts(points=points, labels=labels, boxes=boxes))

@@ -162,12 +162,16 @@ class VideoCaptioner:
                 new = self._found(current, generator, [t.last_mask for t in self.tracks if not t.ended], cancelled)
             else:
                 new = []
-            by_id = {}
+            by_id, resumed = {}, {}
             for mask, caption in new:
+                known = tracker.recognise(current, mask) if self.tracks else None
+                if known is not None and known not in resumed:
+                    resumed[known] = mask  # a lost object come back: its track goes on
+                    continue
                 track = Track(len(self.tracks))
                 self.tracks.append(track)
                 by_id[track.object_id] = (track, mask, caption)
-            seen = tracker.step(current, {object_id: mask for object_id, (_, mask, _) in by_id.items()})
+            seen = tracker.step(current, {**resumed, **{object_id: mask for object_id, (_, mask, _) in by_id.items()}})
             for track in self.tracks:
                 if track.ended:
                     continue

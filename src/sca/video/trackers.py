@@ -152,6 +152,11 @@ class Tracker(ABC):
     def forget(self, object_id: int) -> None:
         """Stop following an object."""
 
+    def recognise(self, frame: VideoFrame, mask: np.ndarray) -> int | None:
+        """The object lost lately that a mask found anew in this frame is (by where it went and how it looks), if
+        any: anything mode then resumes its track rather than starting another."""
+        return None
+
 
 class ReprompterTracker(Tracker):
     """Follows each object by prompting the region model's segmenter, each frame, with its previous mask's box grown
@@ -258,6 +263,26 @@ class ReprompterTracker(Tracker):
     def forget(self, object_id: int) -> None:
         for memory in (self.previous, self.lost, self.motion, self.colour):
             memory.pop(object_id, None)
+
+    def recognise(self, frame: VideoFrame, mask: np.ndarray) -> int | None:
+        """A lost object whose colours the mask has (`TrackRules`' max_colour_change), of a like area, found within its
+        own size of where its last step takes it; the nearest of them."""
+        if not mask.any():
+            return None
+        pixels = np.asarray(frame.picture.convert("RGB"))
+        seen, centre = colours(pixels, mask), np.argwhere(mask).mean(0)
+        best, best_distance = None, np.inf
+        for object_id, expected in self._lost_now().items():
+            if not expected.any() or colour_change(seen, self.colour[object_id]) > self.rules.max_colour_change:
+                continue
+            area_ratio = mask.sum() / expected.sum()
+            if not 1 / self.rules.max_area_change <= area_ratio <= self.rules.max_area_change:
+                continue
+            distance = float(np.linalg.norm(np.argwhere(expected).mean(0) - centre))
+            x1, y1, x2, y2 = mask_box(expected)
+            if distance <= np.hypot(x2 - x1, y2 - y1) and distance < best_distance:
+                best, best_distance = object_id, distance
+        return best
 
 
 def _shifted(mask: np.ndarray, dx: int, dy: int) -> np.ndarray:

@@ -1,0 +1,204 @@
+"""SCA on SAM 2: SAM 2's image encoder, prompt encoder and mask decoder (transformers' own modules), the SCA feature
+mixer reading SAM 2's decoder tokens and the stride-16 image features its two-way transformer updated, a projection,
+task tokens and any causal LM.
+
+What the mixer reads: the same two things SCA reads on SAM — SAM 2's output tokens (object score, IoU and mask
+tokens, then the prompt tokens) and the stride-16 image features after the decoder's two-way transformer, one copy per
+region. SAM 2's stride-4 and stride-8 levels reach the caption through the masks they sharpen, not through the mixer:
+they are 16× and 4× the stride-16 grid, and a per-region copy of them (transformers' decoder makes one for its
+upscaling) is what the region's memory goes on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Iterator
+
+import torch
+from huggingface_hub.dataclasses import strict
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedConfig, PreTrainedModel, Sam2Config, Sam2Model
+from transformers import initialization as init
+from transformers.configuration_utils import SubConfigSpec
+from transformers.models.sam2.modeling_sam2 import (
+    Sam2HieraDetModel,
+    Sam2PositionalEmbedding,
+    Sam2PreTrainedModel,
+    Sam2TwoWayTransformer,
+)
+
+from .configuration import TASK_TYPES, ScaMaskCaptionDecoderConfig
+from .mask_caption_decoder import Segmentation
+from .prompts import Prompts
+from .sca import ScaCaptioning, _contiguous_inputs
+
+DEFAULT_TRAINABLE_MODULES = ("mixer", "caption_tokens", "task_tokens", "language_project")
+"""What trains by default: the mixer, its queries, the task tokens and the projection (SAM 2 and the LM frozen)."""
+
+
+@strict
+class ScaSam2Config(PreTrainedConfig):
+    r"""
+    Configuration of [`ScaSam2Model`]: SAM 2 (Hiera image encoder, prompt encoder, mask decoder), the feature mixer,
+    the projection into the language model, task tokens, and any causal language model.
+
+    sam2_config (`Sam2Config` or `dict`): SAM 2's image model (a SAM 2 / 2.1 checkpoint's `config.json`).
+    text_config (`PreTrainedConfig` or `dict`): the causal LM's configuration (any `AutoModelForCausalLM`).
+    mixer_layers (`int`, defaults to SCA's 12): depth of the feature mixer (a two-way transformer of SAM 2's block
+        type, as wide as SAM 2's decoder).
+    num_caption_tokens (`int`, defaults to SCA's 8): learned caption queries per region.
+    num_task_tokens (`int`, defaults to 6): learned prefix tokens per task (caption / recognition).
+    prompt_kinds (`list[str]`, *optional*): the prompt kinds the model was trained to caption (see `ScaConfig`).
+    initializer_range (`float`, defaults to 0.02): std of the normal init of the new modules.
+    """
+
+    model_type = "sca_sam2"
+    input_frame = "stretch"  # SAM 2's: the image resized to a square, its aspect ratio not kept (`StretchFrame`)
+    sub_configs_defaults = {
+        "sam2_config": Sam2Config,
+        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="gpt2"),
+    }
+
+    sam2_config: dict | PreTrainedConfig | None = None
+    text_config: dict | PreTrainedConfig | None = None
+    mixer_layers: int = ScaMaskCaptionDecoderConfig.additional_num_hidden_layers
+    num_caption_tokens: int = ScaMaskCaptionDecoderConfig.num_caption_tokens
+    num_task_tokens: int = 6
+    prompt_kinds: list[str] | None = None
+    initializer_range: float = 0.02
+    tie_word_embeddings: bool = True
+
+    @property
+    def prompt_encoder_config(self) -> PreTrainedConfig:
+        """SAM 2's prompt encoder's (the input frame is read from it)."""
+        return self.sam2_config.prompt_encoder_config
+
+
+class ScaSam2PreTrainedModel(PreTrainedModel):
+    config_class = ScaSam2Config
+    config: ScaSam2Config
+    base_model_prefix = "sca_sam2"
+    main_input_name = "pixel_values"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _no_split_modules = ["Sam2MultiScaleBlock"]
+
+    def _init_weights(self, module: nn.Module):
+        super()._init_weights(module)
+        # SAM 2's own inits (`Sam2PreTrainedModel._init_weights`), which a model from scratch needs
+        if isinstance(module, Sam2HieraDetModel):
+            for name in ("pos_embed", "pos_embed_window"):
+                if getattr(module, name) is not None:
+                    init.zeros_(getattr(module, name))
+        elif isinstance(module, Sam2PositionalEmbedding):
+            init.normal_(module.positional_embedding, std=module.scale)
+        elif isinstance(module, Sam2Model):
+            init.zeros_(module.no_memory_embedding)
+
+
+class ScaSam2Model(ScaCaptioning, ScaSam2PreTrainedModel):
+    """Segment and Caption Anything on SAM 2: SAM 2 segments each prompted region; the feature mixer's caption queries
+    read SAM 2's decoder tokens and its updated stride-16 image features; a projection maps them into the LM's
+    embedding space behind the task tokens; the causal LM decodes the caption.
+
+    Image embeddings are SAM 2's list of feature levels `[(B, C/8, 4H, 4W), (B, C/4, 2H, 2W), (B, C, H, W)]`.
+    """
+
+    default_trainable_modules = DEFAULT_TRAINABLE_MODULES
+    module_aliases = {"mask_decoder.additional_transformer": "mixer", "mask_decoder.caption_tokens": "caption_tokens",
+                      "vision_encoder": "sam.vision_encoder", "prompt_encoder": "sam.prompt_encoder",
+                      "mask_decoder": "sam.mask_decoder"}
+    _keys_to_ignore_on_load_unexpected = Sam2PreTrainedModel._keys_to_ignore_on_load_unexpected
+
+    def __init__(self, config: ScaSam2Config, language_model: PreTrainedModel | None = None):
+        super().__init__(config)
+        config.sam2_config._attn_implementation = config._attn_implementation
+        self.sam = Sam2Model(config.sam2_config)
+        mixer_config = copy.deepcopy(config.sam2_config.mask_decoder_config)
+        mixer_config.num_hidden_layers = config.mixer_layers
+        self.mixer = Sam2TwoWayTransformer(mixer_config)
+        hidden = mixer_config.hidden_size
+        self.caption_tokens = nn.Embedding(config.num_caption_tokens, hidden)
+        if language_model is None:
+            language_model = AutoModelForCausalLM.from_config(config.text_config)
+        self.language_model = language_model
+        lm_head = language_model.get_output_embeddings()
+        if lm_head is not None:
+            lm_head.register_forward_pre_hook(_contiguous_inputs)  # see ScaModel
+        lm_hidden = language_model.get_input_embeddings().embedding_dim
+        self.language_project = nn.Linear(hidden, lm_hidden)
+        self.task_tokens = nn.Embedding(len(TASK_TYPES) * config.num_task_tokens, lm_hidden)
+        self.post_init()
+        self.set_trainable(self.default_trainable_modules)
+
+    @classmethod
+    def from_sam2_and_lm(cls, sam2: str, lm: str, mixer_layers: int | None = None, caption_tokens: int | None = None,
+                         task_tokens: int | None = None, **from_pretrained_kwargs) -> ScaSam2Model:
+        """A fresh SCA on SAM 2 from a SAM 2 / 2.1 checkpoint (an image or a video one) and a causal LM (folders or
+        hub ids): their weights loaded; the mixer, queries, task tokens and projection new (None: the defaults)."""
+        sam = Sam2Model.from_pretrained(sam2, **from_pretrained_kwargs)
+        language_model = AutoModelForCausalLM.from_pretrained(lm, **from_pretrained_kwargs)
+        sizes = {"mixer_layers": mixer_layers, "num_caption_tokens": caption_tokens, "num_task_tokens": task_tokens}
+        config = ScaSam2Config(sam2_config=sam.config.to_dict(), text_config=language_model.config.to_dict(),
+                               **{name: value for name, value in sizes.items() if value is not None})
+        model = cls(config, language_model=language_model)
+        model.sam.load_state_dict(sam.state_dict())
+        return model.to(sam.dtype)
+
+    # ------------------------------------------------------------------ the parts of the pass
+
+    def get_image_embeddings(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
+        """`(B, 3, S, S)` → SAM 2's feature levels, finest first (as `Sam2Model.get_image_embeddings`, with gradients
+        when the encoder trains)."""
+        batch_size = pixel_values.shape[0]
+        features = self.sam.get_image_features(pixel_values.to(self.dtype), return_dict=True).fpn_hidden_states
+        features = list(features)
+        features[-1] = features[-1] + self.sam.no_memory_embedding
+        return [feature.permute(1, 2, 0).reshape(batch_size, -1, *size)
+                for feature, size in zip(features, self.sam.backbone_feature_sizes)]
+
+    def segment(self, image_embeddings: list[torch.Tensor], prompts: Prompts, multimask_output: bool = True,
+                min_iou: float | None = None) -> Segmentation:
+        """SAM 2's prompt encoder and mask decoder (transformers' `Sam2Model.forward` on the given embeddings), keeping
+        what its two-way transformer made for the mixer. Mask prompts go one region at a time (SAM 2's decoder takes
+        one dense prompt per image). `min_iou` is not used: every mask is made."""
+        if prompts.masks is not None and prompts.num_regions > 1:
+            parts = [self.segment(image_embeddings, prompts.take(slice(r, r + 1)), multimask_output)
+                     for r in range(prompts.num_regions)]
+            return Segmentation(*(torch.cat([getattr(p, name) for p in parts], dim=1)
+                                  for name in ("iou_scores", "pred_masks", "output_tokens", "image_features")))
+        inputs = {name: value for name, value in prompts.as_sam_inputs().items() if name != "valid"}
+        if inputs["input_masks"] is not None:
+            inputs["input_masks"] = inputs["input_masks"][:, 0, None]  # (B, 1, 4h, 4w)
+        with _kept_output(self.sam.mask_decoder.transformer) as kept:
+            output = self.sam(image_embeddings=image_embeddings, multimask_output=multimask_output, **inputs)
+        tokens, image = kept[0]
+        batch_size, num_regions = tokens.shape[:2]
+        return Segmentation(iou_scores=output.iou_scores, pred_masks=output.pred_masks, output_tokens=tokens,
+                            image_features=image.reshape(batch_size, num_regions, *image.shape[-2:]))
+
+    def mix(self, segmentation: Segmentation) -> torch.Tensor:
+        """The feature mixer: `(B, R, num_caption_tokens, C)` caption queries."""
+        tokens, image = segmentation.output_tokens, segmentation.image_features
+        batch_size, num_regions, positions, channels = image.shape
+        height, width = self.sam.prompt_encoder.image_embedding_size
+        queries = self.caption_tokens.weight.expand(batch_size, num_regions, -1, -1)
+        queries = torch.cat([queries, tokens.to(queries.dtype)], dim=2)
+        sides = image.reshape(batch_size * num_regions, height, width, channels).permute(0, 3, 1, 2)
+        queries, _ = self.mixer(point_embeddings=queries, image_embeddings=sides,
+                                image_positional_embeddings=self.sam.get_image_wide_positional_embeddings(),
+                                attention_similarity=None)
+        return queries[:, :, : self.config.num_caption_tokens]
+
+
+@contextlib.contextmanager
+def _kept_output(module: nn.Module) -> Iterator[list]:
+    """What the module returns while the block runs (SAM 2's decoder returns masks and scores, not the tokens and image
+    features its transformer made, which the mixer reads)."""
+    kept: list = []
+    handle = module.register_forward_hook(lambda _module, _args, output: kept.append(output))
+    try:
+        yield kept
+    finally:
+        handle.remove()

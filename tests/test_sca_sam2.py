@@ -1,0 +1,106 @@
+"""SCA on SAM 2: its SAM 2 parts are transformers' own modules and give what `Sam2Model` gives; the mixer reads each
+region's own features; it saves, loads, trains and generates as SCA on SAM does."""
+
+import pytest
+import torch
+from transformers import Sam2Model
+
+from sca.data.sources.shapes import all_captions
+from sca.models.prompts import Prompts
+from sca.models.sca_region import build_sca_sam2
+from sca.models.sca_sam2 import ScaSam2Model
+
+
+@pytest.fixture(scope="module")
+def built():
+    torch.manual_seed(0)
+    return build_sca_sam2(captions=all_captions(), image_size=64, hidden_size=32)
+
+
+@pytest.fixture(scope="module")
+def pixels():
+    return torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+
+
+def _sam2(model: ScaSam2Model) -> Sam2Model:
+    """A plain transformers SAM 2 holding the same weights."""
+    sam = Sam2Model(model.config.sam2_config).eval()
+    sam.load_state_dict(model.sam.state_dict())
+    return sam
+
+
+def test_the_sam2_parts_give_what_transformers_sam2_gives(built, pixels):
+    model = built.model.eval()
+    sam = _sam2(model)
+    with torch.no_grad():
+        levels = model.get_image_embeddings(pixels)
+        expected = sam.get_image_embeddings(pixels)
+        for ours, theirs in zip(levels, expected, strict=True):
+            torch.testing.assert_close(ours, theirs)
+        boxes = torch.tensor([[[4.0, 4.0, 40.0, 30.0], [20.0, 10.0, 60.0, 60.0]]] * 2)
+        points = torch.tensor([[[[30.0, 30.0], [5.0, 5.0]], [[50.0, 40.0], [10.0, 50.0]]]] * 2)
+        labels = torch.tensor([[[1, 0], [1, 1]]] * 2)
+        for prompts in (Prompts(boxes=boxes), Prompts(points=points, labels=labels),
+                        Prompts(points=points, labels=labels, boxes=boxes)):
+            ours = model.segment(levels, prompts)
+            theirs = sam(pixel_values=pixels, **{k: v for k, v in prompts.as_sam_inputs().items() if k != "valid"})
+            torch.testing.assert_close(ours.iou_scores, theirs.iou_scores)
+            torch.testing.assert_close(ours.pred_masks, theirs.pred_masks)
+        masks = torch.zeros(2, 2, 64, 64)
+        masks[:, 0, 10:30, 10:30] = 1
+        masks[:, 1, 30:60, 20:50] = 1
+        ours = model.segment(levels, Prompts(masks=masks))
+        for r in range(2):
+            theirs = sam(pixel_values=pixels, input_masks=masks[:, r, None])
+            torch.testing.assert_close(ours.iou_scores[:, r], theirs.iou_scores[:, 0])
+
+
+def test_each_region_is_mixed_from_its_own_features(built, pixels):
+    model = built.model.eval()
+    with torch.no_grad():
+        levels = model.get_image_embeddings(pixels)
+        boxes = torch.tensor([[[4.0, 4.0, 40.0, 30.0], [20.0, 10.0, 60.0, 60.0]],
+                              [[0.0, 0.0, 64.0, 64.0], [8.0, 8.0, 16.0, 16.0]]])
+        together = model.mix(model.segment(levels, Prompts(boxes=boxes)))
+        for b in range(2):
+            for r in range(2):
+                one = [level[b : b + 1] for level in levels]
+                alone = model.mix(model.segment(one, Prompts(boxes=boxes[b : b + 1, r : r + 1])))
+                torch.testing.assert_close(together[b, r], alone[0, 0], atol=1e-5, rtol=1e-5)
+
+
+def test_it_trains_the_mixer_by_default_and_everything_when_asked(built, pixels):
+    model = built.model
+    model.train()
+    tokens = torch.randint(0, len(built.tokenizer), (2, 2, 5))
+    output = model(pixel_values=pixels, input_boxes=torch.tensor([[[0.0, 0.0, 30.0, 30.0], [10, 10, 60, 60]]] * 2),
+                   input_ids=tokens, labels=tokens)
+    assert torch.isfinite(output.loss) and output.pred_masks.shape == (2, 2, 3, 16, 16)
+    output.loss.backward()
+    with_grad = {name.split(".")[0] for name, p in model.named_parameters() if p.grad is not None}
+    assert with_grad == {"mixer", "caption_tokens", "task_tokens", "language_project"}
+    model.zero_grad()
+    model.set_trainable(["sam", "mixer", "caption_tokens", "task_tokens", "language_project"])
+    output = model(pixel_values=pixels, input_boxes=torch.tensor([[[0.0, 0.0, 30.0, 30.0]]] * 2),
+                   input_ids=tokens[:, :1], labels=tokens[:, :1])
+    output.loss.backward()
+    assert model.sam.vision_encoder.backbone.patch_embed.projection.weight.grad is not None
+    model.set_trainable(model.default_trainable_modules)
+    model.zero_grad()
+    model.eval()
+
+
+def test_it_saves_and_loads_as_any_sca_checkpoint(built, tmp_path):
+    from sca.api import RegionCaptioner
+    from sca.models.loading import load_sca_model
+
+    built.model.save_pretrained(tmp_path)
+    built.tokenizer.save_pretrained(tmp_path)
+    loaded = load_sca_model(tmp_path)
+    assert isinstance(loaded, ScaSam2Model)
+    for name, weight in built.model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], weight), name
+    captioner = RegionCaptioner.from_pretrained(tmp_path, max_new_tokens=4)  # kind sca: any SCA checkpoint
+    captioner.set_image(torch.zeros(40, 70, 3, dtype=torch.uint8).numpy())
+    regions = captioner.caption(boxes=[[2, 2, 30, 30]])
+    assert regions[0].to_dict()["mask"]["size"] == [40, 70]
