@@ -69,7 +69,10 @@ def test_quality_bench_writes_tables_with_goals_and_breakdown(tmp_path, capsys):
     assert "| kind=" in table and "| side=" in table and "| background=light" in table
     report = json.loads((tmp_path / "quality.json").read_text())["classic"]
     assert report["images"] == 2
-    assert set(report) >= {"box", "point", "point pair", "far negative"}
+    assert set(report) >= {"box", "point", "point pair", "far negative", "anything"}
+    assert 0 <= report["anything"]["recall"] <= 1 and set(report["anything"]["recall_by"]) <= {
+        "background=light", "background=mid", "background=dark"}
+    assert "anything mode: shapes found" in table
     assert 0 <= report["box"]["colour_kind"] <= 1 and report["box"]["exact_match"] <= report["box"]["colour_kind"]
     assert main(["bench", "quality", "--worlds", "moon"]) == 2
     assert "--worlds" in capsys.readouterr().err

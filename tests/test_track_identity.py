@@ -176,3 +176,30 @@ def test_the_video_bench_counts_fragmentations_and_frames_on_another_object():
     frame = TruthFrame(0, Image.new("RGB", (20, 20)), masks={0: own, 1: other})
     assert not _on_another_object(own, 0, frame) and _on_another_object(other, 0, frame)
     assert not _on_another_object(np.zeros_like(own), 0, frame)
+
+
+def test_a_lost_object_found_again_is_recognised_by_where_it_went_and_how_it_looks():
+    from sca.video.trackers import ReprompterTracker, VideoFrame
+
+    def frame(squares):
+        picture = Image.new("RGB", (80, 60), (230, 230, 230))
+        draw = ImageDraw.Draw(picture)
+        for (x, y), colour in squares:
+            draw.rectangle([x, y, x + 9, y + 9], fill=COLOURS[colour])
+        return VideoFrame(0, picture, None)
+
+    def square(x, y):
+        mask = np.zeros((60, 80), bool)
+        mask[y : y + 10, x : x + 10] = True
+        return mask
+
+    tracker = ReprompterTracker(model=None)
+    first = frame([((10, 20), "red")])
+    pixels = np.asarray(first.picture)
+    tracker._remember({7: (square(10, 20), 1.0)}, pixels)
+    tracker._remember({7: (square(14, 20), 1.0)}, np.asarray(frame([((14, 20), "red")]).picture))
+    tracker._remember({}, pixels)  # hidden: it is now lost, moving 4 px a frame to the right
+    later = frame([((26, 20), "red"), ((60, 40), "red")])
+    assert tracker.recognise(later, square(26, 20)) == 7  # where its step takes it, in its colour
+    assert tracker.recognise(later, square(60, 40)) is None  # its colour, far from there
+    assert tracker.recognise(frame([((27, 22), "blue")]), square(27, 22)) is None  # there, in another colour

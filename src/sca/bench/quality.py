@@ -1,8 +1,10 @@
 """Quality on held-out shapes images: caption exact match, CIDEr-D and METEOR, and mask mIoU, for box prompts, one
 interior point, a positive + negative point pair (the negative beside the shape) and the same with the negative far
-off in the background; colour + kind (the caption names the right colour and kind,
+off in the background; and anything mode (no prompt: a shape is found when a region's mask has IoU >= 0.5 with it,
+and that region's caption is scored); colour + kind (the caption names the right colour and kind,
 whatever its size word: sizes near the world's one threshold are ambiguous to the eye as well); with the breakdown of
-exact match by kind, colour and size word (where the model errs). The goals are those of the shipped model."""
+exact match by kind, colour, size word and background tone (where the model errs), and anything mode's recall by
+background tone. The goals are those of the shipped model."""
 
 from __future__ import annotations
 
@@ -17,9 +19,12 @@ from ..data.records import ImageRecord
 from ..data.sources.shapes import ShapesWorld
 from ..geometry import mask_iou
 from ..masks import decode_mask
+from ..options import AnythingOptions
 from ..tables import markdown_table
 
-PROMPTS = ("box", "point", "point pair", "far negative")
+PROMPTS = ("box", "point", "point pair", "far negative", "anything")
+FOUND_IOU = 0.5
+"""Anything mode finds a shape when one of its regions' masks has at least this IoU with the shape's."""
 GOALS = {
     "rich": {("box", "exact_match"): 0.97, ("box", "mIoU"): 0.85, ("point pair", "mIoU"): 0.75},
     # the first shipped model on the classic world's test split: the new one is to do no worse
@@ -91,7 +96,8 @@ def evaluate_quality(
     """`{prompt kind: {"regions", "exact_match", "colour_kind", "mIoU", ["CIDEr-D", "METEOR"], "by": {group: exact
     match}}}`, on the 0-1 scale; groups are `kind=...`, `colour=...`, `size=...` of the reference caption, `side=...`,
     the band of the region's longer box side as a share of the image's shorter side (where small shapes start to
-    fail), and `background=...`, the image's tone (`background_tone`)."""
+    fail), and `background=...`, the image's tone (`background_tone`). Anything mode's entry also has `recall`
+    and `recall_by` (by background tone)."""
     references: list[list[str]] = []
     bands: list[str] = []
     tones: list[str] = []
@@ -107,6 +113,15 @@ def evaluate_quality(
         references += [list(r.captions) for r in record.regions]
         bands += [side_band(r.box, record) for r in record.regions]
         for kind in prompts:
+            if kind == "anything":
+                found = captioner.anything(AnythingOptions())
+                for mask in masks:
+                    overlaps = [float(mask_iou(region.best_mask, mask)) for region in found]
+                    best = int(np.argmax(overlaps)) if overlaps else None
+                    hit = best is not None and overlaps[best] >= FOUND_IOU
+                    results[kind]["captions"].append(found[best].caption if hit else "")
+                    results[kind]["ious"].append(overlaps[best] if best is not None else 0.0)
+                continue
             if kind == "box":
                 regions = captioner.caption(boxes=[r.box for r in record.regions])
             elif kind == "point":
@@ -135,6 +150,13 @@ def evaluate_quality(
             "mIoU": float(np.mean(result["ious"])) if captions else 0.0,
             "by": {group: float(np.mean(hits)) for group, hits in sorted(groups.items())},
         }
+        if kind == "anything":
+            found = [iou >= FOUND_IOU for iou in result["ious"]]
+            by_tone = defaultdict(list)
+            for hit, tone in zip(found, tones):
+                by_tone[f"background={tone}"].append(hit)
+            report[kind]["recall"] = float(np.mean(found)) if found else 0.0
+            report[kind]["recall_by"] = {group: float(np.mean(hits)) for group, hits in sorted(by_tone.items())}
         if caption_metrics and captions:
             from ..eval.captions import score_captions
 
@@ -166,6 +188,11 @@ def quality_table(report: dict[str, dict], images: int, world: str = "rich") -> 
     if groups:
         breakdown = [[group, *(f"{100 * report[kind]['by'].get(group, 0):.1f}" for kind in report)] for group in groups]
         table += "\n" + markdown_table(["exact match by", *report], breakdown)
+    if "recall_by" in report.get("anything", {}):
+        recall = report["anything"]
+        rows = [["all", f"{100 * recall['recall']:.1f}"]] + [[group, f"{100 * value:.1f}"]
+                                                               for group, value in recall["recall_by"].items()]
+        table += "\n" + markdown_table(["anything mode: shapes found (IoU ≥ 0.5), by", "%"], rows)
     return table
 
 

@@ -18,7 +18,8 @@ def add(commands) -> None:
         description="Box prompts, one point, and a positive + negative point pair (the negative beside the shape, "
         "then far off in the background) on held-out shapes images (each world's test split): caption exact match "
         "(and its breakdown by kind, colour, size and background tone), CIDEr-D and METEOR (pycocoevalcap), and the "
-        "mIoU of the highest-IoU mask.",
+        "mIoU of the highest-IoU mask; and anything mode (no prompt): the shapes it finds (a mask of IoU >= 0.5), by "
+        "background tone, and their captions.",
     )
     quality.add_argument("--images", type=int, default=200, help="held-out images per world (default 200)")
     quality.add_argument("--worlds", default="rich,classic", help="the shapes worlds: rich and/or classic")
