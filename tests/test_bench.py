@@ -19,6 +19,18 @@ def test_speed_table_and_json(tmp_path, capsys):
     assert rows[0]["parts"]["regions"] == 3
 
 
+def test_speed_rows_of_sca_on_sam2_beside_sca(tmp_path, capsys):
+    code = main(["bench", "speed", "--models", "sca,sca-sam2", "--sam", "tiny,sam2-tiny", "--image-size", "224",
+                 "--regions", "2", "--chunks", "2", "--mixer-layers", "1", "--new-tokens", "2", "--runs", "1",
+                 "--out", str(tmp_path)])
+    assert code == 0
+    rows = json.loads((tmp_path / "speed.json").read_text())
+    assert [(r["case"]["model"], r["case"]["sam"]) for r in rows] == [("sca", "tiny"), ("sca-sam2", "sam2-tiny")]
+    assert all(r["seconds_per_image"] > 0 for r in rows)
+    assert main(["bench", "speed", "--models", "sca-sam2", "--sam", "vit-b"]) == 2
+    assert "sca-sam2 rows SAM 2's" in capsys.readouterr().err
+
+
 def test_speed_options_are_checked(capsys):
     assert main(["bench", "speed", "--sam", "vit-x"]) == 2
     assert "--sam" in capsys.readouterr().err

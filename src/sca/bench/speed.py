@@ -148,25 +148,55 @@ SAM2_SIZES = {
     # Hiera: embedding width, blocks per stage, heads per stage, global attention blocks (SAM 2.1's tiny and base+)
     "sam2-hiera-t": (96, [1, 2, 7, 2], [1, 2, 4, 8], [5, 7, 9]),
     "sam2-hiera-b+": (112, [2, 3, 16, 3], [2, 4, 8, 16], [12, 16, 20]),
+    "sam2-tiny": (16, [1, 1, 2, 1], [1, 1, 1, 1], [3]),  # for checking the benchmark itself (224² and up)
 }
+
+
+def sam2_config(size: str, image_size: int):
+    """SAM 2's configuration with a Hiera of this size (`SAM2_SIZES`)."""
+    from transformers import Sam2Config
+
+    width, blocks, heads, global_blocks = SAM2_SIZES[size]
+    widths = [width * 2**i for i in range(4)]
+    backbone = dict(model_type="sam2_hiera_det_model", hidden_size=width, num_attention_heads=heads[0],
+                    image_size=[image_size] * 2, blocks_per_stage=blocks, embed_dim_per_stage=widths,
+                    num_attention_heads_per_stage=heads, global_attention_blocks=global_blocks)
+    side = image_size // 4
+    vision = dict(backbone_config=backbone, backbone_channel_list=widths[::-1],
+                  backbone_feature_sizes=[[side, side], [side // 2, side // 2], [side // 4, side // 4]])
+    return Sam2Config(vision_config=vision, prompt_encoder_config=dict(image_size=image_size))
 
 
 def build_segmenter(case: Case):
     """SAM (ViT-B/L/H) or SAM 2 (Hiera) at real size with random weights."""
-    from transformers import Sam2Config, Sam2Model, SamConfig, SamModel
+    from transformers import Sam2Model, SamConfig, SamModel
 
     if case.sam in SAM2_SIZES:
-        width, blocks, heads, global_blocks = SAM2_SIZES[case.sam]
-        widths = [width * 2**i for i in range(4)]
-        backbone = dict(model_type="sam2_hiera_det_model", hidden_size=width, num_attention_heads=heads[0],
-                        image_size=[case.image_size] * 2, blocks_per_stage=blocks, embed_dim_per_stage=widths,
-                        num_attention_heads_per_stage=heads, global_attention_blocks=global_blocks)
-        side = case.image_size // 4
-        vision = dict(backbone_config=backbone, backbone_channel_list=widths[::-1],
-                      backbone_feature_sizes=[[side, side], [side // 2, side // 2], [side // 4, side // 4]])
-        return Sam2Model(Sam2Config(vision_config=vision, prompt_encoder_config=dict(image_size=case.image_size)))
+        return Sam2Model(sam2_config(case.sam, case.image_size))
     return SamModel(SamConfig(vision_config=sam_vision_config(case.sam, case.image_size),
                               prompt_encoder_config=dict(image_size=case.image_size)))
+
+
+def build_sca_sam2(case: Case):
+    """SCA on SAM 2 at real size with random weights (a Hiera of `case.sam`, SCA's mixer, the LM)."""
+    from ..models.sca_region import ScaRegionModel
+    from ..models.sca_sam2 import ScaSam2Config, ScaSam2Model
+
+    config = ScaSam2Config(sam2_config=sam2_config(case.sam, case.image_size).to_dict(),
+                           text_config=lm_config(case.lm).to_dict(),
+                           **({} if case.mixer_layers is None else {"mixer_layers": case.mixer_layers}))
+    model = ScaSam2Model(config).to(case.device, DTYPES[case.dtype]).eval()
+    if case.quantize == "int8":
+        from ..models.quantize import quantize_int8
+
+        quantize_int8(model)
+    return ScaRegionModel(model, _IdsTokenizer(model.config.text_config), _forced_length(case))
+
+
+def takes(model: str, sam: str) -> bool:
+    """Whether a row of this kind runs on this segmenter size: SCA on SAM's ViTs, SCA on SAM 2 on its Hieras."""
+    kind = model.removesuffix("-anything")
+    return (sam in SAM2_SIZES) == (kind == "sca-sam2") or kind not in ("sca", "sca-sam2")
 
 
 def build_sam_captioner(case: Case):
@@ -224,7 +254,7 @@ def build_sam_captioner(case: Case):
                         candidates=case.candidates)
 
 
-RANDOM_WEIGHTS = {"sca": build_sca, "sam-captioner": build_sam_captioner}
+RANDOM_WEIGHTS = {"sca": build_sca, "sca-sam2": build_sca_sam2, "sam-captioner": build_sam_captioner}
 """Kinds the benchmark builds at real size with random weights (no checkpoint needed); others use their defaults."""
 
 

@@ -63,7 +63,7 @@ def add(commands) -> None:
                        help="model kinds: sca and sam-captioner at real size with random weights, any other registered "
                        "kind with its defaults; KIND-anything segments and captions everything")
     speed.add_argument("--sam", default="vit-b", help="segmenters: SAM's vit-b, vit-l, vit-h; SAM 2's sam2-hiera-t, "
-                       "sam2-hiera-b+ (SCA rows take SAM's)")
+                       "sam2-hiera-b+ (sca rows take SAM's, sca-sam2 rows SAM 2's)")
     speed.add_argument("--captioner", default="blip", choices=("blip", "git", "llava"),
                        help="SAM-Captioner's captioner: blip or git (base, on crops) or llava (a chat VLM, focal prompts)")
     speed.add_argument("--candidates", default="all", choices=("all", "best"), help="SAM-Captioner: captions per mask")
@@ -163,7 +163,7 @@ def cmd_bench_speed(args) -> int:
     import itertools
     from dataclasses import asdict
 
-    from ..bench.speed import SAM2_SIZES, SAM_SIZES, SCOPES, Case, markdown, run_in_subprocess
+    from ..bench.speed import SAM2_SIZES, SAM_SIZES, SCOPES, Case, markdown, run_in_subprocess, takes
     from ..files import write_json_atomically, write_text_atomically
 
     def split(text: str, cast=str) -> list:
@@ -207,7 +207,11 @@ def cmd_bench_speed(args) -> int:
              scope=scope, quantize=None if q == "none" else q, static_cache=args.static_cache,
              candidates=args.candidates, photo_size=args.photo_size)
         for m, sam, lm, d, q, c, r, scope in itertools.product(models, sams, lms, dtypes, quantize, chunks, regions, scopes)
+        if takes(m, sam)
     ]
+    if not cases:
+        raise InputError("no row to run: SCA rows take SAM's sizes (--sam vit-b ...), sca-sam2 rows SAM 2's "
+                         "(--sam sam2-hiera-b+ ...)")
     results = []
     for i, case in enumerate(cases, 1):
         print(f"[{i}/{len(cases)}] {case.model} {case.sam} {case.lm} {case.dtype} chunk {case.chunk_size}, "
