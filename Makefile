@@ -15,7 +15,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(subst /,_,$(subst =,_,$(TORCH_SPEC)))
 SHAPES_RUN ?= build/shapes-model
 
-.PHONY: setup run test default-model clean
+.PHONY: setup run test default-model shapes-sam2-model clean
 
 setup: $(STAMP)
 
@@ -50,6 +50,15 @@ default-model: $(STAMP)
 	$(BIN)/python -m sca.assets.build model $(SHAPES_RUN)/stage-6/final
 	$(BIN)/sca bench quality --out $(SHAPES_RUN)/quality
 	$(BIN)/sca bench video --out $(SHAPES_RUN)/video
+
+# SCA on SAM 2 for the shapes world, from scratch, in one stage (the candidate v3; benchmarked, not installed).
+SAM2_RUN ?= build/shapes-sam2-model
+SAM2_STEPS ?= 4000
+shapes-sam2-model: $(STAMP)
+	$(BIN)/sca train model=sca-sam2-shapes train=sam2-shapes train.args.max_steps=$(SAM2_STEPS) \
+		train.max_eval_samples=0 output_dir=$(SAM2_RUN)
+	$(BIN)/sca bench quality --model $(SAM2_RUN)/final --out $(SAM2_RUN)/quality
+	$(BIN)/sca bench video --model $(SAM2_RUN)/final --out $(SAM2_RUN)/video
 
 # The web demo's end-to-end test drives Debian's Chromium (Playwright from PyPI drives it; no browser download).
 CHROMIUM ?= /usr/bin/chromium
