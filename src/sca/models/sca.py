@@ -123,6 +123,22 @@ class ScaCaptioning:
         model.set_trainable(model.default_trainable_modules)
         return loaded
 
+    def _add_language_half(self, mixer_hidden: int, language_model: PreTrainedModel | None) -> None:
+        """The causal LM (`config.text_config`'s, new, unless given), the projection from the mixer's width into its
+        embeddings, and the task tokens."""
+        if language_model is None:
+            language_model = AutoModelForCausalLM.from_config(self.config.text_config)
+        self.language_model = language_model
+        lm_head = language_model.get_output_embeddings()
+        if lm_head is not None:
+            # The LM head gets the last position of each sequence as a strided `(N, 1, H)` slice. With frozen
+            # weights, PyTorch then multiplies it by one expanded copy of the vocabulary matrix per sequence
+            # (1.5 s for 16 regions of GPT-2 in bf16 on a CPU); a contiguous input takes one matrix product.
+            lm_head.register_forward_pre_hook(_contiguous_inputs)
+        lm_hidden = language_model.get_input_embeddings().embedding_dim
+        self.language_project = nn.Linear(mixer_hidden, lm_hidden)
+        self.task_tokens = nn.Embedding(len(TASK_TYPES) * self.config.num_task_tokens, lm_hidden)
+
     def set_trainable(self, module_paths: Sequence[str]) -> None:
         """Freeze everything, then unfreeze the modules at these dotted paths (e.g. `language_model`)."""
         self.requires_grad_(False)
@@ -371,19 +387,7 @@ class ScaModel(ScaCaptioning, ScaPreTrainedModel):
         self.prompt_encoder = SamPromptEncoder(config)
         self.mask_decoder = ScaMaskCaptionDecoder(config.mask_caption_decoder_config)
 
-        if language_model is None:
-            language_model = AutoModelForCausalLM.from_config(config.text_config)
-        self.language_model = language_model
-        lm_head = language_model.get_output_embeddings()
-        if lm_head is not None:
-            # The LM head gets the last position of each sequence as a strided `(N, 1, H)` slice. With frozen
-            # weights, PyTorch then multiplies it by one expanded copy of the vocabulary matrix per sequence
-            # (1.5 s for 16 regions of GPT-2 in bf16 on a CPU); a contiguous input takes one matrix product.
-            lm_head.register_forward_pre_hook(_contiguous_inputs)
-        lm_hidden = language_model.get_input_embeddings().embedding_dim
-        decoder_hidden = config.mask_caption_decoder_config.hidden_size
-        self.language_project = nn.Linear(decoder_hidden, lm_hidden)
-        self.task_tokens = nn.Embedding(len(TASK_TYPES) * config.num_task_tokens, lm_hidden)
+        self._add_language_half(config.mask_caption_decoder_config.hidden_size, language_model)
         self.post_init()
         self.set_trainable(self.default_trainable_modules)
 

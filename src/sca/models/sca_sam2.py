@@ -28,10 +28,10 @@ from transformers.models.sam2.modeling_sam2 import (
     Sam2TwoWayTransformer,
 )
 
-from .configuration import TASK_TYPES, ScaMaskCaptionDecoderConfig
+from .configuration import ScaMaskCaptionDecoderConfig
 from .mask_caption_decoder import Segmentation
 from .prompts import Prompts
-from .sca import ScaCaptioning, _contiguous_inputs
+from .sca import ScaCaptioning
 
 DEFAULT_TRAINABLE_MODULES = ("mixer", "caption_tokens", "task_tokens", "language_project")
 """What trains by default: the mixer, its queries, the task tokens and the projection (SAM 2 and the LM frozen)."""
@@ -118,17 +118,8 @@ class ScaSam2Model(ScaCaptioning, ScaSam2PreTrainedModel):
         mixer_config = copy.deepcopy(config.sam2_config.mask_decoder_config)
         mixer_config.num_hidden_layers = config.mixer_layers
         self.mixer = Sam2TwoWayTransformer(mixer_config)
-        hidden = mixer_config.hidden_size
-        self.caption_tokens = nn.Embedding(config.num_caption_tokens, hidden)
-        if language_model is None:
-            language_model = AutoModelForCausalLM.from_config(config.text_config)
-        self.language_model = language_model
-        lm_head = language_model.get_output_embeddings()
-        if lm_head is not None:
-            lm_head.register_forward_pre_hook(_contiguous_inputs)  # see ScaModel
-        lm_hidden = language_model.get_input_embeddings().embedding_dim
-        self.language_project = nn.Linear(hidden, lm_hidden)
-        self.task_tokens = nn.Embedding(len(TASK_TYPES) * config.num_task_tokens, lm_hidden)
+        self.caption_tokens = nn.Embedding(config.num_caption_tokens, mixer_config.hidden_size)
+        self._add_language_half(mixer_config.hidden_size, language_model)
         self.post_init()
         self.set_trainable(self.default_trainable_modules)
 
@@ -181,7 +172,7 @@ class ScaSam2Model(ScaCaptioning, ScaSam2PreTrainedModel):
     def mix(self, segmentation: Segmentation) -> torch.Tensor:
         """The feature mixer: `(B, R, num_caption_tokens, C)` caption queries."""
         tokens, image = segmentation.output_tokens, segmentation.image_features
-        batch_size, num_regions, positions, channels = image.shape
+        batch_size, num_regions, _, channels = image.shape
         height, width = self.sam.prompt_encoder.image_embedding_size
         queries = self.caption_tokens.weight.expand(batch_size, num_regions, -1, -1)
         queries = torch.cat([queries, tokens.to(queries.dtype)], dim=2)
