@@ -52,6 +52,11 @@ class VideoFrame:
     def encoded(self) -> EncodedImages:
         return self.model.encode([self.picture])
 
+    @cached_property
+    def pixels(self) -> np.ndarray:
+        """`(H, W, 3)` uint8 RGB: what the track rules read colours from."""
+        return np.asarray(self.picture.convert("RGB"))
+
 
 @dataclass(frozen=True)
 class TrackRules:
@@ -197,7 +202,7 @@ class ReprompterTracker(Tracker):
     @torch.no_grad()
     def step(self, frame: VideoFrame, new: dict[int, np.ndarray]) -> dict[int, tuple[np.ndarray, float]]:
         found = {object_id: (mask, 1.0) for object_id, mask in new.items() if mask.any()}
-        pixels = np.asarray(frame.picture.convert("RGB"))
+        pixels = frame.pixels
         # followed objects from their last mask; objects lost lately (hidden, or merged with a neighbour in the
         # segmenter's eyes) from where their last step takes them, for a few frames: found there again, they go on
         expected = {**{object_id: mask for object_id, mask in self._lost_now().items() if mask.any()},
@@ -235,7 +240,6 @@ class ReprompterTracker(Tracker):
                      if age + 1 <= self.options.lost_memory and object_id not in found}
         for object_id, (mask, _) in found.items():
             self.colour[object_id] = remembered_colours(self.colour.get(object_id), colours(pixels, mask))
-        for object_id, (mask, _) in found.items():
             if object_id in self.previous:
                 (y0, x0), (y1, x1) = (np.argwhere(m).mean(0) for m in (self.previous[object_id], mask))
                 self.motion[object_id] = (float(x1 - x0), float(y1 - y0))
@@ -269,8 +273,7 @@ class ReprompterTracker(Tracker):
         own size of where its last step takes it; the nearest of them."""
         if not mask.any():
             return None
-        pixels = np.asarray(frame.picture.convert("RGB"))
-        seen, centre = colours(pixels, mask), np.argwhere(mask).mean(0)
+        seen, centre = colours(frame.pixels, mask), np.argwhere(mask).mean(0)
         best, best_distance = None, np.inf
         for object_id, expected in self._lost_now().items():
             if not expected.any() or colour_change(seen, self.colour[object_id]) > self.rules.max_colour_change:
@@ -372,7 +375,7 @@ class MemoryTracker(Tracker):
         masks = self.frame.masks_to_original(output.pred_masks.float(), framed)[:, 0].cpu().numpy()
         present = output.object_score_logits.float().reshape(-1).cpu().numpy() > 0
         scores = torch.sigmoid(output.object_score_logits.float().reshape(-1)).cpu().numpy()
-        pixels = np.asarray(frame.picture.convert("RGB"))
+        pixels = frame.pixels
         seen = {}
         for i, object_id in enumerate(output.object_ids):
             if not present[i] or object_id in self.forgotten:
