@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import torch
@@ -130,13 +130,21 @@ def build_sca_from_sam_and_lm(
 ) -> ScaRegionModel:
     """A fresh SCA from a SAM checkpoint and a causal LM (folders or hub ids): SAM's and the LM's weights loaded,
     the mixer, queries, task tokens and projection new."""
-    sources = [ModelSource.parse(name) for name in (sam, lm)]
+    return _from_checkpoints(
+        lambda: ScaModel.from_sam_and_lm(sam=sam, lm=lm, mixer_layers=mixer_layers, caption_tokens=caption_tokens,
+                                         task_tokens=task_tokens, dtype=dtype),
+        ModelSource.parse(lm), tokenizer, "SAM", device, generation)
+
+
+def _from_checkpoints(build: Callable[[], ScaModel | ScaSam2Model], lm: ModelSource, tokenizer: str | None,
+                      segmenter: str, device: str | torch.device, generation: GenerationOptions | None) -> ScaRegionModel:
+    """A fresh SCA built from a segmenter's and an LM's checkpoints, with the LM's tokenizer (or `tokenizer`); a
+    checkpoint that cannot be read is named in one line."""
     try:
-        model = ScaModel.from_sam_and_lm(sam=sam, lm=lm, mixer_layers=mixer_layers, caption_tokens=caption_tokens,
-                                         task_tokens=task_tokens, dtype=dtype)
-        text = AutoTokenizer.from_pretrained(tokenizer or sources[1].location, **sources[1].pretrained_kwargs)
+        model = build()
+        text = AutoTokenizer.from_pretrained(tokenizer or lm.location, **lm.pretrained_kwargs)
     except OSError as error:
-        raise sources[1].failure("load SAM or the LM for", error) from error
+        raise lm.failure(f"load {segmenter} or the LM for", error) from error
     if text.pad_token is None:
         text.pad_token = text.eos_token
     return ScaRegionModel(model.to(device), text, generation)
@@ -168,16 +176,11 @@ def build_sca_sam2(
         raise InputError("SCA on SAM 2 is built from both a SAM 2 checkpoint and an LM (model.sam2 and model.lm), or "
                          "from neither (a small one from scratch)")
     if sam2 is not None:
-        sources = [ModelSource.parse(name) for name in (sam2, lm)]
-        try:
-            model = ScaSam2Model.from_sam2_and_lm(sources[0].location, sources[1].location, dtype=dtype,
-                                                  **sizes, **sources[1].pretrained_kwargs)
-            text = AutoTokenizer.from_pretrained(tokenizer or sources[1].location, **sources[1].pretrained_kwargs)
-        except OSError as error:
-            raise sources[1].failure("load SAM 2 or the LM for", error) from error
-        if text.pad_token is None:
-            text.pad_token = text.eos_token
-        return ScaRegionModel(model.to(device), text, generation)
+        segmenter, language = ModelSource.parse(sam2), ModelSource.parse(lm)
+        return _from_checkpoints(
+            lambda: ScaSam2Model.from_sam2_and_lm(segmenter.location, language.location, dtype=dtype, **sizes,
+                                                  **language.pretrained_kwargs),
+            language, tokenizer, "SAM 2", device, generation)
     texts = sorted(set(captions or []))
     if not texts:
         raise InputError("a small SCA on SAM 2 from scratch trains its tokenizer on the training captions, and there "
