@@ -122,8 +122,8 @@ def evaluate_anything(model: RegionModel, world: MovingShapesWorld, videos: int,
                       anything: AnythingOptions | None = None, tracker: str = REPROMPT,
                       show_progress: bool = True) -> AnythingVideoReport:
     """`sca video --anything` on each video, searching every `options.anything_every` frames. A track matches an
-    object in a frame when their masks' IoU is at least MATCH_IOU; an object's IoU in a frame is its best-matching
-    track's there (its first track's, for ID switches)."""
+    object in a frame when their masks' IoU is at least MATCH_IOU; an object's match is its best-overlapping matching
+    track (a change of it is an ID switch), and its IoU in a frame the best of any track's there."""
     searches = in_view = found = tracks_seen = on_object = duplicates = switches = 0
     ious = []
     every = options.anything_every
@@ -137,10 +137,11 @@ def evaluate_anything(model: RegionModel, world: MovingShapesWorld, videos: int,
                      if frame.index in t.frames}
             overlaps = {(object_id, track_id): float(mask_iou(mask, truth_mask))
                         for object_id, truth_mask in frame.masks.items() for track_id, mask in masks.items()}
-            for object_id in frame.masks:
-                holders = [track_id for track_id in masks if overlaps[object_id, track_id] >= MATCH_IOU]
-                if holders:
-                    best = max(holders, key=lambda track_id: overlaps[object_id, track_id])
+            holders = {object_id: [track_id for track_id in masks if overlaps[object_id, track_id] >= MATCH_IOU]
+                       for object_id in frame.masks}
+            for object_id, held_by in holders.items():
+                if held_by:
+                    best = max(held_by, key=lambda track_id: overlaps[object_id, track_id])
                     if object_id in matched_by and matched_by[object_id] != best:
                         switches += 1
                     matched_by[object_id] = best
@@ -148,12 +149,11 @@ def evaluate_anything(model: RegionModel, world: MovingShapesWorld, videos: int,
             if frame.index % every:
                 continue
             searches += 1
-            for object_id in frame.masks:
-                holders = [track_id for track_id in masks if overlaps[object_id, track_id] >= MATCH_IOU]
-                duplicates += max(0, len(holders) - 1)
+            for object_id, held_by in holders.items():
+                duplicates += max(0, len(held_by) - 1)
                 if frame.whole.get(object_id):
                     in_view += 1
-                    found += bool(holders)
+                    found += bool(held_by)
             tracks_seen += len(masks)
             on_object += sum(any(overlaps[o, t] >= MATCH_IOU for o in frame.masks) for t in masks)
     return AnythingVideoReport(videos, searches, in_view, found, tracks_seen, on_object, duplicates, switches,
