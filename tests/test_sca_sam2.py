@@ -104,3 +104,23 @@ def test_it_saves_and_loads_as_any_sca_checkpoint(built, tmp_path):
     captioner.set_image(torch.zeros(40, 70, 3, dtype=torch.uint8).numpy())
     regions = captioner.caption(boxes=[[2, 2, 30, 30]])
     assert regions[0].to_dict()["mask"]["size"] == [40, 70]
+
+
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("image_size", 100, "image_size must be a multiple of 32"), ("image_size", 32, "image_size must be a multiple"),
+    ("hidden_size", 20, "hidden_size must be a multiple of 8"),
+    ("stage_widths", (16, 48, 64, 128), "stage_widths must each be 16 or a multiple of 32"),
+])
+def test_a_small_one_refuses_sizes_sam2_cannot_take(option, value, message):
+    from sca.errors import InputError
+
+    with pytest.raises(InputError, match=message):
+        build_sca_sam2(captions=all_captions(), **{option: value})
+
+
+def test_a_small_one_of_another_size_runs():
+    built = build_sca_sam2(captions=all_captions(), image_size=96, hidden_size=24)
+    with torch.no_grad():
+        levels = built.model.get_image_embeddings(torch.zeros(1, 3, 96, 96))
+        masks = built.model.segment(levels, Prompts(boxes=torch.tensor([[[4.0, 4.0, 50.0, 50.0]]]))).pred_masks
+    assert masks.shape[-2:] == (24, 24)

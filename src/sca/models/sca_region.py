@@ -181,6 +181,15 @@ def build_sca_sam2(
             lambda: ScaSam2Model.from_sam2_and_lm(segmenter.location, language.location, dtype=dtype, **sizes,
                                                   **language.pretrained_kwargs),
             language, tokenizer, "SAM 2", device, generation)
+    if image_size < 64 or image_size % 32:
+        raise InputError(f"image_size must be a multiple of 32 of at least 64 (SAM 2's Hiera pools its 1/4 grid three "
+                         f"times), got {image_size}")
+    if hidden_size < 16 or hidden_size % 8:
+        raise InputError(f"hidden_size must be a multiple of 8 of at least 16 (SAM 2's decoder upsamples to an eighth of "
+                         f"it), got {hidden_size}")
+    if any(width != 16 and (width < 32 or width % 32) for width in stage_widths):
+        raise InputError(f"stage_widths must each be 16 or a multiple of 32 (a head per 32 channels), got "
+                         f"{list(stage_widths)}")
     texts = sorted(set(captions or []))
     if not texts:
         raise InputError("a small SCA on SAM 2 from scratch trains its tokenizer on the training captions, and there "
