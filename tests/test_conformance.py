@@ -251,6 +251,14 @@ def test_sca_on_sam2_from_a_sam2_checkpoint_and_an_lm_by_hub_id(hub):
     assert built.model.language_model.config.n_embd == built.model.language_project.out_features
     trainable = {name.split(".")[0] for name, p in built.model.named_parameters() if p.requires_grad}
     assert trainable == {"mixer", "caption_tokens", "task_tokens", "language_project"}
+    from sca.errors import InputError
+
+    with pytest.raises(InputError, match="is a 'sam' model, not SAM 2"):  # transformers would load it, weights random
+        build_region_model("sca-sam2", {"sam2": "tiny/sam", "lm": "tiny/lm"})
+    for kind, options in (("sca-sam2", {"sam2": "tiny/sam2", "lm": "tiny/sam"}),
+                          ("sca-from-sam-and-lm", {"sam": "tiny/sam", "lm": "tiny/sam2"})):
+        with pytest.raises(InputError, match="or the LM for"):  # a segmenter given as the LM
+            build_region_model(kind, options)
 
 
 def test_a_checkpoint_in_the_wrong_role_is_named(hub, files, capsys):

@@ -143,11 +143,15 @@ def _from_checkpoints(build: Callable[[], ScaModel | ScaSam2Model], lm: ModelSou
     try:
         model = build()
         text = AutoTokenizer.from_pretrained(tokenizer or lm.location, **lm.pretrained_kwargs)
-    except OSError as error:
+    except (OSError, ValueError) as error:  # ValueError: a checkpoint of another kind (a segmenter given as the LM)
         raise lm.failure(f"load {segmenter} or the LM for", error) from error
     if text.pad_token is None:
         text.pad_token = text.eos_token
     return ScaRegionModel(model.to(device), text, generation)
+
+
+SAM2_MODEL_TYPES = ("sam2", "sam2_video")
+"""The checkpoints SCA on SAM 2 starts from: SAM 2 / 2.1 image models and video models (which hold the image model)."""
 
 
 def build_sca_sam2(
@@ -177,6 +181,11 @@ def build_sca_sam2(
                          "from neither (a small one from scratch)")
     if sam2 is not None:
         segmenter, language = ModelSource.parse(sam2), ModelSource.parse(lm)
+        found = segmenter.model_type()
+        if found not in SAM2_MODEL_TYPES:
+            # transformers would load any config into Sam2Model, its weights left random, with a warning
+            raise InputError(f"{segmenter} is a {found!r} model, not SAM 2: pass a SAM 2 / 2.1 checkpoint (model_type "
+                             f"{' or '.join(SAM2_MODEL_TYPES)}) as model.sam2")
         return _from_checkpoints(
             lambda: ScaSam2Model.from_sam2_and_lm(segmenter.location, language.location, dtype=dtype, **sizes,
                                                   **language.pretrained_kwargs),
