@@ -26,6 +26,22 @@ def test_stability_score_by_hand():
     assert stability_score(logits, 0.0, 1.0).item() == pytest.approx(1 / 3)
 
 
+def test_mask_nms_drops_a_copy_whose_box_has_a_tail():
+    """Two masks of one square, one with a one-pixel tail across the image: their boxes differ (box NMS keeps both),
+    their masks do not."""
+    from sca.geometry import mask_nms
+
+    masks = torch.zeros(3, 20, 20, dtype=torch.bool)
+    masks[0, 2:8, 2:8] = True
+    masks[1] = masks[0]
+    masks[1, 7, 8:20] = True  # the tail
+    masks[2, 12:18, 12:18] = True
+    scores = torch.tensor([0.8, 0.9, 0.7])
+    assert nms(masks_to_boxes(masks).float(), scores, 0.7).tolist() == [1, 0, 2]
+    assert mask_nms(masks, scores, 0.7).tolist() == [1, 2]
+    assert mask_nms(masks, scores, 1.0).tolist() == [1, 0, 2]
+
+
 def test_masks_to_boxes_and_nms():
     masks = torch.zeros(3, 10, 10, dtype=torch.bool)
     masks[0, 2:5, 3:8] = True
@@ -320,3 +336,41 @@ def test_sca_describes_the_survivors_without_making_their_masks_again(tiny_model
                         lambda d, image, hyper: upscaled.append(len(image)) or upscale(d, image, hyper))
     assert model.describe(encoded, prompts, torch.zeros(1, 5, 8, 8)) == captions
     assert upscaled == []
+
+
+def test_filters_are_the_models_unless_given():
+    """A filter left None is the model's declared value, else SAM's; one given is kept; an unknown name is refused."""
+    sam = AnythingOptions().for_model({})
+    assert (sam.pred_iou_thresh, sam.stability_score_thresh) == (0.88, 0.95)
+    declared = AnythingOptions(stability_score_thresh=0.5).for_model({"pred_iou_thresh": 0.7,
+                                                                      "stability_score_thresh": 0.8})
+    assert (declared.pred_iou_thresh, declared.stability_score_thresh) == (0.7, 0.5)
+    with pytest.raises(InputError, match="'box_nms_thresh' is none of them"):
+        AnythingOptions().for_model({"box_nms_thresh": 0.5})
+
+
+def test_a_model_declares_its_filters_in_its_config(tiny_model_dir, tmp_path, capsys):
+    """`anything_filters` in config.json become every door's defaults (here, filters nothing passes: no region);
+    a bad declaration is named when the model loads."""
+    import shutil
+
+    folder = tmp_path / "declared"
+    shutil.copytree(tiny_model_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["anything_filters"] = {"pred_iou_thresh": 1e9, "stability_score_thresh": 0.0}
+    (folder / "config.json").write_text(json.dumps(config))
+    captioner = RegionCaptioner.from_pretrained(folder, max_new_tokens=2)
+    assert dict(captioner.model.anything_filters) == config["anything_filters"]
+    captioner.set_image(np.zeros((32, 32, 3), dtype=np.uint8))
+    assert captioner.anything(AnythingOptions(points_per_side=2)) == []
+    assert captioner.anything(AnythingOptions(points_per_side=2, pred_iou_thresh=-1e9))  # given: kept
+
+    from sca.assets import SAMPLE_IMAGE
+
+    assert main(["anything", str(SAMPLE_IMAGE), "--model", str(folder), "--points-per-side", "2"]) == 0
+    assert "0 regions" in capsys.readouterr().err
+
+    config["anything_filters"] = {"pred_iou_thresh": float("nan")}
+    (folder / "config.json").write_text(json.dumps(config).replace("NaN", "NaN"))
+    with pytest.raises(InputError, match="pred_iou_thresh must be a finite number"):
+        RegionCaptioner.from_pretrained(folder)

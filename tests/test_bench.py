@@ -72,6 +72,16 @@ def test_quality_helpers():
     assert background_tone(np.full((4, 4, 3), 230, np.uint8), np.ones((4, 4), bool)) == "light"
 
 
+def test_precision_matches_one_region_a_shape():
+    """A second region on a found shape, and a region on no shape, are not hits; the best pairs are matched first."""
+    from sca.bench.quality import one_to_one
+
+    overlaps = np.array([[0.9, 0.6, 0.1, 0.0],   # shape 0: region 0 (best), region 1 is a duplicate
+                         [0.0, 0.7, 0.0, 0.2]])  # shape 1: region 1, which shape 0 did not take
+    assert one_to_one(overlaps).tolist() == [True, True, False, False]
+    assert one_to_one(np.zeros((0, 3))).tolist() == [False] * 3
+
+
 def test_quality_bench_writes_tables_with_goals_and_breakdown(tmp_path, capsys):
     code = main(["bench", "quality", "--images", "2", "--worlds", "classic", "--out", str(tmp_path)])
     assert code == 0
@@ -84,7 +94,8 @@ def test_quality_bench_writes_tables_with_goals_and_breakdown(tmp_path, capsys):
     assert set(report) >= {"box", "point", "point pair", "far negative", "anything"}
     assert 0 <= report["anything"]["recall"] <= 1 and set(report["anything"]["recall_by"]) <= {
         "background=light", "background=mid", "background=dark"}
-    assert "anything mode: shapes found" in table
+    assert "shapes found (recall)" in table and "(precision)" in table
+    assert 0 <= report["anything"]["precision"] <= 1 and report["anything"]["duplicates"] >= 0
     assert 0 <= report["box"]["colour_kind"] <= 1 and report["box"]["exact_match"] <= report["box"]["colour_kind"]
     assert main(["bench", "quality", "--worlds", "moon"]) == 2
     assert "--worlds" in capsys.readouterr().err

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from .data.sam_frame import FramedImage
-from .geometry import nms, point_grid, remove_small_regions, stability_score
+from .geometry import mask_nms, nms, point_grid, remove_small_regions, stability_score
 from .masks import decode_rle, encode_rles, rle_box
 from .models.prompts import Prompts
 from .models.region_model import EncodedImages, RegionModel
@@ -43,7 +43,7 @@ class AnythingGenerator:
 
     def __init__(self, model: RegionModel, options: AnythingOptions | None = None):
         self.model = model
-        self.options = (options or AnythingOptions()).check()
+        self.options = (options or AnythingOptions()).for_model(model.anything_filters).check()
 
     @torch.no_grad()
     def generate(self, encoded: EncodedImages, tasks: Sequence[str] | None = None,
@@ -102,6 +102,10 @@ class AnythingGenerator:
             if len(kept) == 0:
                 return []
             logits, scores, stability, point_index = (t[kept] for t in (logits, scores, stability, point_index))
+        if options.mask_nms_thresh is not None:
+            kept = mask_nms(logits[..., :valid_h, :valid_w] > 0, scores, options.mask_nms_thresh)
+            logits, scores, stability, point_index = (t[kept] for t in (logits, scores, stability, point_index))
+            rles = [rles[i] for i in kept.tolist()]
         survivor_points = points[point_index]
         check()
         captions = self.model.describe(

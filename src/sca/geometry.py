@@ -136,6 +136,24 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torc
     return torch.stack(keep) if keep else order.new_zeros(0)
 
 
+def mask_nms(masks: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """Indexes of the `(K, H, W)` boolean masks kept by greedy non-maximum suppression on mask IoU, best score first:
+    two masks of one object whose boxes differ (one has a tail) overlap as masks."""
+    order = scores.argsort(descending=True, stable=True)
+    flat = masks[order].flatten(1).float()
+    intersections = flat @ flat.T
+    areas = intersections.diagonal()
+    overlaps = intersections / (areas[:, None] + areas[None, :] - intersections).clamp(min=1)
+    suppressed = torch.zeros(len(order), dtype=torch.bool)
+    keep = []
+    for i in range(len(order)):
+        if suppressed[i]:
+            continue
+        keep.append(order[i])
+        suppressed |= overlaps[i] > iou_threshold
+    return torch.stack(keep) if keep else order.new_zeros(0)
+
+
 def stability_score(logits: torch.Tensor, threshold: float = 0.0, offset: float = 1.0) -> torch.Tensor:
     """`(..., H, W)` mask logits → `(...)`: IoU of the masks thresholded at threshold + offset and − offset."""
     intersections = (logits > threshold + offset).flatten(-2).sum(-1, dtype=torch.int64)

@@ -6,7 +6,8 @@ This module imports no torch, so that `sca --help` and argument checks are insta
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
 
 from .errors import InputError, require_whole
 
@@ -51,6 +52,11 @@ SPECK_LOW_RES_PIXELS = 2
 """Islands and holes up to this many of the segmenter's low-res mask pixels are specks, by default."""
 
 
+SAM_ANYTHING_FILTERS = {"pred_iou_thresh": 0.88, "stability_score_thresh": 0.95, "mask_nms_thresh": None}
+"""SAM's automatic mask generator's filters: anything mode's for a model that declares none of its own
+(`RegionModel.anything_filters`)."""
+
+
 @dataclass
 class AnythingOptions:
     """SAM's automatic mask generator settings (the original demo's values).
@@ -59,8 +65,14 @@ class AnythingOptions:
     points_per_batch: prompts through SAM's decoder at a time (bounds memory).
     pred_iou_thresh: keep masks whose predicted IoU is above this.
     stability_score_thresh: keep masks whose stability score is at least this.
+        These two filters (and mask_nms_thresh), when None (the default), are the model's (`RegionModel.anything_filters`, what it was
+        measured with: a model's scores are calibrated its own way), else SAM's (`SAM_ANYTHING_FILTERS`).
     stability_score_offset: the logit offset of the stability score.
     box_nms_thresh: drop a mask whose box overlaps a better one's at IoU above this.
+    mask_nms_thresh: then drop a mask whose mask (at the segmenter's resolution) overlaps a better one's at IoU above
+        this: two masks of one object whose boxes differ, one with a tail onto the background, pass box NMS. None
+        (the default): the model's (`RegionModel.anything_filters`), else off (SAM's automatic mask generator has
+        no such step).
     max_masks: keep at most this many masks, the best predicted IoU first (None: all that pass).
     max_candidates: before boxing and NMS, keep at most this many of the masks that pass the filters, the best
         predicted IoU first (None: all): bounds the work on images where thousands pass.
@@ -74,10 +86,11 @@ class AnythingOptions:
 
     points_per_side: int = 32
     points_per_batch: int = 64
-    pred_iou_thresh: float = 0.88
-    stability_score_thresh: float = 0.95
+    pred_iou_thresh: float | None = None
+    stability_score_thresh: float | None = None
     stability_score_offset: float = 1.0
     box_nms_thresh: float = 0.7
+    mask_nms_thresh: float | None = None
     max_masks: int | None = None
     max_candidates: int | None = None
     min_region_area: int | None = None
@@ -91,6 +104,16 @@ class AnythingOptions:
             raise InputError(f"{where} has no option {unknown[0]!r}; it has {', '.join(known)}")
         return cls(**values).check()
 
+    def for_model(self, declared: Mapping[str, float]) -> AnythingOptions:
+        """These options with each filter left None set to the model's `declared` value, else SAM's."""
+        unknown = sorted(set(declared) - set(SAM_ANYTHING_FILTERS))
+        if unknown:
+            raise InputError(f"a model's anything filters are {', '.join(SAM_ANYTHING_FILTERS)}; "
+                             f"{unknown[0]!r} is none of them (see the model's config.json, anything_filters)")
+        unset = {name: declared.get(name, default) for name, default in SAM_ANYTHING_FILTERS.items()
+                 if getattr(self, name) is None}
+        return replace(self, **unset)
+
     def check(self) -> AnythingOptions:
         """Raise `InputError` naming the first option out of range."""
         require_whole(self.points_per_side, "points_per_side")
@@ -98,12 +121,17 @@ class AnythingOptions:
         if self.points_per_side > MAX_POINTS_PER_SIDE:
             raise InputError(f"points_per_side must be at most {MAX_POINTS_PER_SIDE} ({MAX_POINTS_PER_SIDE}² = "
                              f"{MAX_POINTS_PER_SIDE**2} prompts), got {self.points_per_side}")
-        for name in ("pred_iou_thresh", "stability_score_thresh", "stability_score_offset", "box_nms_thresh"):
+        for name in ("pred_iou_thresh", "stability_score_thresh", "stability_score_offset", "box_nms_thresh",
+                     "mask_nms_thresh"):
             value = getattr(self, name)
+            if value is None and name in SAM_ANYTHING_FILTERS:
+                continue  # the model's, once known (`for_model`)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise InputError(f"{name} must be a finite number, got {value!r}")
-        if not 0 <= self.box_nms_thresh <= 1:
-            raise InputError(f"box_nms_thresh is an IoU, from 0 to 1, got {self.box_nms_thresh!r}")
+        for name in ("box_nms_thresh", "mask_nms_thresh"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= 1:
+                raise InputError(f"{name} is an IoU, from 0 to 1, got {value!r}")
         if self.max_masks is not None:
             require_whole(self.max_masks, "max_masks (or None for every mask that passes the filters)")
         if self.max_candidates is not None:
@@ -112,13 +140,6 @@ class AnythingOptions:
             require_whole(self.min_region_area, "min_region_area (pixels; 0: off; None: scaled to the image)",
                           minimum=0)
         return self
-
-
-VIDEO_ANYTHING_FILTERS = {"pred_iou_thresh": 0.80, "stability_score_thresh": 0.90}
-"""Anything mode's filters in a video (`sca video --anything`, the video route): the shipped model found 30 of 41
-objects wholly in view on the first frames of 30 held-out moving-shapes videos with the image defaults (0.88, 0.95),
-all 41 with these (`benchmarks`: docs, "Anything mode in video"). A track is followed from its first frame on, so a
-missed object stays missed until the next search; a mask too many is deduplicated against the followed ones."""
 
 
 @dataclass

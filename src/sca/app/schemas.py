@@ -58,6 +58,7 @@ class AnythingRequest(Request):
     pred_iou_thresh: Number | None = None
     stability_score_thresh: Number | None = None
     box_nms_thresh: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] | None = None
+    mask_nms_thresh: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] | None = None
     max_masks: Annotated[int, Field(ge=1)] | None = None
     min_region_area: Annotated[int, Field(ge=0)] | None = None
 
@@ -70,6 +71,7 @@ class VideoAnything(Request):
     points_per_side: Annotated[int, Field(ge=1)] = AnythingOptions.points_per_side
     pred_iou_thresh: Number | None = None
     stability_score_thresh: Number | None = None
+    mask_nms_thresh: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] | None = None
     max_masks: Annotated[int, Field(ge=1)] | None = None
     min_region_area: Annotated[int, Field(ge=0)] | None = None
 

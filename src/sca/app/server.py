@@ -41,7 +41,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..assets import SAMPLE_IMAGE
 from ..errors import InputError, one_line
 from ..models.region_model import RegionModel
-from ..options import VIDEO_ANYTHING_FILTERS, AnythingOptions, GenerationOptions, VideoOptions
+from ..options import AnythingOptions, GenerationOptions, VideoOptions
 from ..options import ServerLimits as Limits
 from ..video import io as video_io
 from .guard import LOOPBACK_HOSTS, ClientError, Guard, Security, read_bounded
@@ -195,8 +195,7 @@ def create_app(model: RegionModel, kind: str = "sca", limits: Limits | None = No
             regions = [region.prompt() for region in body.regions]
             worker.engine.check((info.height, info.width), regions)
         else:
-            settings = {**VIDEO_ANYTHING_FILTERS,
-                        **{k: v for k, v in body.anything.model_dump(exclude={"every"}).items() if v is not None}}
+            settings = {k: v for k, v in body.anything.model_dump(exclude={"every"}).items() if v is not None}
             if settings["points_per_side"] > limits.max_points_per_side:
                 raise ClientError(422, f"points_per_side {settings['points_per_side']} is over the server's limit of "
                                        f"{limits.max_points_per_side} (max_points_per_side)")

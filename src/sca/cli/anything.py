@@ -17,11 +17,14 @@ def add(commands) -> None:
                           help="an n x n grid of point prompts")
     anything.add_argument("--points-per-batch", type=int, default=defaults.points_per_batch,
                           help="prompts through SAM's decoder at a time")
-    anything.add_argument("--pred-iou-thresh", type=float, default=defaults.pred_iou_thresh,
-                          help="keep masks with predicted IoU above")
-    anything.add_argument("--stability-thresh", type=float, default=defaults.stability_score_thresh,
-                          help="keep masks this stable or more")
+    anything.add_argument("--pred-iou-thresh", type=float,
+                          help="keep masks with predicted IoU above (default: the model's; SAM's 0.88 for a model "
+                          "that declares none)")
+    anything.add_argument("--stability-thresh", type=float,
+                          help="keep masks this stable or more (default: the model's; SAM's 0.95)")
     anything.add_argument("--nms-thresh", type=float, default=defaults.box_nms_thresh, help="box NMS IoU threshold")
+    anything.add_argument("--mask-nms-thresh", type=float,
+                          help="then mask NMS at this IoU (default: the model's; off for a model that declares none)")
     anything.add_argument("--min-region-area", type=int, default=defaults.min_region_area,
                           help="islands and holes of fewer pixels are removed from each mask (0: off; default: two "
                           "of the model's low-res mask pixels at the image's size, at least 25)")
@@ -35,13 +38,13 @@ def add(commands) -> None:
 def run(args) -> int:
     from ..data.sam_frame import load_image
 
+    options = AnythingOptions(points_per_side=args.points_per_side, points_per_batch=args.points_per_batch,
+                              pred_iou_thresh=args.pred_iou_thresh, stability_score_thresh=args.stability_thresh,
+                              box_nms_thresh=args.nms_thresh, mask_nms_thresh=args.mask_nms_thresh, max_masks=args.max_masks,
+                              min_region_area=args.min_region_area).check()  # before the model loads
     image = load_image(args.image)
     captioner = load_captioner(args)
     captioner.set_image(image)
-    options = AnythingOptions(points_per_side=args.points_per_side, points_per_batch=args.points_per_batch,
-                              pred_iou_thresh=args.pred_iou_thresh, stability_score_thresh=args.stability_thresh,
-                              box_nms_thresh=args.nms_thresh, max_masks=args.max_masks,
-                              min_region_area=args.min_region_area).check()
     regions = captioner.anything(options)
     show_regions(args, image, regions)
     if not args.json:

@@ -51,6 +51,9 @@ class ScaConfig(PreTrainedConfig):
     prompt_kinds (`list[str]`, *optional*): the prompt kinds the model was trained to caption (`points`, `boxes`,
         `masks`); every door refuses the others. None: all three (SAM's pretrained prompt encoder takes masks). A model
         whose SAM was trained from scratch without mask prompts (the shipped shapes model) lists only the others.
+    anything_filters (`dict`, *optional*): anything mode's default `pred_iou_thresh` and `stability_score_thresh`
+        for this model, where its scores are calibrated otherwise than SAM's (measured with `sca bench quality`). None:
+        SAM's (0.88, 0.95).
     initializer_range (`float`, defaults to 0.02): std of the normal init of the new modules.
     """
 
@@ -68,6 +71,7 @@ class ScaConfig(PreTrainedConfig):
     text_config: dict | PreTrainedConfig | None = None
     num_task_tokens: int = 6
     prompt_kinds: list[str] | None = None
+    anything_filters: dict | None = None
     initializer_range: float = 0.02
     tie_word_embeddings: bool = True
 

@@ -11,8 +11,9 @@ pictures, run the image encoder once), so it is written once here; a family impl
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 
 import numpy as np
 import torch
@@ -101,12 +102,15 @@ class RegionModel(ABC):
 
     Subclasses give `frame` (their segmenter's input frame), `device`, `dtype`, and implement
     `image_embeddings`, `segment` and `caption`; `needs_pictures` says whether `caption` reads the original pixels;
-    `prompt_kinds` says which `Prompts` fields the family takes (every door refuses the others before any work).
+    `prompt_kinds` says which `Prompts` fields the family takes (every door refuses the others before any work);
+    `anything_filters`, anything mode's default `pred_iou_thresh` and `stability_score_thresh` for this model (its
+    scores are calibrated its own way; empty: SAM's, `options.SAM_ANYTHING_FILTERS`).
     """
 
     frame: SamFrame
     needs_pictures: bool = False
     prompt_kinds: frozenset[str] = frozenset({"points", "boxes", "masks"})
+    anything_filters: Mapping[str, float] = MappingProxyType({})
 
     @property
     @abstractmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from types import MappingProxyType
 
 import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
@@ -12,7 +13,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from ..data.records import TASK_CAPTION
 from ..data.sam_frame import SamFrame
 from ..errors import InputError
-from ..options import GenerationOptions
+from ..options import AnythingOptions, GenerationOptions
 from .hub import ModelSource
 from .loading import load_sca_model, load_tokenizer
 from .prompts import Prompts
@@ -40,6 +41,9 @@ class ScaRegionModel(RegionModel):
         self.frame = SamFrame.from_config(model.config)
         if model.config.prompt_kinds is not None:
             self.prompt_kinds = frozenset(model.config.prompt_kinds)
+        if model.config.anything_filters:
+            self.anything_filters = MappingProxyType(dict(model.config.anything_filters))
+            AnythingOptions().for_model(self.anything_filters).check()  # a bad declaration is named at load
 
     @property
     def device(self) -> torch.device:

@@ -50,6 +50,7 @@ class ScaSam2Config(PreTrainedConfig):
     num_caption_tokens (`int`, defaults to SCA's 8): learned caption queries per region.
     num_task_tokens (`int`, defaults to 6): learned prefix tokens per task (caption / recognition).
     prompt_kinds (`list[str]`, *optional*): the prompt kinds the model was trained to caption (see `ScaConfig`).
+    anything_filters (`dict`, *optional*): anything mode's default filters for this model (see `ScaConfig`).
     initializer_range (`float`, defaults to 0.02): std of the normal init of the new modules.
     """
 
@@ -66,6 +67,7 @@ class ScaSam2Config(PreTrainedConfig):
     num_caption_tokens: int = ScaMaskCaptionDecoderConfig.num_caption_tokens
     num_task_tokens: int = 6
     prompt_kinds: list[str] | None = None
+    anything_filters: dict | None = None
     initializer_range: float = 0.02
     tie_word_embeddings: bool = True
 

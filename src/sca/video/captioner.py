@@ -25,7 +25,7 @@ from ..geometry import mask_box, mask_iou
 from ..masks import encode_rle
 from ..models.prompts import Prompts, RegionPrompt
 from ..models.region_model import RegionModel
-from ..options import VIDEO_ANYTHING_FILTERS, AnythingOptions, GenerationOptions, VideoOptions
+from ..options import AnythingOptions, GenerationOptions, VideoOptions
 from .trackers import REPROMPT, Tracker, VideoFrame, load_tracker
 
 
@@ -109,7 +109,7 @@ class VideoCaptioner:
         self.engine = RegionEngine(model, chunk_size)
         self.options = (options or VideoOptions()).check()
         self.tracker_spec = tracker
-        self.anything_options = (anything or AnythingOptions(**VIDEO_ANYTHING_FILTERS)).check()
+        self.anything_options = (anything or AnythingOptions()).check()
         self.tracks: list[Track] = []
 
     @classmethod
