@@ -65,8 +65,9 @@ class AnythingOptions:
     points_per_batch: prompts through SAM's decoder at a time (bounds memory).
     pred_iou_thresh: keep masks whose predicted IoU is above this.
     stability_score_thresh: keep masks whose stability score is at least this.
-        These two filters (and mask_nms_thresh), when None (the default), are the model's (`RegionModel.anything_filters`, what it was
-        measured with: a model's scores are calibrated its own way), else SAM's (`SAM_ANYTHING_FILTERS`).
+        These two filters (and mask_nms_thresh), when None (the default), are the model's
+        (`RegionModel.anything_filters`, what it was measured with: a model's scores are calibrated its own way), else
+        SAM's (`SAM_ANYTHING_FILTERS`).
     stability_score_offset: the logit offset of the stability score.
     box_nms_thresh: drop a mask whose box overlaps a better one's at IoU above this.
     mask_nms_thresh: then drop a mask whose mask (at the segmenter's resolution) overlaps a better one's at IoU above
