@@ -22,13 +22,50 @@ def test_speed_table_and_json(tmp_path, capsys):
 def test_speed_rows_of_sca_on_sam2_beside_sca(tmp_path, capsys):
     code = main(["bench", "speed", "--models", "sca,sca-sam2", "--sam", "tiny,sam2-tiny", "--image-size", "224",
                  "--regions", "2", "--chunks", "2", "--mixer-layers", "1", "--new-tokens", "2", "--runs", "1",
-                 "--out", str(tmp_path)])
+                 "--roofline", "--out", str(tmp_path)])
     assert code == 0
     rows = json.loads((tmp_path / "speed.json").read_text())
     assert [(r["case"]["model"], r["case"]["sam"]) for r in rows] == [("sca", "tiny"), ("sca-sam2", "sam2-tiny")]
     assert all(r["seconds_per_image"] > 0 for r in rows)
+    # the roofline: every stage of both families found and doing products; the stages and `other` add up
+    for row in rows:
+        figures = row["parts"]["roofline"]
+        stages = figures["stages"]
+        assert list(stages) == ["image encoder", "SAM decoder", "mixer", "LM", "other"]
+        assert all(stages[s]["flop"] > 0 and stages[s]["seconds"] > 0 for s in ("image encoder", "SAM decoder",
+                                                                                 "mixer", "LM"))
+        assert sum(s["flop"] for s in stages.values()) == figures["total_flop"] and figures["product_flops"] > 0
+    table = (tmp_path / "speed.md").read_text()
+    assert "Roofline: where the time goes" in table and "| sca-sam2 | sam2-tiny | gpt2 | float32 | mixer |" in table
     assert main(["bench", "speed", "--models", "sca-sam2", "--sam", "vit-b"]) == 2
     assert "sca-sam2 rows SAM 2's" in capsys.readouterr().err
+
+
+def test_roofline_counts_the_models_own_products_exactly():
+    """oneDNN's linear (the models' float32 products on a CPU), which torch's counter does not know, is counted as
+    2·rows·K·N; a stage's figures exclude a stage nested in it."""
+    import torch
+
+    from sca.bench.roofline import StageMeter
+    from sca.models import cpu_products
+
+    class Inner(torch.nn.Module):
+        def forward(self, x):
+            return cpu_products.linear(x, torch.ones(5, 4)) if cpu_products.available() else x @ torch.ones(4, 5)
+
+    class Outer(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.vision_encoder = torch.nn.Linear(4, 4, bias=False)
+            self.language_model = Inner()
+
+    model = Outer()
+    meter = StageMeter(model)
+    assert meter.stages == {"image encoder": ("vision_encoder", "forward"), "LM": ("language_model", "forward")}
+    with torch.inference_mode(), meter.measure(count_flops=True):
+        model.language_model(model.vision_encoder(torch.ones(3, 4)))
+    assert dict(meter.flops) == {"image encoder": 2 * 3 * 4 * 4, "LM": 2 * 3 * 4 * 5} and meter.total_flop == 216
+    assert "forward" not in vars(model.language_model)  # the methods are the class's again
 
 
 def test_speed_options_are_checked(capsys):

@@ -27,6 +27,7 @@ from ..models.prompts import Prompts
 from ..models.registry import build_region_model
 from ..options import AnythingOptions, GenerationOptions
 from ..tables import markdown_table
+from .roofline import cpu_features, roofline, roofline_rows, synchronize
 
 SAM_SIZES = {
     # hidden, layers, heads, global attention layers (SAM's ViT-B/L/H)
@@ -62,6 +63,7 @@ class Case:
     static_cache: decode with a static KV cache (transformers compiles the decoding step on a GPU).
     photo_size: the side of the square picture given to the API, in pixels (None: the model's input size); a larger
         one is resized down to the model's input and its masks come back at its own size (memory of large photos).
+    roofline: also each stage's operations, seconds and share of this machine's product rate (`bench.roofline`).
     """
 
     model: str = "sca"
@@ -82,6 +84,7 @@ class Case:
     static_cache: bool = False
     candidates: str = "all"
     photo_size: int | None = None
+    roofline: bool = False
 
     @property
     def photo_side(self) -> int:
@@ -308,17 +311,17 @@ def run_case(case: Case) -> Result:
         start = time.perf_counter()
         if case.scope == "model":
             encoded = model.encode([image])
-            _sync(case.device)
+            synchronize(case.device)
             middle = time.perf_counter()
             prompts, _ = Prompts.from_pixels(encoded.framed[0], model.frame, boxes=boxes)
             count = len(captioner.engine.predict(encoded, prompts)[0])  # captions and IoU, no masks at image size
         else:
             captioner.set_image(image)
-            _sync(case.device)
+            synchronize(case.device)
             middle = time.perf_counter()
             regions = captioner.anything(anything) if case.model.endswith("-anything") else captioner.caption(boxes=boxes)
             count = len(regions)
-        _sync(case.device)
+        synchronize(case.device)
         return time.perf_counter() - start, middle - start, count
 
     with torch.inference_mode():
@@ -338,6 +341,10 @@ def run_case(case: Case) -> Result:
             together = [r.caption for r in captioner.caption(boxes=boxes[:4])]
             alone = [captioner.caption(boxes=[box])[0].caption for box in boxes[:4]]
         parts["same_as_one_at_a_time"] = alone == together
+    module = getattr(model, "model", None)
+    if case.roofline and isinstance(module, torch.nn.Module):
+        with torch.inference_mode():
+            parts["roofline"] = roofline(module, once, DTYPES[case.dtype], case.device)
     return Result(case, median, timings[0][2] / median, peak, parts)
 
 
@@ -352,6 +359,9 @@ def machine() -> str:
     if info.is_file():
         names = [line.split(":", 1)[1].strip() for line in info.read_text().splitlines() if line.startswith("model name")]
         cpu = names[0] if names else cpu
+    features = cpu_features()
+    if features:
+        cpu += f" ({', '.join(features)})"
     text = f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, transformers {transformers.__version__}"
     if torch.cuda.is_available():
         text += f", {torch.cuda.get_device_name()}"
@@ -372,11 +382,6 @@ class _IdsTokenizer:
 def _ids_as_text(ids: torch.Tensor) -> list[str]:
     """Generated ids shown as themselves: a random-weights model has no tokenizer worth decoding with."""
     return [" ".join(map(str, row.tolist())) for row in ids]
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 def _peak_memory_gb(device: str) -> float:
@@ -417,6 +422,26 @@ def markdown(results: list[Result], where: str | None = None) -> str:
             f"{first.runs} runs after a warm-up on the same shapes; device {', '.join(devices)}; weights: "
             f"{results[0].weights}. Measured on {where or machine()}.")
     return markdown_table(header, rows, note=note)
+
+
+def roofline_markdown(results: list[Result], where: str | None = None) -> str:
+    """Per row measured with `roofline`, per stage: operations, seconds, rate and its share of this machine's."""
+    rows = []
+    rates = []
+    for r in results:
+        figures = r.parts.get("roofline")
+        if figures:
+            precision = r.case.dtype + (f" + {r.case.quantize}" if r.case.quantize else "")
+            rows += roofline_rows([r.case.model, r.case.sam, r.case.lm, precision], figures)
+            rates.append(f"{precision}: {figures['product_flops'] / 1e9:.0f} GFLOP/s")
+    if not rows:
+        return ""
+    note = (f"Operations: matrix products, convolutions and attention (torch's FlopCounterMode); a stage's rate is "
+            f"its operations over its seconds (one run), its share is of this machine's matrix-product rate measured "
+            f"on the spot ({'; '.join(dict.fromkeys(rates))}; a 2048² product); `other` is what runs outside the "
+            f"stages (prompts, masks at the image's size, RLE). Measured on {where or machine()}.")
+    return markdown_table(["model", "SAM", "LM / captioner", "precision", "stage", "GFLOP", "s", "GFLOP/s",
+                           "share of product rate"], rows, title="Roofline: where the time goes", note=note)
 
 
 if __name__ == "__main__":

@@ -89,6 +89,9 @@ def add(commands) -> None:
     speed.add_argument("--quantize", default="none", help="none and/or int8 (the LM's and encoder's linear layers)")
     speed.add_argument("--static-cache", action="store_true",
                        help="decode with a static KV cache (transformers compiles the decoding step on a GPU)")
+    speed.add_argument("--roofline", action="store_true",
+                       help="also per stage (image encoder, SAM decoder, mixer, LM): operations, seconds and the share "
+                       "of this machine's matrix-product rate, measured on the spot")
     speed.add_argument("--out", type=Path, help="folder for speed.md and speed.json")
     speed.set_defaults(run=cmd_bench_speed)
 
@@ -166,7 +169,16 @@ def cmd_bench_speed(args) -> int:
     import itertools
     from dataclasses import asdict
 
-    from ..bench.speed import SAM2_SIZES, SAM_SIZES, SCOPES, Case, markdown, run_in_subprocess, takes
+    from ..bench.speed import (
+        SAM2_SIZES,
+        SAM_SIZES,
+        SCOPES,
+        Case,
+        markdown,
+        roofline_markdown,
+        run_in_subprocess,
+        takes,
+    )
     from ..files import write_json_atomically, write_text_atomically
 
     def split(text: str, cast=str) -> list:
@@ -208,7 +220,7 @@ def cmd_bench_speed(args) -> int:
              dtype=d, chunk_size=c, regions=r, image_size=args.image_size, new_tokens=args.new_tokens,
              device=args.device, points_per_side=args.points_per_side, forced_masks=args.forced_masks, runs=args.runs,
              scope=scope, quantize=None if q == "none" else q, static_cache=args.static_cache,
-             candidates=args.candidates, photo_size=args.photo_size)
+             candidates=args.candidates, photo_size=args.photo_size, roofline=args.roofline)
         for m, sam, lm, d, q, c, r, scope in itertools.product(models, sams, lms, dtypes, quantize, chunks, regions, scopes)
         if takes(m, sam)
     ]
@@ -221,6 +233,8 @@ def cmd_bench_speed(args) -> int:
               f"{case.regions} regions ...", file=sys.stderr, flush=True)
         results.append(run_in_subprocess(case))
     table = markdown(results)
+    if args.roofline:
+        table += "\n" + roofline_markdown(results)
     print(table)
     if args.out:
         write_text_atomically(args.out / "speed.md", table)
