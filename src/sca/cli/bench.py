@@ -34,7 +34,7 @@ def add(commands) -> None:
         description="Held-out moving-shapes videos (shapes move, turn, enter and leave): each object seen on the first "
         "frame is prompted by its box there, tracked and captioned; track mIoU over every frame from there on, "
         "CLEAR-MOT ID switches, frames a track spends on another object, fragmentations, and exact match of each "
-        "track's caption; then the same videos in anything mode (video defaults): recall of the objects wholly in view "
+        "track's caption; then the same videos in anything mode (the model's filters): recall of the objects wholly in view "
         "at each search frame, precision, and objects held by two tracks. --memory-frames also compares the peak "
         "memory of a video with one that long.")
     video_bench.add_argument("--videos", type=int, default=50, help="held-out videos (default 50)")
