@@ -125,15 +125,7 @@ def remove_small_regions(mask: np.ndarray, min_area: int) -> np.ndarray:
 def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
     """Indexes of the boxes kept by greedy non-maximum suppression, best score first (torchvision's `nms`)."""
     order = scores.argsort(descending=True, stable=True)
-    overlaps = box_iou(boxes[order], boxes[order])
-    suppressed = torch.zeros(len(order), dtype=torch.bool)
-    keep = []
-    for i in range(len(order)):
-        if suppressed[i]:
-            continue
-        keep.append(order[i])
-        suppressed |= overlaps[i] > iou_threshold
-    return torch.stack(keep) if keep else order.new_zeros(0)
+    return _greedy_keep(order, box_iou(boxes[order], boxes[order]), iou_threshold)
 
 
 def mask_nms(masks: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
@@ -144,6 +136,12 @@ def mask_nms(masks: torch.Tensor, scores: torch.Tensor, iou_threshold: float) ->
     intersections = flat @ flat.T
     areas = intersections.diagonal()
     overlaps = intersections / (areas[:, None] + areas[None, :] - intersections).clamp(min=1)
+    return _greedy_keep(order, overlaps, iou_threshold)
+
+
+def _greedy_keep(order: torch.Tensor, overlaps: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """Greedy suppression: walking `order` (best first), keep each item not yet suppressed and suppress those whose
+    overlap with it (`overlaps`, in `order`'s order) is above the threshold."""
     suppressed = torch.zeros(len(order), dtype=torch.bool)
     keep = []
     for i in range(len(order)):
