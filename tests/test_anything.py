@@ -364,6 +364,11 @@ def test_a_model_declares_its_filters_in_its_config(tiny_model_dir, tmp_path, ca
     captioner.set_image(np.zeros((32, 32, 3), dtype=np.uint8))
     assert captioner.anything(AnythingOptions(points_per_side=2)) == []
     assert captioner.anything(AnythingOptions(points_per_side=2, pred_iou_thresh=-1e9))  # given: kept
+    from sca.infer.predictor import AnythingPredictor
+
+    settings = AnythingPredictor(captioner.model, AnythingOptions()).settings()  # a dataset run records what it used
+    assert (settings["pred_iou_thresh"], settings["stability_score_thresh"], settings["mask_nms_thresh"]) == (1e9, 0.0,
+                                                                                                              None)
 
     from sca.assets import SAMPLE_IMAGE
 

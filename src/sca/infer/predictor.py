@@ -75,7 +75,7 @@ class AnythingPredictor(Predictor):
 
     def __init__(self, model: RegionModel, options: AnythingOptions, chunk_size: int = GenerationOptions.chunk_size):
         super().__init__(model, chunk_size)
-        self.options = options.check()
+        self.options = options.for_model(model.anything_filters).check()  # the settings name the filters used
 
     def settings(self) -> dict:
         return {**self.model.settings(), "mode": "anything", **vars(self.options)}
