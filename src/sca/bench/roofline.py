@@ -15,7 +15,6 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
-from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -41,20 +40,6 @@ def _flop_formulas() -> dict:
     if hasattr(torch.ops.mkldnn, "_linear_pointwise"):
         return {torch.ops.mkldnn._linear_pointwise: _linear_flop}
     return {}
-
-
-CPU_FEATURES = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16", "amx_int8")
-"""The flags that decide which kernels a CPU runs in each precision (`lscpu`'s flags)."""
-
-
-def cpu_features() -> list[str]:
-    """Of `CPU_FEATURES`, those this CPU has (from /proc/cpuinfo; empty where it cannot be read)."""
-    info = Path("/proc/cpuinfo")
-    if not info.is_file():
-        return []
-    flags = next((line.split(":", 1)[1].split() for line in info.read_text().splitlines() if line.startswith("flags")),
-                 [])
-    return [name for name in CPU_FEATURES if name in flags]
 
 
 def product_rate(dtype: torch.dtype, device: str = "cpu", side: int = 2048, repeats: int = 5) -> float:

@@ -22,12 +22,13 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..models.cpu_products import cpu_features
 from ..models.loading import DTYPES
 from ..models.prompts import Prompts
 from ..models.registry import build_region_model
 from ..options import AnythingOptions, GenerationOptions
 from ..tables import markdown_table
-from .roofline import cpu_features, roofline, roofline_rows, synchronize
+from .roofline import roofline, roofline_rows, synchronize
 
 SAM_SIZES = {
     # hidden, layers, heads, global attention layers (SAM's ViT-B/L/H)

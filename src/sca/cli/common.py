@@ -144,13 +144,17 @@ def model_spec(args) -> tuple[str, dict]:
 def load_captioner(args):
     """The region model the command line names, as a `RegionCaptioner`."""
     from ..api import RegionCaptioner
+    from ..models.cpu_products import slow_bfloat16
     from ..models.loading import DTYPES, resolve_device
     from ..models.registry import build_region_model
 
     generation = check_model_options(args)
     kind, options = model_spec(args)
-    model = build_region_model(kind, options, dtype=DTYPES[args.dtype], device=resolve_device(args.device),
-                               generation=generation)
+    device = resolve_device(args.device)
+    if slow_bfloat16(DTYPES[args.dtype], device):
+        print("sca: warning: this CPU has no bf16 units (neither AVX-512 BF16 nor AMX), so bfloat16 runs far slower "
+              "than float32 here (~100x for matrix products): use --dtype float32", file=sys.stderr)
+    model = build_region_model(kind, options, dtype=DTYPES[args.dtype], device=device, generation=generation)
     return RegionCaptioner(model, chunk_size=args.chunk_size)
 
 
