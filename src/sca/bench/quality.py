@@ -136,8 +136,9 @@ def evaluate_quality(
         for kind in prompts:
             if kind == "anything":
                 found = captioner.anything(anything)
+                found_masks = [region.best_mask for region in found]  # decoded from RLE once
                 # (shapes, regions) IoU
-                overlaps = np.array([[float(mask_iou(region.best_mask, mask)) for region in found] for mask in masks])
+                overlaps = np.array([[float(mask_iou(found_mask, mask)) for found_mask in found_masks] for mask in masks])
                 for shape_overlaps in overlaps:
                     best = int(np.argmax(shape_overlaps)) if len(found) else None
                     hit = best is not None and shape_overlaps[best] >= FOUND_IOU

@@ -19,6 +19,8 @@ from contextlib import contextmanager, nullcontext
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..models import cpu_products
+
 STAGES = {
     # stage -> where it may run: "module path" (its forward) or "module path:method" (":method": the model's own),
     # under a region model's `model`; the first found is used
@@ -27,6 +29,10 @@ STAGES = {
     "mixer": ("mask_decoder:mix", "mixer"),
     "LM": ("language_model",),
 }
+PRODUCT_SIDE = 2048
+"""The side of the square products the machine's rate is measured on."""
+
+
 def _linear_flop(input_shape, weight_shape, *_, out_shape=None, **__) -> int:
     """oneDNN's linear (`models.cpu_products`, the models' float32 products on a CPU): `(..., K)` by `(N, K)`."""
     rows = 1
@@ -42,12 +48,10 @@ def _flop_formulas() -> dict:
     return {}
 
 
-def product_rate(dtype: torch.dtype, device: str = "cpu", side: int = 2048, repeats: int = 5) -> float:
+def product_rate(dtype: torch.dtype, device: str = "cpu", side: int = PRODUCT_SIDE, repeats: int = 5) -> float:
     """This machine's matrix-product rate in `dtype`, in FLOP/s: the best of `repeats` square products of `side`
     after a warm-up, through torch's product and through the linear layers' own path (`models.cpu_products`'
     oneDNN products where they apply)."""
-    from ..models import cpu_products
-
     a = torch.randn(side, side, device=device).to(dtype)
     b = torch.randn(side, side, device=device).to(dtype)
     products = [torch.mm]

@@ -28,7 +28,7 @@ from ..models.prompts import Prompts
 from ..models.registry import build_region_model
 from ..options import AnythingOptions, GenerationOptions
 from ..tables import markdown_table
-from .roofline import roofline, roofline_rows, synchronize
+from .roofline import PRODUCT_SIDE, roofline, roofline_rows, synchronize
 
 SAM_SIZES = {
     # hidden, layers, heads, global attention layers (SAM's ViT-B/L/H)
@@ -439,7 +439,7 @@ def roofline_markdown(results: list[Result], where: str | None = None) -> str:
         return ""
     note = (f"Operations: matrix products, convolutions and attention (torch's FlopCounterMode); a stage's rate is "
             f"its operations over its seconds (one run), its share is of this machine's matrix-product rate measured "
-            f"on the spot ({'; '.join(dict.fromkeys(rates))}; a 2048² product); `other` is what runs outside the "
+            f"on the spot ({'; '.join(dict.fromkeys(rates))}; a {PRODUCT_SIDE}² product); `other` is what runs outside the "
             f"stages (prompts, masks at the image's size, RLE). Measured on {where or machine()}.")
     return markdown_table(["model", "SAM", "LM / captioner", "precision", "stage", "GFLOP", "s", "GFLOP/s",
                            "share of product rate"], rows, title="Roofline: where the time goes", note=note)

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from ..options import AnythingOptions
-from .common import add_model_options, load_captioner, picture_path, show_regions
+from .common import add_anything_filters, add_model_options, anything_filters, load_captioner, picture_path, show_regions
 
 
 def add(commands) -> None:
@@ -17,14 +17,8 @@ def add(commands) -> None:
                           help="an n x n grid of point prompts")
     anything.add_argument("--points-per-batch", type=int, default=defaults.points_per_batch,
                           help="prompts through SAM's decoder at a time")
-    anything.add_argument("--pred-iou-thresh", type=float,
-                          help="keep masks with predicted IoU above (default: the model's; SAM's 0.88 for a model "
-                          "that declares none)")
-    anything.add_argument("--stability-thresh", type=float,
-                          help="keep masks this stable or more (default: the model's; SAM's 0.95)")
     anything.add_argument("--nms-thresh", type=float, default=defaults.box_nms_thresh, help="box NMS IoU threshold")
-    anything.add_argument("--mask-nms-thresh", type=float,
-                          help="then mask NMS at this IoU (default: the model's; off for a model that declares none)")
+    add_anything_filters(anything)
     anything.add_argument("--min-region-area", type=int, default=defaults.min_region_area,
                           help="islands and holes of fewer pixels are removed from each mask (0: off; default: two "
                           "of the model's low-res mask pixels at the image's size, at least 25)")
@@ -39,8 +33,7 @@ def run(args) -> int:
     from ..data.sam_frame import load_image
 
     options = AnythingOptions(points_per_side=args.points_per_side, points_per_batch=args.points_per_batch,
-                              pred_iou_thresh=args.pred_iou_thresh, stability_score_thresh=args.stability_thresh,
-                              box_nms_thresh=args.nms_thresh, mask_nms_thresh=args.mask_nms_thresh, max_masks=args.max_masks,
+                              box_nms_thresh=args.nms_thresh, max_masks=args.max_masks, **anything_filters(args),
                               min_region_area=args.min_region_area).check()  # before the model loads
     image = load_image(args.image)
     captioner = load_captioner(args)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..errors import InputError, require_whole
 from ..options import PRECISIONS, AnythingOptions, VideoOptions
-from .common import Parser, add_model_options, coordinates, load_captioner
+from .common import Parser, add_anything_filters, add_model_options, anything_filters, coordinates, load_captioner
 
 
 def add(commands) -> None:
@@ -23,8 +23,7 @@ def add(commands) -> None:
     )
     quality.add_argument("--images", type=int, default=200, help="held-out images per world (default 200)")
     quality.add_argument("--worlds", default="rich,classic", help="the shapes worlds: rich and/or classic")
-    quality.add_argument("--pred-iou-thresh", type=float, help="anything mode's filter (default: the model's)")
-    quality.add_argument("--stability-thresh", type=float, help="anything mode's filter (default: the model's)")
+    add_anything_filters(quality, when="anything mode: ")
     quality.add_argument("--out", type=Path, help="folder for quality.md and quality.json")
     add_model_options(quality)
     quality.set_defaults(run=cmd_bench_quality)
@@ -104,7 +103,7 @@ def cmd_bench_quality(args) -> int:
     worlds = [w for w in args.worlds.split(",") if w]
     if not worlds or any(w not in ("rich", "classic") for w in worlds):
         raise InputError("--worlds takes rich and/or classic")
-    anything = AnythingOptions(pred_iou_thresh=args.pred_iou_thresh, stability_score_thresh=args.stability_thresh).check()
+    anything = AnythingOptions(**anything_filters(args)).check()
     captioner = load_captioner(args)
     tables, reports, met = [], {}, True
     for world in worlds:

@@ -159,6 +159,23 @@ def load_captioner(args):
 
 
 
+def add_anything_filters(parser: argparse.ArgumentParser, when: str = "") -> None:
+    """Anything mode's filters, each defaulting to the model's own (`AnythingOptions.for_model`); `when`: a prefix of
+    their help ("--anything: ")."""
+    parser.add_argument("--pred-iou-thresh", type=float, help=f"{when}keep masks with predicted IoU above (default: "
+                        "the model's; SAM's 0.88 for a model that declares none)")
+    parser.add_argument("--stability-thresh", type=float, help=f"{when}keep masks this stable or more (default: the "
+                        "model's; SAM's 0.95)")
+    parser.add_argument("--mask-nms-thresh", type=float, help=f"{when}then mask NMS at this IoU (default: the model's; "
+                        "off for a model that declares none)")
+
+
+def anything_filters(args: argparse.Namespace) -> dict:
+    """The `AnythingOptions` fields of `add_anything_filters`' flags."""
+    return {"pred_iou_thresh": args.pred_iou_thresh, "stability_score_thresh": args.stability_thresh,
+            "mask_nms_thresh": args.mask_nms_thresh}
+
+
 def add_prompt_options(parser: argparse.ArgumentParser, what: str = "region") -> None:
     """The prompts a command takes, as the API takes them: each --box, --point, --mask and --region is one {what}."""
     parser.add_argument("--box", dest="prompts", action=AppendPrompt, type=coordinates(4, "--box"),

@@ -7,7 +7,17 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..options import MAX_VIDEO_PIXELS, AnythingOptions, VideoOptions
-from .common import add_model_options, add_prompt_options, cell, json_path, load_captioner, region_prompts, video_path
+from .common import (
+    add_anything_filters,
+    add_model_options,
+    add_prompt_options,
+    anything_filters,
+    cell,
+    json_path,
+    load_captioner,
+    region_prompts,
+    video_path,
+)
 
 
 def add(commands) -> None:
@@ -25,12 +35,7 @@ def add(commands) -> None:
     video.add_argument("--points-per-side", type=int, default=AnythingOptions.points_per_side,
                        help="--anything: an n x n grid of point prompts")
     video.add_argument("--max-masks", type=int, help="--anything: at most this many new objects at a time")
-    video.add_argument("--pred-iou-thresh", type=float,
-                       help="--anything: keep masks with predicted IoU above (as sca anything; default: the model's)")
-    video.add_argument("--stability-thresh", type=float,
-                       help="--anything: keep masks this stable or more (as sca anything; default: the model's)")
-    video.add_argument("--mask-nms-thresh", type=float,
-                       help="--anything: then mask NMS at this IoU (as sca anything; default: the model's)")
+    add_anything_filters(video, when="--anything: ")
     video.add_argument("--min-region-area", type=int, default=AnythingOptions.min_region_area,
                        help="--anything: islands and holes of fewer pixels are removed (as sca anything)")
     video.add_argument("--keyframe-every", type=int, default=VideoOptions.keyframe_every,
@@ -78,8 +83,7 @@ def run(args) -> int:
     if regions:
         check_regions((info.height, info.width), regions)  # before the model loads
     anything = AnythingOptions(points_per_side=args.points_per_side, max_masks=args.max_masks,
-                               pred_iou_thresh=args.pred_iou_thresh, stability_score_thresh=args.stability_thresh,
-                               mask_nms_thresh=args.mask_nms_thresh, min_region_area=args.min_region_area).check()
+                               **anything_filters(args), min_region_area=args.min_region_area).check()
     loaded = load_captioner(args)
     captioner = VideoCaptioner(loaded.model, options, tracker=args.tracker, anything=anything,
                                chunk_size=loaded.chunk_size)
