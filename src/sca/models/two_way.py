@@ -19,6 +19,7 @@ arithmetic is the module's, summed in another order: outputs agree to float roun
 from __future__ import annotations
 
 import torch
+from torch.nn import functional as F
 from transformers.models.sam.modeling_sam import SamAttention, SamTwoWayAttentionBlock, SamTwoWayTransformer
 
 from .cpu_products import region_matmul
@@ -71,12 +72,27 @@ def _token_to_image(
 ) -> torch.Tensor:
     """`(B, R, T, C)` queries over the image → `(B, R, T, C)`, i.e. `attention(queries, image_with_pe, image)`."""
     heads, num_tokens = attention.num_attention_heads, queries.shape[2]
+    if _projecting_pays(attention.k_proj, heads, image, queries):
+        return _token_to_shared_image(attention, queries, image_with_pe, image)
     q = attention.q_proj(queries).unflatten(-1, (heads, -1)) * attention.scaling
     # The key bias only shifts each softmax row, but it is a parameter: it stays in the graph for its gradient.
     weights = _token_image_logits(q, attention.k_proj, image_with_pe).softmax(dim=-1).flatten(2, 3)
     pooled = _regions_matmul(weights, image).unflatten(2, (heads, num_tokens))  # (B, R, heads, T, C)
     values = torch.einsum("brhtc,hdc->brthd", pooled, attention.v_proj.weight.unflatten(0, (heads, -1)))
     return attention.out_proj(values.flatten(-2) + attention.v_proj.bias)
+
+
+def _token_to_shared_image(
+    attention: SamAttention, queries: torch.Tensor, image_with_pe: torch.Tensor, image: torch.Tensor
+) -> torch.Tensor:
+    """`_token_to_image` over a `(B, HW, C)` image side shared by the regions: the module's own order, with the
+    image's keys and values projected once for all regions and the regions' tokens attending together."""
+    heads, (regions, num_tokens) = attention.num_attention_heads, queries.shape[1:3]
+    q = attention.q_proj(queries).unflatten(-1, (heads, -1)).permute(0, 3, 1, 2, 4).flatten(2, 3)
+    k = attention.k_proj(image_with_pe).unflatten(-1, (heads, -1)).transpose(1, 2)  # (B, heads, HW, d)
+    v = attention.v_proj(image).unflatten(-1, (heads, -1)).transpose(1, 2)
+    attended = F.scaled_dot_product_attention(q, k, v, scale=attention.scaling)  # (B, heads, R·T, d)
+    return attention.out_proj(attended.unflatten(2, (regions, num_tokens)).permute(0, 2, 3, 1, 4).flatten(-2))
 
 
 def _image_to_token(
@@ -104,10 +120,27 @@ def _token_image_logits(
     so the image positions are never projected.
     """
     heads, num_tokens = token_side.shape[3], token_side.shape[2]
+    if _projecting_pays(image_projection, heads, image_with_pe, token_side):
+        projected = image_projection(image_with_pe).unflatten(-1, (heads, -1))  # (B, HW, heads, d), once
+        return torch.einsum("brthd,bihd->brhti", token_side, projected)
     reads = torch.einsum("brthd,hdc->brhtc", token_side, image_projection.weight.unflatten(0, (heads, -1)))
     read_bias = torch.einsum("brthd,hd->brht", token_side, image_projection.bias.unflatten(0, (heads, -1)))
     logits = _regions_matmul(reads.flatten(2, 3), image_with_pe.transpose(-1, -2)).unflatten(2, (heads, num_tokens))
     return logits.add_(read_bias[..., None])
+
+
+def _projecting_pays(projection: torch.nn.Linear, heads: int, image: torch.Tensor, token_side: torch.Tensor) -> bool:
+    """Whether to project a shared `(B, HW, C)` image side once rather than read it through each region's tokens.
+
+    Projecting costs C · inner per image position once, then inner per token; reading through the tokens costs
+    C per token and head. For SAM's decoder (C = 256, inner = 128, 8 heads, 7 tokens) projecting pays from 3
+    regions up, and the first layer's attention then does 1/16 of the per-region products.
+    """
+    if image.dim() != 3:
+        return False
+    regions_tokens = token_side.shape[1] * token_side.shape[2]
+    inner, channels = projection.weight.shape
+    return channels * inner + regions_tokens * inner < regions_tokens * heads * channels
 
 
 def _regions_matmul(per_region: torch.Tensor, image_side: torch.Tensor) -> torch.Tensor:
