@@ -305,7 +305,7 @@ def test_the_iou_filter_before_the_upscaling_changes_nothing_in_anything_mode(ti
 
     upscaled, upscale = [], decoder.upscaled_masks
     monkeypatch.setattr(decoder, "upscaled_masks",
-                        lambda d, image, hyper, *rest: upscaled.append(len(hyper)) or upscale(d, image, hyper, *rest))
+                        lambda d, image, hyper: upscaled.append(len(image)) or upscale(d, image, hyper))
     model = ScaRegionModel(tiny_model, bpe_tokenizer, GenerationOptions(max_new_tokens=2))
     captioner = RegionCaptioner(model)
     image = torch.randint(0, 255, (72, 96, 3), dtype=torch.uint8).numpy()
@@ -333,7 +333,7 @@ def test_sca_describes_the_survivors_without_making_their_masks_again(tiny_model
     captions = [[texts[0] for texts in image] for image in model.caption(encoded, prompts).candidates]
     upscaled, upscale = [], decoder.upscaled_masks
     monkeypatch.setattr(decoder, "upscaled_masks",
-                        lambda d, image, hyper, *rest: upscaled.append(len(hyper)) or upscale(d, image, hyper, *rest))
+                        lambda d, image, hyper: upscaled.append(len(image)) or upscale(d, image, hyper))
     assert model.describe(encoded, prompts, torch.zeros(1, 5, 8, 8)) == captions
     assert upscaled == []
 

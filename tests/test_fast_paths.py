@@ -9,11 +9,8 @@ from transformers.models.sam.configuration_sam import SamMaskDecoderConfig, SamV
 from transformers.models.sam.modeling_sam import SamMaskDecoder, SamTwoWayTransformer, SamVisionEncoder
 
 from sca.errors import InputError
-from sca.models import factored_two_way, vision_attention
 from sca.models import sca as sca_module
-from sca.models.configuration import ScaMaskCaptionDecoderConfig
-from sca.models.factored_two_way import FactoredImageSides, run_factored_two_way_transformer
-from sca.models.mask_caption_decoder import ScaMaskCaptionDecoder
+from sca.models import two_way, vision_attention
 from sca.models.two_way import run_two_way_transformer
 from sca.models.upscaling import upscaled_masks
 from sca.models.vision_attention import BlockedSamVisionAttention, blocked_view, encoder_for
@@ -27,13 +24,17 @@ def _randomize(module: torch.nn.Module, seed: int) -> None:
 
 
 @pytest.mark.parametrize("layers", [0, 1, 3])
-@pytest.mark.parametrize("shared_image", [True, False])
-def test_two_way_transformer_matches_transformers(layers, shared_image):
+@pytest.mark.parametrize("shared_image, regions, tokens", [(True, 1, 2), (True, 3, 5), (False, 3, 5)])
+def test_two_way_transformer_matches_transformers(layers, shared_image, regions, tokens):
+    """A shared image side is read through one region's two tokens, and projected once for three regions' five."""
     config = SamMaskDecoderConfig(hidden_size=32, num_hidden_layers=layers, num_attention_heads=4, mlp_dim=48)
     transformer = SamTwoWayTransformer(config).eval()
     _randomize(transformer, seed=layers)
     generator = torch.Generator().manual_seed(1)
-    batch, regions, tokens, height, width = 2, 3, 5, 6, 7
+    batch, height, width = 2, 6, 7
+    projects = two_way._projecting_pays(transformer.final_attn_token_to_image.k_proj, 4, torch.zeros(batch, 42, 32),
+                                        torch.zeros(batch, regions, tokens, 32))
+    assert projects == (regions > 1)
     points = torch.randn(batch, regions, tokens, 32, generator=generator)
     image = torch.randn(batch, 32, height, width, generator=generator)
     if not shared_image:
@@ -54,68 +55,6 @@ def test_two_way_transformer_matches_transformers(layers, shared_image):
     assert got_grads.keys() == want_grads.keys()  # every parameter gets a gradient (DDP insists)
     for name, grad in want_grads.items():
         torch.testing.assert_close(got_grads[name], grad, atol=1e-4, rtol=1e-4, msg=name)
-
-
-@pytest.mark.parametrize("layers", [0, 1, 3])
-def test_factored_transformer_matches_transformers(layers):
-    """Regions sharing an image side, each region's side kept factored: the tokens, the image sides made dense (all
-    or some), and a linear map of them taken through the factors are what transformers' module computes."""
-    channels = 32
-    config = SamMaskDecoderConfig(hidden_size=channels, num_hidden_layers=layers, num_attention_heads=4, mlp_dim=48)
-    transformer = SamTwoWayTransformer(config).eval()
-    _randomize(transformer, seed=10 + layers)
-    generator = torch.Generator().manual_seed(3)
-    batch, regions, tokens, height, width = 2, factored_two_way.REGION_GROUP + 3, 5, 6, 7  # a partial last group
-    points = torch.randn(batch, regions, tokens, channels, generator=generator)
-    image = torch.randn(batch, channels, height, width, generator=generator) + 0.5  # channels' means away from 0
-    pe = torch.randn(1, channels, height, width, generator=generator)
-    with torch.no_grad():
-        want_tokens, want_image = transformer(points, image.repeat_interleave(regions, dim=0), pe,
-                                              attention_similarity=None)
-        got_tokens, sides = run_factored_two_way_transformer(
-            transformer, points, image.flatten(2).transpose(1, 2).contiguous(), pe[0].flatten(1).T.contiguous()
-        )
-        want_image = want_image.reshape(batch, regions, height * width, channels)
-        chosen = torch.tensor([0, regions + 3, 2 * regions - 1])
-        weight, bias = torch.randn(channels, 12, generator=generator), torch.randn(12, generator=generator)
-        rows = torch.stack(list(sides.linear_rows(weight, bias, chosen)))
-        torch.testing.assert_close(got_tokens, want_tokens, atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(sides.dense(), want_image, atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(sides.dense(chosen), want_image.flatten(0, 1)[chosen], atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(rows, want_image.flatten(0, 1)[chosen] @ weight + bias, atol=1e-4, rtol=1e-5)
-
-
-def test_factored_decoder_makes_the_masks_of_the_direct_one(monkeypatch):
-    """SAM's decoder with the image sides factored (and the first upscaling step taken through the factors) gives
-    the masks and scores of the direct form, with the IoU filter and without; training keeps the direct form."""
-    decoder = ScaMaskCaptionDecoder(ScaMaskCaptionDecoderConfig(hidden_size=32, num_hidden_layers=2,
-                                                                num_attention_heads=4, mlp_dim=48,
-                                                                additional_num_hidden_layers=1)).eval()
-    _randomize(decoder, seed=5)
-    generator = torch.Generator().manual_seed(4)
-    embeddings, pe = (torch.randn(2, 32, 5, 6, generator=generator) for _ in range(2))
-    sparse = torch.randn(2, 20, 2, 32, generator=generator)
-    no_mask = torch.randn(1, 32, 1, 1, generator=generator)
-    with torch.no_grad():
-        factored = decoder.segment(embeddings, pe[:1], sparse, no_mask)
-        assert isinstance(factored.image_features, FactoredImageSides)
-        best = factored.iou_scores.max(-1).values.flatten().sort().values  # halfway between two: no ties
-        min_iou = best[len(best) // 2 - 1 : len(best) // 2 + 1].mean().item()
-        filtered = decoder.segment(embeddings, pe[:1], sparse, no_mask, min_iou=min_iou)
-        mixed = decoder.mix(factored, pe[:1])
-        monkeypatch.setattr(factored_two_way, "FACTORED_MIN_REGIONS", 10**9)
-        direct = decoder.segment(embeddings, pe[:1], sparse, no_mask)
-        assert isinstance(direct.image_features, torch.Tensor)
-        direct_filtered = decoder.segment(embeddings, pe[:1], sparse, no_mask, min_iou=min_iou)
-        torch.testing.assert_close(mixed, decoder.mix(direct, pe[:1]), atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(factored.iou_scores, direct.iou_scores, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(factored.pred_masks, direct.pred_masks, atol=1e-4, rtol=1e-5)
-    assert torch.equal(torch.isinf(filtered.pred_masks), torch.isinf(direct_filtered.pred_masks))
-    assert torch.isinf(filtered.pred_masks).any() and torch.isfinite(filtered.pred_masks).any()
-    finite = torch.isfinite(filtered.pred_masks)
-    torch.testing.assert_close(filtered.pred_masks[finite], direct_filtered.pred_masks[finite], atol=1e-4, rtol=1e-5)
-    monkeypatch.setattr(factored_two_way, "FACTORED_MIN_REGIONS", 1)
-    assert isinstance(decoder.segment(embeddings, pe[:1], sparse, no_mask).image_features, torch.Tensor)  # training
 
 
 def _gradients(module: torch.nn.Module, tokens: torch.Tensor, image: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -144,7 +83,7 @@ def test_upscaled_masks_match_the_decoders_convolutions(regions):
         want = reference(image, hyper_in)
         calls = []
         hook = decoder.upscale_conv1.register_forward_hook(lambda *_: calls.append(1))
-        got = upscaled_masks(decoder, image.flatten(1, 2), hyper_in, image.shape[1:3])
+        got = upscaled_masks(decoder, image, hyper_in)
         hook.remove()
     assert not calls  # the products ran, not the convolution
     assert got.shape == (regions, 3, 20, 28)

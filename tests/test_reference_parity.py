@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
-from sca.models import ScaModel, factored_two_way, mask_caption_decoder
+from sca.models import ScaModel
 
 
 @pytest.fixture(scope="module")
@@ -125,24 +125,6 @@ def test_generation_matches_token_for_token(reference, variant, options):
     if variant == "generate":
         torch.testing.assert_close(output.iou_scores, expected["generate.iou_scores"], atol=1e-5, rtol=0)
         torch.testing.assert_close(output.pred_masks, expected["generate.pred_masks"], atol=1e-5, rtol=0)
-
-
-def test_generation_matches_with_the_image_sides_kept_factored(reference, monkeypatch):
-    """SAM's decoder run with the regions' image sides kept factored (as it runs for many regions sharing an image
-    side) reproduces the original token for token, and its masks and scores."""
-    calls = []
-    monkeypatch.setattr(factored_two_way, "FACTORED_MIN_REGIONS", 1)
-    run = factored_two_way.run_factored_two_way_transformer
-    monkeypatch.setattr(mask_caption_decoder, "run_factored_two_way_transformer",
-                        lambda *args: calls.append(1) or run(*args))
-    inputs, expected, meta = reference["inputs"], reference["expected"], reference["meta"]
-    output = reference["model"].generate(
-        pixel_values=inputs["pixel_values"], input_boxes=inputs["input_boxes"], **meta["generate_kwargs"]
-    )
-    assert calls
-    assert torch.equal(output.sequences, expected["generate.sequences"][:, :, 0, 1:])
-    torch.testing.assert_close(output.iou_scores, expected["generate.iou_scores"], atol=1e-5, rtol=0)
-    torch.testing.assert_close(output.pred_masks, expected["generate.pred_masks"], atol=1e-5, rtol=0)
 
 
 def test_decoded_captions(reference, reference_dir):

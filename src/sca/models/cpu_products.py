@@ -78,17 +78,10 @@ def region_matmul(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
     if not (available() and applies(left, right)):
         return left @ right
     batch = torch.broadcast_shapes(left.shape[:-2], right.shape[:-2])
-    return torch.stack(matrix_products(left, right)).view(*batch, left.shape[-2], right.shape[-1])
-
-
-def matrix_products(left: torch.Tensor, right: torch.Tensor) -> list[torch.Tensor]:
-    """`region_matmul`'s products, one `(M, N)` matrix each (batch dimensions flattened), not stacked."""
-    batch = torch.broadcast_shapes(left.shape[:-2], right.shape[:-2])
     lefts = left.expand(*batch, *left.shape[-2:]).reshape(-1, *left.shape[-2:])
     rights = right.expand(*batch, *right.shape[-2:]).reshape(-1, *right.shape[-2:])
-    if not (available() and applies(left, right)):
-        return [a @ b for a, b in zip(lefts, rights)]
-    return [linear(a, b.transpose(0, 1)) for a, b in zip(lefts, rights)]
+    products = [linear(a, b.transpose(0, 1)) for a, b in zip(lefts, rights)]
+    return torch.stack(products).view(*batch, left.shape[-2], right.shape[-1])
 
 
 class OneDnnLinearLayers(TorchFunctionMode):

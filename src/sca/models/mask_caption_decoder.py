@@ -15,7 +15,6 @@ from torch import nn
 from transformers.models.sam.modeling_sam import SamMaskDecoder, SamTwoWayTransformer
 
 from .configuration import ScaMaskCaptionDecoderConfig
-from .factored_two_way import FactoredImageSides, factoring_pays, run_factored_two_way_transformer
 from .two_way import run_two_way_transformer
 from .upscaling import upscaled_masks
 
@@ -27,20 +26,13 @@ class Segmentation:
     iou_scores: `(B, R, M)` SAM's predicted IoU per candidate mask (M = 3 with multimask output, else 1).
     pred_masks: `(B, R, M, h, w)` low-resolution mask logits (h, w = 4 × the image-embedding grid).
     output_tokens: `(B, R, T, C)` SAM's tokens (IoU, mask tokens, prompt tokens) after its transformer.
-    image_features: `(B, R, H·W, C)` SAM's image embeddings after its transformer, one copy per region; or, where the
-        regions shared one image side (no mask prompts) at inference, the same kept factored until it is read.
+    image_features: `(B, R, H·W, C)` SAM's image embeddings after its transformer, one copy per region.
     """
 
     iou_scores: torch.Tensor
     pred_masks: torch.Tensor
     output_tokens: torch.Tensor
-    image_features: torch.Tensor | FactoredImageSides
-
-    def take(self, regions: slice) -> Segmentation:
-        """These regions of each image."""
-        features = self.image_features
-        return Segmentation(self.iou_scores[:, regions], self.pred_masks[:, regions], self.output_tokens[:, regions],
-                            features.take(regions) if isinstance(features, FactoredImageSides) else features[:, regions])
+    image_features: torch.Tensor
 
 
 class ScaMaskCaptionDecoder(SamMaskDecoder):
@@ -78,7 +70,7 @@ class ScaMaskCaptionDecoder(SamMaskDecoder):
                 upscaled; the others' mask logits are -inf. The IoU head reads SAM's tokens, not the masks, so a
                 filter on it (anything mode's) can run before the upscaling, the largest part of the decoder.
         """
-        batch_size, _, height, width = image_embeddings.shape
+        batch_size, channels, height, width = image_embeddings.shape
         num_regions = sparse_prompt_embeddings.shape[1]
 
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
@@ -87,15 +79,13 @@ class ScaMaskCaptionDecoder(SamMaskDecoder):
 
         image = image_embeddings.flatten(2).transpose(1, 2)
         dense = dense_prompt_embeddings.flatten(2).transpose(1, 2)
-        image_pe = _as_sequence(image_positional_embeddings)
         if dense.shape[0] == 1:  # no mask prompts: the regions share one image side until SAM's first update
             image = image + dense
         else:
             image = image[:, None] + dense.unflatten(0, (batch_size, num_regions))
-        if factoring_pays(image.dim() == 3, image.dtype, num_regions):
-            tokens, image = run_factored_two_way_transformer(self.transformer, tokens, image.contiguous(), image_pe)
-        else:
-            tokens, image = run_two_way_transformer(self.transformer, tokens, image.contiguous(), image_pe)
+        tokens, image = run_two_way_transformer(
+            self.transformer, tokens, image.contiguous(), _as_sequence(image_positional_embeddings)
+        )
         mask_slice = slice(1, None) if multimask_output else slice(0, 1)
         iou_scores = self.iou_prediction_head(tokens[:, :, 0])[:, :, mask_slice]
         hyper_in = torch.stack(
@@ -106,14 +96,14 @@ class ScaMaskCaptionDecoder(SamMaskDecoder):
         made = slice(None) if torch.is_grad_enabled() else mask_slice
         hyper_in = hyper_in[:, :, made].flatten(0, 1)
 
+        image_sides = image.reshape(batch_size * num_regions, height, width, channels)
         wanted = None if min_iou is None else torch.nonzero((iou_scores > min_iou).any(-1).flatten()).flatten()
-        sides = image if isinstance(image, FactoredImageSides) else image.flatten(0, 1)
-        if wanted is None or len(wanted) == len(hyper_in):
-            masks = upscaled_masks(self, sides, hyper_in, (height, width))
+        if wanted is None or len(wanted) == len(image_sides):
+            masks = upscaled_masks(self, image_sides, hyper_in)
         else:
-            masks = hyper_in.new_full((len(hyper_in), hyper_in.shape[1], 4 * height, 4 * width), -torch.inf)
+            masks = image_sides.new_full((len(image_sides), hyper_in.shape[1], 4 * height, 4 * width), -torch.inf)
             if len(wanted):
-                masks[wanted] = upscaled_masks(self, sides, hyper_in[wanted], (height, width), wanted)
+                masks[wanted] = upscaled_masks(self, image_sides[wanted], hyper_in[wanted])
         if made is not mask_slice:
             masks = masks[:, mask_slice]
         return Segmentation(
@@ -135,14 +125,10 @@ class ScaMaskCaptionDecoder(SamMaskDecoder):
         queries, _ = run_two_way_transformer(
             self.additional_transformer,
             queries,
-            _dense(segmentation.image_features),
+            segmentation.image_features,
             _as_sequence(image_positional_embeddings),
         )
         return queries[:, :, : self.num_caption_tokens]
-
-
-def _dense(image: torch.Tensor | FactoredImageSides) -> torch.Tensor:
-    return image.dense() if isinstance(image, FactoredImageSides) else image
 
 
 def _as_sequence(image_positional_embeddings: torch.Tensor) -> torch.Tensor:

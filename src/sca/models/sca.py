@@ -24,7 +24,6 @@ from transformers.models.sam.modeling_sam import (
 from ..options import GenerationOptions
 from .configuration import TASK_TYPES, ScaConfig, ScaMaskCaptionDecoderConfig
 from .cpu_products import onednn_linear_layers
-from .factored_two_way import factoring_pays
 from .mask_caption_decoder import ScaMaskCaptionDecoder, Segmentation
 from .prompts import Prompts
 from .vision_attention import encoder_for
@@ -362,19 +361,8 @@ class ScaCaptioning:
         if _coarsest(image_embeddings).device.type == "cpu":
             levels = image_embeddings if isinstance(image_embeddings, list | tuple) else [image_embeddings]
             group = max(1, CPU_REGION_GROUP_BYTES // sum(level.numel() * level.element_size() for level in levels))
-        if group < num_regions and self.factors_image_sides(prompts, _coarsest(image_embeddings).dtype):
-            # Factored, each region's image side is small and the shared products pay for many regions: SAM's
-            # decoder takes them all at once; the mixer, which reads whole image sides, still goes by groups.
-            segmentation = self.segment(image_embeddings, prompts, multimask_output, min_iou)
-            for start in range(0, num_regions, group):
-                yield segmentation.take(slice(start, start + group))
-            return
         for start in range(0, num_regions, group):
             yield self.segment(image_embeddings, prompts.take(slice(start, start + group)), multimask_output, min_iou)
-
-    def factors_image_sides(self, prompts: Prompts, dtype: torch.dtype) -> bool:
-        """Whether SAM's decoder keeps these regions' image sides factored (see `factored_two_way`)."""
-        return False
 
 
 class ScaModel(ScaCaptioning, ScaPreTrainedModel):
@@ -487,9 +475,6 @@ class ScaModel(ScaCaptioning, ScaPreTrainedModel):
     def mix(self, segmentation: Segmentation) -> torch.Tensor:
         """The feature mixer: `(B, R, num_caption_tokens, C)` caption queries."""
         return self.mask_decoder.mix(segmentation, self.get_image_wide_positional_embeddings())
-
-    def factors_image_sides(self, prompts: Prompts, dtype: torch.dtype) -> bool:
-        return factoring_pays(prompts.masks is None, dtype, prompts.num_regions)
 
 @contextlib.contextmanager
 def _without_the_needless_padding_warning() -> Iterator[None]:

@@ -18,50 +18,35 @@ import torch
 from torch.nn import functional as F
 from transformers.models.sam.modeling_sam import SamMaskDecoder
 
-from .factored_two_way import FactoredImageSides
 
-
-def upscaled_masks(decoder: SamMaskDecoder, image: torch.Tensor | FactoredImageSides, hyper_in: torch.Tensor,
-                   grid: tuple[int, int], regions: torch.Tensor | None = None) -> torch.Tensor:
+def upscaled_masks(decoder: SamMaskDecoder, image: torch.Tensor, hyper_in: torch.Tensor) -> torch.Tensor:
     """Mask logits from each region's image side.
 
     Args:
-        image: each region's image side after SAM's two-way transformer, `(B·R, H·W, C)` or factored.
-        regions: indices into the B·R regions of the N to upscale (all when None).
+        image: `(N, H, W, C)` each region's image side after SAM's two-way transformer.
         hyper_in: `(N, M, C_up)` the hypernetwork's weights per region and mask token.
-        grid: `(H, W)` the image-embedding grid.
     Returns:
         `(N, M, 4H, 4W)`, what `decoder`'s upscaling convolutions and product compute.
     """
-    height, width = grid
-    factored = isinstance(image, FactoredImageSides)
-    if not factored and regions is not None:
-        image = image[regions]
-    if (image.shared if factored else image).device.type != "cpu" or torch.is_grad_enabled():
-        # training: autograd through a loop costs more
-        if factored:
-            image = image.dense(regions).reshape(len(hyper_in), -1, image.shared.shape[-1])
-        image = image.unflatten(1, (height, width))
+    if image.device.type != "cpu" or torch.is_grad_enabled():  # training: autograd through a loop costs more
         upscaled = decoder.upscale_conv1(image.permute(0, 3, 1, 2))
         upscaled = decoder.activation(decoder.upscale_layer_norm(upscaled))
         upscaled = decoder.activation(decoder.upscale_conv2(upscaled))
         count, channels, height, width = upscaled.shape
         return (hyper_in @ upscaled.reshape(count, channels, height * width)).reshape(count, -1, height, width)
 
+    count, height, width, channels = image.shape
     first, second, norm = decoder.upscale_conv1, decoder.upscale_conv2, decoder.upscale_layer_norm
     # (C_in, C_out, 2, 2) → (C_in, 2·2·C_out): each position's outputs ordered (dy, dx, channel)
     first_weight, first_bias = first.weight.permute(0, 2, 3, 1).flatten(1), first.bias.repeat(4)
     second_weight, second_bias = second.weight.permute(0, 2, 3, 1).flatten(1), second.bias.repeat(4)
-    if factored:  # the first, linear, step taken through the factors
-        firsts = image.linear_rows(first_weight, first_bias, regions)
-    else:
-        firsts = (torch.addmm(first_bias, rows, first_weight) for rows in image)
+    rows = image.reshape(count, height * width, channels)
     masks = []
-    for region, hidden in enumerate(firsts):
-        hidden = hidden.view(-1, first.out_channels)
+    for region in range(count):
+        hidden = torch.addmm(first_bias, rows[region], first_weight).view(-1, first.out_channels)
         hidden = decoder.activation(F.layer_norm(hidden, norm.normalized_shape, norm.weight, norm.bias, norm.eps))
         hidden = decoder.activation(torch.addmm(second_bias, hidden, second_weight)).view(-1, second.out_channels)
         masks.append(F.linear(hidden, hyper_in[region]))  # a linear layer: oneDNN's where that is faster
     # rows ordered (y, x, dy, dx, ey, ex): output row 4y + 2dy + ey, column 4x + 2dx + ex
-    masks = torch.stack(masks).view(len(masks), height, width, 2, 2, 2, 2, -1).permute(0, 7, 1, 3, 5, 2, 4, 6)
-    return masks.reshape(len(masks), -1, 4 * height, 4 * width)
+    masks = torch.stack(masks).view(count, height, width, 2, 2, 2, 2, -1).permute(0, 7, 1, 3, 5, 2, 4, 6)
+    return masks.reshape(count, -1, 4 * height, 4 * width)
