@@ -27,14 +27,15 @@ CPU_FEATURES = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "am
 """The flags that decide which kernels a CPU runs in each precision (`lscpu`'s flags)."""
 
 
-def cpu_features() -> list[str]:
-    """Of `CPU_FEATURES`, those this CPU has (from /proc/cpuinfo; empty where it cannot be read)."""
+@functools.cache
+def cpu_features() -> tuple[str, ...]:
+    """Of `CPU_FEATURES`, those this CPU has (from /proc/cpuinfo, read once; empty where it cannot be read)."""
     info = Path("/proc/cpuinfo")
     if not info.is_file():
-        return []
+        return ()
     flags = next((line.split(":", 1)[1].split() for line in info.read_text().splitlines() if line.startswith("flags")),
                  [])
-    return [name for name in CPU_FEATURES if name in flags]
+    return tuple(name for name in CPU_FEATURES if name in flags)
 
 
 BF16_UNITS = ("avx512_bf16", "amx_bf16")
