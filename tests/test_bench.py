@@ -68,6 +68,30 @@ def test_roofline_counts_the_models_own_products_exactly():
     assert "forward" not in vars(model.language_model)  # the methods are the class's again
 
 
+def test_roofline_counts_attention_on_a_cpu():
+    """SDPA's CPU kernel (SAM's first decoder layer over a shared image side), unknown to torch's counter, is counted
+    as both of its products: 4·B·heads·L·S·d."""
+    import torch
+
+    from sca.bench.roofline import StageMeter
+
+    class Attending(torch.nn.Module):
+        def forward(self, q, k, v):
+            return torch.nn.functional.scaled_dot_product_attention(q, k, v)
+
+    class Outer(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.language_model = Attending()
+
+    model = Outer()
+    meter = StageMeter(model)
+    q, k, v = torch.ones(2, 3, 5, 8), torch.ones(2, 3, 7, 8), torch.ones(2, 3, 7, 8)
+    with torch.inference_mode(), meter.measure(count_flops=True):
+        model.language_model(q, k, v)
+    assert dict(meter.flops) == {"LM": 4 * 2 * 3 * 5 * 7 * 8}
+
+
 def test_speed_options_are_checked(capsys):
     assert main(["bench", "speed", "--sam", "vit-x"]) == 2
     assert "--sam" in capsys.readouterr().err

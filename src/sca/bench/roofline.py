@@ -17,7 +17,7 @@ from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from ..models import cpu_products
 
@@ -41,11 +41,17 @@ def _linear_flop(input_shape, weight_shape, *_, out_shape=None, **__) -> int:
     return 2 * rows * input_shape[-1] * weight_shape[0]
 
 
+def _cpu_attention_flop(query_shape, key_shape, value_shape, *_, out_shape=None, **__) -> int:
+    """SDPA's CPU kernel (SAM's first decoder layer over a shared image side): both products of the attention."""
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
 def _flop_formulas() -> dict:
     """Formulas for the ops torch's counter does not know that the models run."""
+    formulas = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention_flop}
     if hasattr(torch.ops.mkldnn, "_linear_pointwise"):
-        return {torch.ops.mkldnn._linear_pointwise: _linear_flop}
-    return {}
+        formulas[torch.ops.mkldnn._linear_pointwise] = _linear_flop
+    return formulas
 
 
 def product_rate(dtype: torch.dtype, device: str = "cpu", side: int = PRODUCT_SIDE, repeats: int = 5) -> float:
