@@ -153,9 +153,12 @@ def _greedy_keep(order: torch.Tensor, overlaps: torch.Tensor, iou_threshold: flo
 
 
 def stability_score(logits: torch.Tensor, threshold: float = 0.0, offset: float = 1.0) -> torch.Tensor:
-    """`(..., H, W)` mask logits → `(...)`: IoU of the masks thresholded at threshold + offset and − offset."""
-    intersections = (logits > threshold + offset).flatten(-2).sum(-1, dtype=torch.int64)
-    unions = (logits > threshold - offset).flatten(-2).sum(-1, dtype=torch.int64)
+    """`(..., H, W)` mask logits → `(...)`: IoU of the masks thresholded at threshold + offset and − offset.
+
+    Counted in int32 (exact below 2³¹ pixels a mask): twice as fast as int64 on a CPU, and anything mode counts 3 masks
+    of 256² for every grid point."""
+    intersections = (logits > threshold + offset).flatten(-2).sum(-1, dtype=torch.int32)
+    unions = (logits > threshold - offset).flatten(-2).sum(-1, dtype=torch.int32)
     return intersections / unions.clamp(min=1)
 
 
