@@ -16,13 +16,12 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from ..models.cpu_products import cpu_features
+from ..models.cpu_products import cpu_features, cpu_name
 from ..models.loading import DTYPES
 from ..models.prompts import Prompts
 from ..models.registry import build_region_model
@@ -355,11 +354,7 @@ def machine() -> str:
 
     import transformers
 
-    cpu = platform.processor() or "?"
-    info = Path("/proc/cpuinfo")
-    if info.is_file():
-        names = [line.split(":", 1)[1].strip() for line in info.read_text().splitlines() if line.startswith("model name")]
-        cpu = names[0] if names else cpu
+    cpu = cpu_name() or platform.processor() or "?"
     features = cpu_features()
     if features:
         cpu += f" ({', '.join(features)})"

@@ -28,13 +28,23 @@ CPU_FEATURES = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "am
 
 
 @functools.cache
-def cpu_features() -> tuple[str, ...]:
-    """Of `CPU_FEATURES`, those this CPU has (from /proc/cpuinfo, read once; empty where it cannot be read)."""
+def _cpu_info(field: str) -> str | None:
+    """The first `field` of /proc/cpuinfo (read once a field; None where it cannot be read)."""
     info = Path("/proc/cpuinfo")
     if not info.is_file():
-        return ()
-    flags = next((line.split(":", 1)[1].split() for line in info.read_text().splitlines() if line.startswith("flags")),
-                 [])
+        return None
+    return next((line.split(":", 1)[1].strip() for line in info.read_text().splitlines()
+                 if line.split(":", 1)[0].strip() == field), None)
+
+
+def cpu_name() -> str | None:
+    """The processor's model name (`lscpu`'s), where /proc/cpuinfo gives it."""
+    return _cpu_info("model name")
+
+
+def cpu_features() -> tuple[str, ...]:
+    """Of `CPU_FEATURES`, those this CPU has (from /proc/cpuinfo; empty where it cannot be read)."""
+    flags = (_cpu_info("flags") or "").split()
     return tuple(name for name in CPU_FEATURES if name in flags)
 
 

@@ -116,8 +116,9 @@ def _token_image_logits(
 ) -> torch.Tensor:
     """`(B, R, T, heads, d)` projected (and scaled) tokens · the image's projection → `(B, R, heads, T, HW)`.
 
-    Each token's dot product with `image_projection(x_i)` is taken through the projection's weights and bias,
-    so the image positions are never projected.
+    Each token's dot product with `image_projection(x_i)` is taken through the projection's weights and bias, so
+    the image positions are never projected; except a `(B, HW, C)` side shared by enough regions, projected once
+    (`_projecting_pays`).
     """
     heads, num_tokens = token_side.shape[3], token_side.shape[2]
     if _projecting_pays(image_projection, heads, image_with_pe, token_side):
