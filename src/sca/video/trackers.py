@@ -3,11 +3,11 @@
 A tracker takes one frame at a time (`step`), so a video streams through it. Two kinds, chosen by `load_tracker`:
 
 - `ReprompterTracker`, for a segmenter without memory (SAM, the shipped shapes model, any region model): each
-  frame, each object is prompted with the box of its mask in the frame before, grown by a margin for motion, and a
-  point on its mask's core; where that box reaches another followed object, that object's core is a negative point.
-  Of the candidate masks, cleaned of specks, the one most like the previous mask is kept if it passes the track's
-  rules (`TrackRules`). The simpler tracker: an object that moves further than the margin in one frame, or is
-  hidden for a frame, is lost (its track ends; anything mode may find it again as a new object).
+  frame, each object is expected where its step takes its last mask (its mean step over its last few sightings),
+  and prompted with that mask's box, grown by a margin, and a point on its core; where that box reaches another
+  object, that object's core is a negative point. Of the candidate masks, cleaned of specks, the one most like the
+  expected mask is kept if it passes the track's rules (`TrackRules`), judged against where the other objects are
+  expected. An object no candidate continues is lost, and looked for where its step takes it for a few frames.
 - `MemoryTracker`: SAM 2's (SAM 2.1's, EdgeTAM's, SAM 3 tracker's) video model and its memory of past frames,
   streaming: only the last few frames' memories are kept, so memory does not grow with the video's length. An
   object that is hidden for a while is found again.
@@ -36,6 +36,9 @@ COLOUR_MEMORY = 0.9
 a neighbour a little each frame changes colours a little each frame, and must not carry the object's along."""
 COLOUR_LEVELS = 8
 """Levels per channel of the colour histogram (8: 512 bins of 32 levels of 256)."""
+MOTION_WINDOW = 5
+"""An object's step is its mean step over its last this many sightings: one frame's mask eaten by a neighbour moves
+its centre, not the object."""
 SPECK_SHARE = 0.1
 """Islands of a tracked mask smaller than this share of its largest are specks."""
 
@@ -59,6 +62,15 @@ class VideoFrame:
 
 
 @dataclass(frozen=True)
+class Neighbour:
+    """Another object, as a candidate is judged against it: where it is expected in this frame (`(H, W)` bool) and its
+    colours (`colours`; None where not known)."""
+
+    mask: np.ndarray
+    colours: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
 class TrackRules:
     """When a candidate mask continues a track (`VideoOptions`' min_track_score, min_track_overlap, max_area_change,
     max_neighbour_share, max_colour_change): a track that cannot be continued by these rules is not continued at all,
@@ -75,12 +87,15 @@ class TrackRules:
         return cls(options.min_track_score, options.min_track_overlap, options.max_area_change,
                    options.max_neighbour_share, options.max_colour_change)
 
-    def accepts(self, candidate: np.ndarray, score: float, last: np.ndarray, others: Iterable[np.ndarray] = (),
-                colour_change: float = 0.0) -> bool:
-        """Whether `candidate` continues the object whose last mask is `last`; `others`: where the other objects are
-        (their last masks; a lost one's where its last step takes it). What the candidate gains over `last` must not
+    def accepts(self, candidate: np.ndarray, score: float, last: np.ndarray, others: Iterable[Neighbour] = (),
+                colour_change: float = 0.0, pixels: np.ndarray | None = None) -> bool:
+        """Whether `candidate` continues the object expected at `last` (its last mask, moved by its step); `others`:
+        the other objects (a lost one where its last step takes it). What the candidate gains over `last` must not
         take over a neighbour: an occluder that stands still gains nothing, a mask that swallows its neighbour does.
-        `colour_change`: how much of the candidate's colours the object lacks (`colour_change`)."""
+        Nor may it hold much of a neighbour's place where it looks like that neighbour there (`pixels`, the frame's
+        `(H, W, 3)`): a track that crept onto a neighbour of its own colour a little each frame has gained little
+        in any one, and an object in front of a hidden one does not look like it. `colour_change`: how much of the
+        candidate's colours the object lacks (`colour_change`)."""
         area, last_area = int(candidate.sum()), int(last.sum())
         if area == 0 or score < self.min_score or colour_change > self.max_colour_change:
             return False
@@ -89,7 +104,18 @@ class TrackRules:
         if float(mask_iou(candidate, last)) < self.min_overlap:
             return False
         gained = candidate & ~last
-        return all((gained & other).sum() <= self.max_neighbour_share * max(1, other.sum()) for other in others)
+        return not any(self._takes(candidate, gained, other, pixels) for other in others)
+
+    def _takes(self, candidate: np.ndarray, gained: np.ndarray, other: Neighbour, pixels: np.ndarray | None) -> bool:
+        """Whether the candidate takes over the neighbour: gains much of its place, or holds much of it looking like
+        it there."""
+        most = self.max_neighbour_share * max(1, int(other.mask.sum()))
+        if (gained & other.mask).sum() > most:
+            return True
+        held = candidate & other.mask
+        if pixels is None or other.colours is None or held.sum() <= most:
+            return False
+        return colour_change(colours(pixels, held), other.colours) <= self.max_colour_change
 
 
 def colours(picture: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -164,9 +190,10 @@ class Tracker(ABC):
 
 
 class ReprompterTracker(Tracker):
-    """Follows each object by prompting the region model's segmenter, each frame, with its previous mask's box grown
-    by `options.grow` (a share of the box's sides), a point on the mask's core, and negative points on the cores of
-    other followed objects that the grown box reaches; a candidate continues the track only by `TrackRules`."""
+    """Follows each object by prompting the region model's segmenter, each frame, with the box of its expected mask
+    (its last, moved by its step) grown by `options.grow` (a share of the box's sides), a point on that mask's core,
+    and negative points on the cores of other objects that the grown box reaches; a candidate continues the track
+    only by `TrackRules`."""
 
     remembers = True  # a lost object is looked for where its last step takes it, for options.lost_memory frames
 
@@ -175,8 +202,9 @@ class ReprompterTracker(Tracker):
         self.options = options or VideoOptions()
         self.rules = TrackRules.of(self.options)
         self.previous: dict[int, np.ndarray] = {}
-        self.motion: dict[int, tuple[float, float]] = {}  # each followed object's last step, (dx, dy) pixels
+        self.motion: dict[int, tuple[float, float]] = {}  # each object's step a frame, (dx, dy) pixels
         self.colour: dict[int, np.ndarray] = {}  # each object's colours (`remembered_colours`)
+        self.path: dict[int, list[tuple[int, float, float]]] = {}  # its last sightings: frame, centre x, y
         self.lost: dict[int, tuple[np.ndarray, tuple[float, float], int]] = {}  # mask, step, frames since seen
 
     def prompts(self, object_id: int, masks: dict[int, np.ndarray], size: tuple[int, int]) -> list[RegionPrompt]:
@@ -206,7 +234,7 @@ class ReprompterTracker(Tracker):
         # followed objects from their last mask; objects lost lately (hidden, or merged with a neighbour in the
         # segmenter's eyes) from where their last step takes them, for a few frames: found there again, they go on
         expected = {**{object_id: mask for object_id, mask in self._lost_now().items() if mask.any()},
-                    **self.previous}
+                    **self._followed_now()}
         expected = {object_id: mask for object_id, mask in expected.items() if object_id not in new}
         if expected:
             encoded = frame.encoded
@@ -223,16 +251,18 @@ class ReprompterTracker(Tracker):
                 masks = self.model.frame.masks_to_original(low_res[0], framed).cpu().numpy()
                 for r, index in enumerate(group.indices):
                     candidates[ids[index]] += zip(masks[r], scores[0, r].float().tolist())
+            neighbours = {object_id: Neighbour(mask, self.colour.get(object_id, colours(pixels, mask)))
+                          for object_id, mask in everyone.items()}
             for object_id, found_here in candidates.items():
-                others = [mask for other, mask in everyone.items() if other != object_id]
+                others = [neighbour for other, neighbour in neighbours.items() if other != object_id]
                 kept = self._continue(found_here, expected[object_id], others, pixels, self.colour[object_id])
                 if kept is not None:
                     found[object_id] = kept
         found = exclusive(found, keep=set(new))
-        self._remember(found, pixels)
+        self._remember(frame.index, found, pixels)
         return found
 
-    def _remember(self, found: dict[int, tuple[np.ndarray, float]], pixels: np.ndarray) -> None:
+    def _remember(self, index: int, found: dict[int, tuple[np.ndarray, float]], pixels: np.ndarray) -> None:
         for object_id, mask in self.previous.items():
             if object_id not in found:
                 self.lost[object_id] = (mask, self.motion.get(object_id, (0.0, 0.0)), 0)
@@ -240,32 +270,40 @@ class ReprompterTracker(Tracker):
                      if age + 1 <= self.options.lost_memory and object_id not in found}
         for object_id, (mask, _) in found.items():
             self.colour[object_id] = remembered_colours(self.colour.get(object_id), colours(pixels, mask))
-            if object_id in self.previous:
-                (y0, x0), (y1, x1) = (np.argwhere(m).mean(0) for m in (self.previous[object_id], mask))
-                self.motion[object_id] = (float(x1 - x0), float(y1 - y0))
+            y, x = np.argwhere(mask).mean(0)
+            path = self.path.setdefault(object_id, [])
+            path[:] = [*path, (index, float(x), float(y))][-MOTION_WINDOW:]
+            (first, x0, y0), (last, x1, y1) = path[0], path[-1]
+            if last > first:
+                self.motion[object_id] = ((x1 - x0) / (last - first), (y1 - y0) / (last - first))
         self.previous = {object_id: mask for object_id, (mask, _) in found.items()}
+
+    def _followed_now(self) -> dict[int, np.ndarray]:
+        """Where the followed objects would be now, had they kept their last step."""
+        return {object_id: _shifted(mask, *(round(d) for d in self.motion.get(object_id, (0.0, 0.0))))
+                for object_id, mask in self.previous.items()}
 
     def _lost_now(self) -> dict[int, np.ndarray]:
         """Where the objects lost lately would be now, had they kept their last step."""
         return {object_id: _shifted(mask, round(step[0] * (age + 1)), round(step[1] * (age + 1)))
                 for object_id, (mask, step, age) in self.lost.items()}
 
-    def _continue(self, candidates: list[tuple[np.ndarray, float]], last: np.ndarray, others: list,
+    def _continue(self, candidates: list[tuple[np.ndarray, float]], expected: np.ndarray, others: list[Neighbour],
                   pixels: np.ndarray, colour: np.ndarray):
-        """The candidate `(mask, score)` most like the object's last mask among those the rules accept, or None."""
+        """The candidate `(mask, score)` most like the object's expected mask among those the rules accept, or None."""
         best, best_likeness = None, -1.0
         for candidate, score in candidates:
             candidate = without_specks(candidate)
             change = colour_change(colours(pixels, candidate), colour)
-            if not self.rules.accepts(candidate, score, last, others, change):
+            if not self.rules.accepts(candidate, score, expected, others, change, pixels):
                 continue
-            likeness = float(mask_iou(candidate, last))
+            likeness = float(mask_iou(candidate, expected))
             if likeness > best_likeness:
                 best, best_likeness = (candidate, score), likeness
         return best
 
     def forget(self, object_id: int) -> None:
-        for memory in (self.previous, self.lost, self.motion, self.colour):
+        for memory in (self.previous, self.lost, self.motion, self.colour, self.path):
             memory.pop(object_id, None)
 
     def recognise(self, frame: VideoFrame, mask: np.ndarray) -> int | None:
@@ -382,11 +420,12 @@ class MemoryTracker(Tracker):
                 continue
             mask = without_specks(masks[i])
             last = self.last.get(object_id)
-            others = [mask for other, mask in self.last.items() if other != object_id]
+            others = [Neighbour(seen_last, self.colour.get(other)) for other, seen_last in self.last.items()
+                      if other != object_id]
             colour = colours(pixels, mask)
             if (object_id in started or last is None
                     or self.rules.accepts(mask, float(scores[i]), last, others,
-                                          colour_change(colour, self.colour[object_id]))):
+                                          colour_change(colour, self.colour[object_id]), pixels)):
                 seen[object_id] = (mask, float(scores[i]))
                 self.last[object_id] = mask  # the memory remembers its object: the rules judge against its last sight
                 self.colour[object_id] = remembered_colours(self.colour.get(object_id), colour)
