@@ -99,6 +99,22 @@ def test_max_masks_keeps_the_best(tiny_model, bpe_tokenizer):
         captioner.anything(options)
 
 
+@pytest.mark.parametrize("min_region_area", [0, 20])
+def test_max_masks_counts_the_masks_that_survive_post_processing(tiny_model, bpe_tokenizer, min_region_area):
+    """Mask NMS and small-region removal drop masks after box NMS: the best `max_masks` of what survives them are
+    returned, as many as asked for while enough survive."""
+    captioner = RegionCaptioner(ScaRegionModel(tiny_model, bpe_tokenizer, GenerationOptions(max_new_tokens=2)))
+    captioner.set_image(torch.randint(0, 255, (64, 64, 3), dtype=torch.uint8).numpy())
+    options = AnythingOptions(points_per_side=4, pred_iou_thresh=-1e9, stability_score_thresh=0.0, box_nms_thresh=1.0,
+                              mask_nms_thresh=0.7, min_region_area=min_region_area)
+    every = captioner.anything(options)
+    assert 3 < len(every) < options.points_per_side**2 * 3  # mask NMS dropped some of the grid's masks
+    for count in (1, 3, len(every), len(every) + 5):
+        options.max_masks = count
+        best = captioner.anything(options)
+        assert [(r.prompt, r.best_iou) for r in best] == [(r.prompt, r.best_iou) for r in every[:count]]
+
+
 def test_masks_that_vanish_at_the_image_size_are_dropped(tiny_model, bpe_tokenizer):
     """A low-res speck passes the filters but is empty once resized to a small image: it is no region."""
     model = ScaRegionModel(tiny_model, bpe_tokenizer, GenerationOptions(max_new_tokens=2))

@@ -91,21 +91,14 @@ class AnythingGenerator:
         # Boxes of the masks as they are returned (at the image's size): low-res logits can hold specks that
         # vanish when upsampled, and would stretch a low-res box.
         boxes = self.model.frame.boxes_at_original(logits, framed)
-        survivors = self._box_nms(boxes, scores)[: options.max_masks]
-        if len(survivors) == 0:
+        ranked = self._box_nms(boxes, scores)
+        if len(ranked) == 0:
             return []
-        logits, scores, stability, point_index = (t[survivors] for t in (logits, scores, stability, point_index))
-        rles = [None] * len(survivors)
-        min_region_area = self._min_region_area(framed)
-        if min_region_area:
-            kept, rles = self._without_small_regions(framed, logits, scores, min_region_area)
-            if len(kept) == 0:
-                return []
-            logits, scores, stability, point_index = (t[kept] for t in (logits, scores, stability, point_index))
-        if options.mask_nms_thresh is not None:
-            kept = mask_nms(logits[..., :valid_h, :valid_w] > 0, scores, options.mask_nms_thresh)
-            logits, scores, stability, point_index = (t[kept] for t in (logits, scores, stability, point_index))
-            rles = [rles[i] for i in kept.tolist()]
+        logits, scores, stability, point_index = (t[ranked] for t in (logits, scores, stability, point_index))
+        kept, rles = self._post_processed(framed, logits, scores, valid_h, valid_w)
+        if len(kept) == 0:
+            return []
+        logits, scores, stability, point_index = (t[kept] for t in (logits, scores, stability, point_index))
         survivor_points = points[point_index]
         check()
         captions = self.model.describe(
@@ -114,6 +107,34 @@ class AnythingGenerator:
         return [FoundRegion(point, float(score), float(stable), low_res, caption, rle)
                 for point, score, stable, low_res, caption, rle in zip(survivor_points.tolist(), scores, stability,
                                                                        logits, captions, rles)]
+
+    def _post_processed(self, framed: FramedImage, logits: torch.Tensor, scores: torch.Tensor, valid_h: int,
+                        valid_w: int) -> tuple[torch.Tensor, list[dict | None]]:
+        """Of the candidates (best first, past box NMS), the indexes that survive SAM's post-processing (small regions
+        removed, then box NMS again; mask NMS), at most `max_masks`, best first, with their cleaned masks as RLE (None
+        where none were cleaned). Greedy suppression over the best `n` keeps exactly those of the best `n` it keeps
+        over all, so the best are post-processed first, twice as many each time until `max_masks` survive: no more
+        full-size masks cleaned than the count needs, and `max_masks` counts what survives."""
+        options = self.options
+        total = len(scores)
+        min_region_area = self._min_region_area(framed)
+        cleaned: list[dict] = []
+        count = total if options.max_masks is None else min(total, options.max_masks)
+        while True:
+            if min_region_area:
+                cleaned += self._cleaned(framed, logits[len(cleaned) : count], min_region_area)
+                boxes = torch.tensor([rle_box(rle) or [0.0] * 4 for rle in cleaned])  # from the runs: no mask pass
+                kept = self._box_nms(boxes, scores[:count])
+            else:
+                kept = torch.arange(count)
+            if options.mask_nms_thresh is not None and len(kept):
+                chosen = logits[kept][..., :valid_h, :valid_w] > 0
+                kept = kept[mask_nms(chosen, scores[kept], options.mask_nms_thresh)]
+            if options.max_masks is None or len(kept) >= options.max_masks or count == total:
+                break
+            count = min(total, 2 * count)
+        kept = kept[: options.max_masks]
+        return kept, [cleaned[i] for i in kept.tolist()] if min_region_area else [None] * len(kept)
 
     def _box_nms(self, boxes: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         """Indexes kept by box NMS, best first; a mask empty at the image's size (its box all zeros) is no region."""
@@ -130,16 +151,11 @@ class AnythingGenerator:
         low_res_pixel = height * width / (input_height * input_width) * (frame.image_size / frame.mask_size) ** 2
         return max(MIN_REGION_AREA, round(SPECK_LOW_RES_PIXELS * low_res_pixel))
 
-    def _without_small_regions(self, framed: FramedImage, logits: torch.Tensor, scores: torch.Tensor,
-                               min_region_area: int) -> tuple[torch.Tensor, list[dict]]:
-        """SAM's post-processing: small islands and holes removed from each survivor's full-size mask, then boxes
-        and NMS again (a copy whose speck stretched its box now overlaps its original). Returns the indexes kept
-        and their cleaned masks as RLE (a full-size mask per region would be an image's worth of memory each)."""
-        rles = [encode_rles(torch.from_numpy(remove_small_regions(mask, min_region_area))[None])[0]
+    def _cleaned(self, framed: FramedImage, logits: torch.Tensor, min_region_area: int) -> list[dict]:
+        """SAM's post-processing of each mask: small islands and holes removed at the image's size; as RLE (a
+        full-size mask per region would be an image's worth of memory each)."""
+        return [encode_rles(torch.from_numpy(remove_small_regions(mask, min_region_area))[None])[0]
                 for masks in self.model.frame.masks_to_original_in_pieces(logits, framed) for mask in masks.cpu().numpy()]
-        boxes = torch.tensor([rle_box(rle) or [0.0] * 4 for rle in rles])  # from the runs: no pass over the mask
-        kept = self._box_nms(boxes, scores)
-        return kept, [rles[i] for i in kept.tolist()]
 
 
 def full_size_mask(model: RegionModel, region: FoundRegion, encoded: EncodedImages) -> torch.Tensor:
