@@ -13,7 +13,7 @@ from sca.geometry import mask_box
 from sca.masks import decode_rle
 from sca.options import VideoOptions
 from sca.video.captioner import VideoCaptioner
-from sca.video.trackers import Neighbour, TrackRules, colour_change, colours, core_point, without_specks
+from sca.video.trackers import Neighbour, TrackRules, colour_change, colours, core_point, kind_of, without_specks
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (235, 200, 30),
            "purple": (140, 50, 170), "orange": (240, 130, 20)}
@@ -253,3 +253,12 @@ def test_a_lost_object_found_again_is_recognised_by_where_it_went_and_how_it_loo
     assert tracker.recognise(later, square(26, 20)) == 7  # where its step takes it, in its colour
     assert tracker.recognise(later, square(60, 40)) is None  # its colour, far from there
     assert tracker.recognise(frame([((27, 22), "blue")]), square(27, 22)) is None  # there, in another colour
+    tracker.described(7, "a large red square")
+    assert tracker.recognise(later, square(26, 20), "a small red square") == 7  # cut by an edge: the size may change
+    assert tracker.recognise(later, square(26, 20), "a large red circle") is None  # its colour, there: another kind
+
+
+def test_a_caption_names_its_kind_by_its_last_word():
+    assert kind_of("a large green circle") == kind_of("A small green Circle.") == "circle"
+    assert kind_of("the red triangle") != kind_of("a red star")
+    assert kind_of("") == kind_of(" 3 ") == ""

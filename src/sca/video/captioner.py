@@ -26,7 +26,7 @@ from ..masks import encode_rle
 from ..models.prompts import Prompts, RegionPrompt
 from ..models.region_model import RegionModel
 from ..options import AnythingOptions, GenerationOptions, VideoOptions
-from .trackers import REPROMPT, Tracker, VideoFrame, load_tracker
+from .trackers import REPROMPT, Tracker, VideoFrame, describe_masks, load_tracker
 
 
 @dataclass
@@ -164,7 +164,7 @@ class VideoCaptioner:
                 new = []
             by_id, resumed = {}, {}
             for mask, caption in new:
-                known = tracker.recognise(current, mask) if self.tracks else None
+                known = tracker.recognise(current, mask, caption) if self.tracks else None
                 if known is not None and known not in resumed:
                     resumed[known] = mask  # a lost object come back: its track goes on
                     continue
@@ -184,6 +184,9 @@ class VideoCaptioner:
                 if caption is not None and object_id in seen:
                     track.add_keyframe(index, caption, *self._view_args(picture))
             self._caption_keyframes(current, [t for t in self.tracks if index in t.frames])
+            for track in self.tracks:
+                if track.keyframes and track.keyframes[-1]["frame"] == index:
+                    tracker.described(track.object_id, track.caption)
             yield index, picture, [t for t in self.tracks if index in t.frames]
         if start is None:
             raise InputError(f"the prompt frame {frame} is past the video's end")
@@ -229,11 +232,7 @@ class VideoCaptioner:
                 due.append(track)
         if not due:
             return
-        encoded = frame.encoded
-        framed = encoded.framed[0]
-        prompts, _ = Prompts.from_pixels(framed, self.model.frame, boxes=[mask_box(t.last_mask) for t in due])
-        masks = self.model.frame.mask_prompts(np.stack([t.last_mask for t in due]), framed)[None]
-        for track, caption in zip(due, self.model.describe(encoded, prompts, masks.to(self.model.device))[0]):
+        for track, caption in zip(due, describe_masks(self.model, frame.encoded, [t.last_mask for t in due])):
             track.add_keyframe(frame.index, caption, *self._view_args(frame.picture))
 
     def _view_args(self, picture: Image.Image) -> tuple:

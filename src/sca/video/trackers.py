@@ -15,6 +15,7 @@ A tracker takes one frame at a time (`step`), so a video streams through it. Two
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from PIL import Image
 
 from ..errors import InputError
 from ..geometry import mask_box, mask_iou, remove_small_regions
-from ..models.prompts import RegionPrompt, group_prompts
+from ..models.prompts import Prompts, RegionPrompt, group_prompts
 from ..models.region_model import EncodedImages, RegionModel
 from ..options import VideoOptions
 
@@ -162,6 +163,22 @@ def exclusive(found: dict[int, tuple[np.ndarray, float]], keep: set[int] = froze
     return {object_id: seen for object_id, seen in found.items() if object_id not in dropped}
 
 
+def kind_of(caption: str) -> str:
+    """What a caption says its object is, to tell objects of one colour apart: its last word, the head of a short noun
+    phrase ("a large green circle": circle); "" for a caption without words."""
+    words = re.findall(r"[^\W\d_]+", caption.lower())
+    return words[-1] if words else ""
+
+
+@torch.no_grad()
+def describe_masks(model: RegionModel, encoded: EncodedImages, masks: list[np.ndarray]) -> list[str]:
+    """The region model's caption of each `(H, W)` mask of the encoded frame (prompted by its box and the mask)."""
+    framed = encoded.framed[0]
+    prompts, _ = Prompts.from_pixels(framed, model.frame, boxes=[mask_box(mask) for mask in masks])
+    logits = model.frame.mask_prompts(np.stack(masks), framed)[None]
+    return model.describe(encoded, prompts, logits.to(model.device))[0]
+
+
 def core_point(mask: np.ndarray) -> list[float]:
     """The mask's pixel farthest from its border (x, y): a point surely on the object, wherever its box reaches."""
     from scipy import ndimage
@@ -183,10 +200,14 @@ class Tracker(ABC):
     def forget(self, object_id: int) -> None:
         """Stop following an object."""
 
-    def recognise(self, frame: VideoFrame, mask: np.ndarray) -> int | None:
-        """The object lost lately that a mask found anew in this frame is (by where it went and how it looks), if
-        any: anything mode then resumes its track rather than starting another."""
+    def recognise(self, frame: VideoFrame, mask: np.ndarray, caption: str | None = None) -> int | None:
+        """The object lost lately that a mask found anew in this frame (and captioned `caption`) is, by where it went,
+        how it looks and what it is, if any: anything mode then resumes its track rather than starting another."""
         return None
+
+    def described(self, object_id: int, caption: str) -> None:
+        """What the object's track is captioned as, so far: a lost object resumes only on a mask of its kind."""
+        return None  # a tracker that does not look for lost objects itself has no use for it
 
 
 class ReprompterTracker(Tracker):
@@ -205,6 +226,7 @@ class ReprompterTracker(Tracker):
         self.motion: dict[int, tuple[float, float]] = {}  # each object's step a frame, (dx, dy) pixels
         self.colour: dict[int, np.ndarray] = {}  # each object's colours (`remembered_colours`)
         self.path: dict[int, list[tuple[int, float, float]]] = {}  # its last sightings: frame, centre x, y
+        self.kind: dict[int, str] = {}  # what each object is (`kind_of` its track's caption), where known
         self.lost: dict[int, tuple[np.ndarray, tuple[float, float], int]] = {}  # mask, step, frames since seen
 
     def prompts(self, object_id: int, masks: dict[int, np.ndarray], size: tuple[int, int]) -> list[RegionPrompt]:
@@ -253,14 +275,31 @@ class ReprompterTracker(Tracker):
                     candidates[ids[index]] += zip(masks[r], scores[0, r].float().tolist())
             neighbours = {object_id: Neighbour(mask, self.colour.get(object_id, colours(pixels, mask)))
                           for object_id, mask in everyone.items()}
+            resumed = {}
             for object_id, found_here in candidates.items():
                 others = [neighbour for other, neighbour in neighbours.items() if other != object_id]
                 kept = self._continue(found_here, expected[object_id], others, pixels, self.colour[object_id])
-                if kept is not None:
+                if kept is not None and object_id in self.lost and self.kind.get(object_id):
+                    resumed[object_id] = kept
+                elif kept is not None:
                     found[object_id] = kept
+            found.update(self._of_their_kind(encoded, resumed))
         found = exclusive(found, keep=set(new))
         self._remember(frame.index, found, pixels)
         return found
+
+    def _of_their_kind(self, encoded: EncodedImages, resumed: dict[int, tuple[np.ndarray, float]]
+                       ) -> dict[int, tuple[np.ndarray, float]]:
+        """The lost objects' candidates that the region model describes as the object's kind: colours cannot tell
+        a lost circle from a square of its colour where the circle was expected."""
+        if not resumed:
+            return {}
+        captions = describe_masks(self.model, encoded, [mask for mask, _ in resumed.values()])
+        return {object_id: kept for (object_id, kept), caption in zip(resumed.items(), captions)
+                if kind_of(caption) == self.kind[object_id]}
+
+    def described(self, object_id: int, caption: str) -> None:
+        self.kind[object_id] = kind_of(caption)
 
     def _remember(self, index: int, found: dict[int, tuple[np.ndarray, float]], pixels: np.ndarray) -> None:
         for object_id, mask in self.previous.items():
@@ -303,18 +342,21 @@ class ReprompterTracker(Tracker):
         return best
 
     def forget(self, object_id: int) -> None:
-        for memory in (self.previous, self.lost, self.motion, self.colour, self.path):
+        for memory in (self.previous, self.lost, self.motion, self.colour, self.path, self.kind):
             memory.pop(object_id, None)
 
-    def recognise(self, frame: VideoFrame, mask: np.ndarray) -> int | None:
-        """A lost object whose colours the mask has (`TrackRules`' max_colour_change), of a like area, found within its
-        own size of where its last step takes it; the nearest of them."""
+    def recognise(self, frame: VideoFrame, mask: np.ndarray, caption: str | None = None) -> int | None:
+        """A lost object whose colours the mask has (`TrackRules`' max_colour_change) and whose kind its caption
+        names (where both are known), of a like area, found within its own size of where its last step takes it; the
+        nearest of them."""
         if not mask.any():
             return None
         seen, centre = colours(frame.pixels, mask), np.argwhere(mask).mean(0)
         best, best_distance = None, np.inf
         for object_id, expected in self._lost_now().items():
             if not expected.any() or colour_change(seen, self.colour[object_id]) > self.rules.max_colour_change:
+                continue
+            if caption is not None and self.kind.get(object_id) and kind_of(caption) != self.kind[object_id]:
                 continue
             area_ratio = mask.sum() / expected.sum()
             if not 1 / self.rules.max_area_change <= area_ratio <= self.rules.max_area_change:
