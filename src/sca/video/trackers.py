@@ -253,8 +253,8 @@ class ReprompterTracker(Tracker):
     def step(self, frame: VideoFrame, new: dict[int, np.ndarray]) -> dict[int, tuple[np.ndarray, float]]:
         found = {object_id: (mask, 1.0) for object_id, mask in new.items() if mask.any()}
         pixels = frame.pixels
-        # followed objects from their last mask; objects lost lately (hidden, or merged with a neighbour in the
-        # segmenter's eyes) from where their last step takes them, for a few frames: found there again, they go on
+        # followed objects, and objects lost lately (hidden, or merged with a neighbour in the segmenter's eyes) for a
+        # few frames, from where their step takes them: found there again, they go on
         expected = {**{object_id: mask for object_id, mask in self._lost_now().items() if mask.any()},
                     **self._followed_now()}
         expected = {object_id: mask for object_id, mask in expected.items() if object_id not in new}
@@ -273,7 +273,8 @@ class ReprompterTracker(Tracker):
                 masks = self.model.frame.masks_to_original(low_res[0], framed).cpu().numpy()
                 for r, index in enumerate(group.indices):
                     candidates[ids[index]] += zip(masks[r], scores[0, r].float().tolist())
-            neighbours = {object_id: Neighbour(mask, self.colour.get(object_id, colours(pixels, mask)))
+            neighbours = {object_id: Neighbour(mask, self.colour[object_id] if object_id in self.colour
+                                               else colours(pixels, mask))  # a new object's, here
                           for object_id, mask in everyone.items()}
             resumed = {}
             for object_id, found_here in candidates.items():
