@@ -185,3 +185,27 @@ def test_the_cli_warns_of_bfloat16_without_bf16_units(monkeypatch, capsys):
     monkeypatch.setattr(cpu_products, "cpu_features", lambda: ["avx2"])
     assert main(["caption", str(SAMPLE_IMAGE), "--box", "35,97,73,135", "--dtype", "bfloat16"]) == 0
     assert "no bf16 units" in capsys.readouterr().err
+
+
+def test_the_product_rate_is_measured_on_products_of_a_moment(monkeypatch):
+    """A precision the CPU emulates would take minutes on full-size products: the side shrinks to what takes
+    `PRODUCT_SECONDS`, never below the probe's, never above the one asked for."""
+    import torch
+
+    from sca.bench import roofline
+
+    sides = []
+    measure = roofline._best_rate
+
+    def recording(dtype, device, side, repeats):
+        sides.append(side)
+        return measure(dtype, device, side, repeats)
+
+    monkeypatch.setattr(roofline, "_best_rate", recording)
+    monkeypatch.setattr(roofline, "PRODUCT_SECONDS", 1e-9)
+    assert roofline.product_rate(torch.float32, side=512, repeats=1) > 0
+    assert sides == [roofline.PROBE_SIDE, roofline.PROBE_SIDE]
+    sides.clear()
+    monkeypatch.setattr(roofline, "PRODUCT_SECONDS", 1e9)
+    assert roofline.product_rate(torch.float32, side=384, repeats=1) > 0
+    assert sides == [roofline.PROBE_SIDE, 384]

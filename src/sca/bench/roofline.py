@@ -30,7 +30,11 @@ STAGES = {
     "LM": ("language_model",),
 }
 PRODUCT_SIDE = 2048
-"""The side of the square products the machine's rate is measured on."""
+"""The side of the square products the machine's rate is measured on (at most: see `PRODUCT_SECONDS`)."""
+PRODUCT_SECONDS = 0.5
+"""A measured product takes about this long at most: a precision the CPU has no units for runs at ~1% of its rate
+(bf16 on an AVX2 CPU: ~1 GFLOP/s), where a product of `PRODUCT_SIDE` takes ~20 s; a smaller one says as much."""
+PROBE_SIDE = 256
 
 
 def _linear_flop(input_shape, weight_shape, *_, out_shape=None, **__) -> int:
@@ -56,8 +60,15 @@ def _flop_formulas() -> dict:
 
 def product_rate(dtype: torch.dtype, device: str = "cpu", side: int = PRODUCT_SIDE, repeats: int = 5) -> float:
     """This machine's matrix-product rate in `dtype`, in FLOP/s: the best of `repeats` square products of `side`
-    after a warm-up, through torch's product and through the linear layers' own path (`models.cpu_products`'
-    oneDNN products where they apply)."""
+    (smaller where one would take over `PRODUCT_SECONDS`, as a first product of `PROBE_SIDE` tells) after a warm-up,
+    through torch's product and through the linear layers' own path (`models.cpu_products`' oneDNN products where
+    they apply)."""
+    probe = _best_rate(dtype, device, min(side, PROBE_SIDE), repeats=1)
+    side = min(side, max(PROBE_SIDE, int((PRODUCT_SECONDS * probe / 2) ** (1 / 3))))
+    return _best_rate(dtype, device, side, repeats)
+
+
+def _best_rate(dtype: torch.dtype, device: str, side: int, repeats: int) -> float:
     a = torch.randn(side, side, device=device).to(dtype)
     b = torch.randn(side, side, device=device).to(dtype)
     products = [torch.mm]
