@@ -199,7 +199,7 @@ def test_an_object_is_expected_where_its_mean_step_takes_it():
     eaten = np.zeros((60, 80), bool)
     eaten[20:30, 28:32] = True  # one frame's mask eaten on one side: its centre jumps, the mean step barely
     tracker._remember(4, {5: (eaten, 1.0)}, picture)
-    dx, dy = tracker.motion[5]
+    dx, dy = tracker.step_of(5)
     assert dy == 0 and 3 <= dx <= 5
     assert mask_box(tracker._followed_now()[5])[0] == 28 + round(dx)
 

@@ -35,6 +35,7 @@ PRODUCT_SECONDS = 0.5
 """A measured product takes about this long at most: a precision the CPU has no units for runs at ~1% of its rate
 (bf16 on an AVX2 CPU: ~1 GFLOP/s), where a product of `PRODUCT_SIDE` takes ~20 s; a smaller one says as much."""
 PROBE_SIDE = 256
+"""The side of the first product, whose time picks the side of those measured."""
 
 
 def _linear_flop(input_shape, weight_shape, *_, out_shape=None, **__) -> int:

@@ -223,11 +223,10 @@ class ReprompterTracker(Tracker):
         self.options = options or VideoOptions()
         self.rules = TrackRules.of(self.options)
         self.previous: dict[int, np.ndarray] = {}
-        self.motion: dict[int, tuple[float, float]] = {}  # each object's step a frame, (dx, dy) pixels
         self.colour: dict[int, np.ndarray] = {}  # each object's colours (`remembered_colours`)
         self.path: dict[int, list[tuple[int, float, float]]] = {}  # its last sightings: frame, centre x, y
-        self.kind: dict[int, str] = {}  # what each object is (`kind_of` its track's caption), where known
-        self.lost: dict[int, tuple[np.ndarray, tuple[float, float], int]] = {}  # mask, step, frames since seen
+        self.kind: dict[int, str] = {}  # what each object is (`kind_of` its track's caption; "": not known)
+        self.lost: dict[int, tuple[np.ndarray, int]] = {}  # last mask, frames since seen
 
     def prompts(self, object_id: int, masks: dict[int, np.ndarray], size: tuple[int, int]) -> list[RegionPrompt]:
         """The object's prompts for the next frame: its grown box, its core, and the cores of neighbours in reach; and
@@ -297,7 +296,11 @@ class ReprompterTracker(Tracker):
             return {}
         captions = describe_masks(self.model, encoded, [mask for mask, _ in resumed.values()])
         return {object_id: kept for (object_id, kept), caption in zip(resumed.items(), captions)
-                if kind_of(caption) == self.kind[object_id]}
+                if self._of_its_kind(object_id, caption)}
+
+    def _of_its_kind(self, object_id: int, caption: str | None) -> bool:
+        """Whether a caption names the object's kind (yes where either is not known)."""
+        return caption is None or not self.kind.get(object_id) or kind_of(caption) == self.kind[object_id]
 
     def described(self, object_id: int, caption: str) -> None:
         self.kind[object_id] = kind_of(caption)
@@ -305,28 +308,33 @@ class ReprompterTracker(Tracker):
     def _remember(self, index: int, found: dict[int, tuple[np.ndarray, float]], pixels: np.ndarray) -> None:
         for object_id, mask in self.previous.items():
             if object_id not in found:
-                self.lost[object_id] = (mask, self.motion.get(object_id, (0.0, 0.0)), 0)
-        self.lost = {object_id: (mask, step, age + 1) for object_id, (mask, step, age) in self.lost.items()
+                self.lost[object_id] = (mask, 0)
+        self.lost = {object_id: (mask, age + 1) for object_id, (mask, age) in self.lost.items()
                      if age + 1 <= self.options.lost_memory and object_id not in found}
         for object_id, (mask, _) in found.items():
             self.colour[object_id] = remembered_colours(self.colour.get(object_id), colours(pixels, mask))
             y, x = np.argwhere(mask).mean(0)
             path = self.path.setdefault(object_id, [])
             path[:] = [*path, (index, float(x), float(y))][-MOTION_WINDOW:]
-            (first, x0, y0), (last, x1, y1) = path[0], path[-1]
-            if last > first:
-                self.motion[object_id] = ((x1 - x0) / (last - first), (y1 - y0) / (last - first))
         self.previous = {object_id: mask for object_id, (mask, _) in found.items()}
 
+    def step_of(self, object_id: int) -> tuple[float, float]:
+        """The object's step a frame `(dx, dy)` in pixels: its mean over its last sightings (none before its second)."""
+        (first, x0, y0), (last, x1, y1) = self.path[object_id][0], self.path[object_id][-1]
+        return ((x1 - x0) / (last - first), (y1 - y0) / (last - first)) if last > first else (0.0, 0.0)
+
+    def _moved(self, object_id: int, mask: np.ndarray, frames: int) -> np.ndarray:
+        """The object's mask where `frames` of its steps take it."""
+        dx, dy = self.step_of(object_id)
+        return _shifted(mask, round(dx * frames), round(dy * frames))
+
     def _followed_now(self) -> dict[int, np.ndarray]:
-        """Where the followed objects would be now, had they kept their last step."""
-        return {object_id: _shifted(mask, *(round(d) for d in self.motion.get(object_id, (0.0, 0.0))))
-                for object_id, mask in self.previous.items()}
+        """Where the followed objects would be now, had they kept their step."""
+        return {object_id: self._moved(object_id, mask, 1) for object_id, mask in self.previous.items()}
 
     def _lost_now(self) -> dict[int, np.ndarray]:
-        """Where the objects lost lately would be now, had they kept their last step."""
-        return {object_id: _shifted(mask, round(step[0] * (age + 1)), round(step[1] * (age + 1)))
-                for object_id, (mask, step, age) in self.lost.items()}
+        """Where the objects lost lately would be now, had they kept their step."""
+        return {object_id: self._moved(object_id, mask, age + 1) for object_id, (mask, age) in self.lost.items()}
 
     def _continue(self, candidates: list[tuple[np.ndarray, float]], expected: np.ndarray, others: list[Neighbour],
                   pixels: np.ndarray, colour: np.ndarray):
@@ -343,7 +351,7 @@ class ReprompterTracker(Tracker):
         return best
 
     def forget(self, object_id: int) -> None:
-        for memory in (self.previous, self.lost, self.motion, self.colour, self.path, self.kind):
+        for memory in (self.previous, self.lost, self.colour, self.path, self.kind):
             memory.pop(object_id, None)
 
     def recognise(self, frame: VideoFrame, mask: np.ndarray, caption: str | None = None) -> int | None:
@@ -357,7 +365,7 @@ class ReprompterTracker(Tracker):
         for object_id, expected in self._lost_now().items():
             if not expected.any() or colour_change(seen, self.colour[object_id]) > self.rules.max_colour_change:
                 continue
-            if caption is not None and self.kind.get(object_id) and kind_of(caption) != self.kind[object_id]:
+            if not self._of_its_kind(object_id, caption):
                 continue
             area_ratio = mask.sum() / expected.sum()
             if not 1 / self.rules.max_area_change <= area_ratio <= self.rules.max_area_change:
