@@ -15,14 +15,16 @@ from sca.data.sources.moving_shapes import MovingShapesWorld
 from sca.errors import InputError
 from sca.geometry import mask_box
 from sca.masks import decode_rle
+from sca.models.mask_caption_decoder import DecoderState
 from sca.options import VideoOptions
 from sca.video.captioner import Track, VideoCaptioner
 from sca.video.io import VideoWriter, read_frames, video_info, write_video
 from sca.video.trackers import MemoryTracker, VideoFrame
 
-from builders import tiny_sam2_video
+from builders import save_tiny_lm, tiny_sam2_video
 
-LENIENT = dict(min_track_score=0.0, min_track_overlap=0.0, max_area_change=1e9, max_neighbour_share=1.0)
+LENIENT = dict(min_track_score=0.0, min_track_overlap=0.0, max_area_change=1e9, max_neighbour_share=1.0,
+               max_colour_change=1.0)
 """Track rules that let a random tiny model's masks go on (the tests of keyframes and views, not of identity)."""
 
 
@@ -277,6 +279,104 @@ def test_memory_tracker_takes_objects_that_start_later(region_model, sam2_video_
         if index == 3:
             assert 1 in seen
     assert tracker.session.get_obj_num() == 2
+
+
+def test_objects_that_start_together_start_however_their_masks_overlap(region_model, sam2_video_dir, video_file):
+    _, truth = video_file
+    tracker = MemoryTracker.from_pretrained(str(sam2_video_dir))
+    first = truth[0].masks[min(truth[0].masks)]
+    grown = first.copy()
+    grown[: first.shape[0] // 2] = True  # holds all of the first: the segmenter would have seen them as one
+    seen = tracker.step(VideoFrame(0, truth[0].image, region_model), {0: first, 1: grown})
+    assert set(seen) == {0, 1}
+
+
+# ---------------------------------------------------------------------- captions from the tracker's own state
+
+
+@pytest.fixture(scope="module")
+def sca_on_the_trackers_sam2(sam2_video_dir, tmp_path_factory):
+    """SCA on SAM 2 built from the video checkpoint, its SAM 2 then changed (as training all of it would), so that
+    its object scores see every object: the tracker sees them only if it segments with these weights."""
+    from sca.models.sca_region import build_sca_sam2
+
+    torch.manual_seed(0)
+    model = build_sca_sam2(sam2=str(sam2_video_dir), lm=str(save_tiny_lm(tmp_path_factory.mktemp("lm"))))
+    with torch.no_grad():
+        model.state_segmenter.mask_decoder.pred_obj_score_head.proj_out.bias.fill_(20.0)
+    return model
+
+
+def test_the_memory_tracker_segments_with_the_sca_models_sam2_and_keeps_its_state(
+        sca_on_the_trackers_sam2, sam2_video_dir, video_file):
+    model = sca_on_the_trackers_sam2
+    path, truth = video_file
+    tracker = MemoryTracker.from_pretrained(str(sam2_video_dir), options=VideoOptions(**LENIENT), region_model=model)
+    assert tracker.keeps_states
+    tracker_weights = tracker.model.state_dict()
+    for name, value in model.state_segmenter.state_dict().items():
+        assert torch.equal(tracker_weights[name], value), name
+    grid = model.state_segmenter.prompt_encoder.image_embedding_size
+    width = model.state_segmenter.config.mask_decoder_config.hidden_size
+    masks = {0: truth[0].masks[min(truth[0].masks)]}  # one: a random model's masks of two would be one blob
+    states = []
+    for index, picture in read_frames(path, max_frames=4):
+        seen = tracker.step(VideoFrame(index, picture, model), masks if index == 0 else {})
+        assert seen and set(tracker.states_now()) == set(seen)
+        for state in tracker.states_now().values():
+            assert state.output_tokens.shape[:2] == (1, 1) and state.output_tokens.shape[-1] == width
+            assert state.image_features.shape == (1, 1, grid[0] * grid[1], width)
+        states.append(tracker.states_now()[0])
+    # what the memory conditions: the same object's features change from frame to frame
+    assert not torch.allclose(states[1].image_features, states[2].image_features)
+
+
+def test_a_state_is_captioned_as_the_region_it_was_made_for(sca_on_the_trackers_sam2, video_file):
+    from sca.models.prompts import Prompts
+
+    model = sca_on_the_trackers_sam2
+    _, truth = video_file
+    encoded = model.encode([truth[0].image])
+    boxes = [mask_box(truth[0].masks[i]) for i in sorted(truth[0].masks)]
+    prompts, _ = Prompts.from_pixels(encoded.framed[0], model.frame, boxes=boxes)
+    prompts = prompts.to(model.device, model.dtype)
+    captions = model.caption(encoded, prompts).first_candidates()[0]
+    segmentation = model.model.segment(encoded.embeddings, prompts)
+    states = [DecoderState(segmentation.output_tokens[:, [r]], segmentation.image_features[:, [r]])
+              for r in range(len(boxes))]
+    assert model.describe_states(states) == captions
+    assert model.describe_states(states[::-1]) == captions[::-1]
+
+
+def test_sca_on_sam2_captions_its_tracks_from_the_trackers_state(sca_on_the_trackers_sam2, sam2_video_dir,
+                                                                  video_file, monkeypatch):
+    model = sca_on_the_trackers_sam2
+    path, truth = video_file
+    options = VideoOptions(keyframe_every=2, **LENIENT)
+    tracker = MemoryTracker.from_pretrained(str(sam2_video_dir), options=options, region_model=model)
+    described, captioned = [], []
+    states_captions = model.describe_states
+
+    def describe_states(states):
+        captions = states_captions(states)
+        captioned.extend(captions)
+        return captions
+
+    monkeypatch.setattr(model, "describe_states", describe_states)
+    monkeypatch.setattr(model, "describe", lambda *args, **kwargs: described.append(args) or [])
+    video = VideoCaptioner(model, options, tracker=tracker)
+    list(video.run(read_frames(path), boxes=[mask_box(truth[0].masks[min(truth[0].masks)])]))
+    keyframes = [keyframe for track in video.tracks for keyframe in track.keyframes]
+    assert len(keyframes) > len(video.tracks) and not described  # no keyframe re-prompts the region model
+    assert sorted(k["caption"] for k in keyframes) == sorted(captioned)
+
+
+def test_a_tracker_of_other_shapes_leaves_captions_to_the_masks(sam2_video_dir, tmp_path, caplog):
+    from builders import save_random_tiny_sca_sam2
+
+    model = RegionCaptioner.from_pretrained(save_random_tiny_sca_sam2(tmp_path / "sca-sam2")).model
+    tracker = MemoryTracker.from_pretrained(str(sam2_video_dir), region_model=model)
+    assert not tracker.keeps_states and "not the region model's" in caplog.text
 
 
 def test_tracker_must_be_a_video_model(tmp_path, tiny_model_dir):

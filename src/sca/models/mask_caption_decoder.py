@@ -20,19 +20,33 @@ from .upscaling import upscaled_masks
 
 
 @dataclass
-class Segmentation:
-    """What SAM's decoder produced for B images × R regions.
+class DecoderState:
+    """What the segmenter's two-way transformer made for B images × R regions: what the feature mixer reads.
+
+    output_tokens: `(B, R, T, C)` the decoder's tokens (IoU, mask tokens, prompt tokens) after its transformer.
+    image_features: `(B, R, H·W, C)` the image embeddings after its transformer, one copy per region.
+    """
+
+    output_tokens: torch.Tensor
+    image_features: torch.Tensor
+
+    @staticmethod
+    def concat(states: list[DecoderState]) -> DecoderState:
+        """Regions of one image with as many tokens each, side by side: `(1, sum R, ...)`."""
+        return DecoderState(torch.cat([s.output_tokens for s in states], dim=1),
+                            torch.cat([s.image_features for s in states], dim=1))
+
+
+@dataclass
+class Segmentation(DecoderState):
+    """What SAM's decoder produced for B images × R regions: its state (`DecoderState`) and its masks.
 
     iou_scores: `(B, R, M)` SAM's predicted IoU per candidate mask (M = 3 with multimask output, else 1).
     pred_masks: `(B, R, M, h, w)` low-resolution mask logits (h, w = 4 × the image-embedding grid).
-    output_tokens: `(B, R, T, C)` SAM's tokens (IoU, mask tokens, prompt tokens) after its transformer.
-    image_features: `(B, R, H·W, C)` SAM's image embeddings after its transformer, one copy per region.
     """
 
     iou_scores: torch.Tensor
     pred_masks: torch.Tensor
-    output_tokens: torch.Tensor
-    image_features: torch.Tensor
 
 
 class ScaMaskCaptionDecoder(SamMaskDecoder):
@@ -113,7 +127,7 @@ class ScaMaskCaptionDecoder(SamMaskDecoder):
             image_features=image,
         )
 
-    def mix(self, segmentation: Segmentation, image_positional_embeddings: torch.Tensor) -> torch.Tensor:
+    def mix(self, segmentation: DecoderState, image_positional_embeddings: torch.Tensor) -> torch.Tensor:
         """Run the feature mixer: caption queries read SAM's output tokens and its updated image features.
 
         Returns:

@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 
 from ..data.sam_frame import FramedImage, SamFrame, load_image
+from .mask_caption_decoder import DecoderState
 from .prompts import Prompts
 
 
@@ -151,6 +152,18 @@ class RegionModel(ABC):
         video), by families whose captioner takes several images at once (chat VLMs); None for the others, whose
         video tracks take their most frequent keyframe caption."""
         return None
+
+    @property
+    def state_segmenter(self) -> torch.nn.Module | None:
+        """The segmenter whose decoder state `describe_states` captions (SCA on SAM 2: its `Sam2Model`), else None. A
+        video tracker on these weights hands over the state its memory conditioned, so a track is captioned from the
+        tracker's own state, with no re-prompt."""
+        return None
+
+    def describe_states(self, states: Sequence[DecoderState]) -> list[str]:
+        """One caption per region from its decoder state (`(1, 1, T, C)` tokens and `(1, 1, H·W, C)` image features
+        each: what `state_segmenter`'s decoder made), by families with a `state_segmenter`."""
+        raise NotImplementedError(f"{type(self).__name__} captions masks, not a segmenter's decoder state")
 
     def settings(self) -> dict:
         """What decides the output (a resumed dataset run must use the same)."""

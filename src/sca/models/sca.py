@@ -24,7 +24,7 @@ from transformers.models.sam.modeling_sam import (
 from ..options import GenerationOptions
 from .configuration import TASK_TYPES, ScaConfig, ScaMaskCaptionDecoderConfig
 from .cpu_products import onednn_linear_layers
-from .mask_caption_decoder import ScaMaskCaptionDecoder, Segmentation
+from .mask_caption_decoder import DecoderState, ScaMaskCaptionDecoder, Segmentation
 from .prompts import Prompts
 from .vision_attention import encoder_for
 
@@ -163,7 +163,7 @@ class ScaCaptioning:
         scores, masks = (torch.cat(part, dim=1) for part in zip(*parts))
         return scores, masks
 
-    def caption_prefix(self, segmentation: Segmentation, task_type_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def caption_prefix(self, segmentation: DecoderState, task_type_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mixer, projection and task tokens → the LM prefix.
 
         Args:
@@ -299,15 +299,8 @@ class ScaCaptioning:
         prompts = Prompts(points=input_points, labels=input_labels, boxes=input_boxes, masks=input_masks)
         num_regions = prompts.num_regions
         chunk_size = chunk_size if chunk_size else num_regions
-        eos_token_id = self.language_model.generation_config.eos_token_id if eos_token_id is None else eos_token_id
-        if isinstance(eos_token_id, list):
-            eos_token_id = eos_token_id[0]
-        if pad_token_id is None:
-            pad_token_id = self.language_model.generation_config.pad_token_id
-        if pad_token_id is None:
-            pad_token_id = eos_token_id
+        pad_token_id, eos_token_id = self._special_ids(pad_token_id, eos_token_id)
 
-        generate_kwargs.setdefault("do_sample", False)  # the LM's own generation config may say otherwise
         sequences, iou_scores, pred_masks = [], [], []
         with onednn_linear_layers(_coarsest(image_embeddings).device):
             for start in range(0, num_regions, chunk_size):
@@ -318,25 +311,9 @@ class ScaCaptioning:
                                                                 min_iou)
                 ]
                 scores, masks, prefix = (torch.cat(part, dim=1) for part in zip(*parts))
-                regions = prefix.shape[1]
-                prefix = prefix.flatten(0, 1)
-                rows = prefix.shape[0]
-                if generate_kwargs.get("cache_implementation") == "static" and regions < chunk_size:
-                    # The static cache's decoding step is compiled for the first batch shape it meets (~30 s on a GPU);
-                    # a second shape compiles it again for any batch size (~40-50 s). The last, shorter chunk is padded
-                    # to the others' shape by repeating its last row, so one image at a time never meets a second shape.
-                    prefix = torch.cat([prefix, prefix[-1:].expand(batch_size * chunk_size - rows, -1, -1)])
-                with _without_the_needless_padding_warning():
-                    tokens = self.language_model.generate(
-                        inputs_embeds=prefix,
-                        attention_mask=prefix.new_ones(prefix.shape[:2], dtype=torch.long),
-                        max_new_tokens=max_new_tokens,
-                        num_beams=num_beams,
-                        pad_token_id=pad_token_id,
-                        eos_token_id=eos_token_id,
-                        **generate_kwargs,
-                    )[:rows]
-                sequences.append(tokens.reshape(batch_size, regions, -1))
+                sequences.append(self.generate_from_prefix(
+                    prefix, max_new_tokens=max_new_tokens, num_beams=num_beams, pad_token_id=pad_token_id,
+                    eos_token_id=eos_token_id, rows=batch_size * chunk_size, **generate_kwargs))
                 iou_scores.append(scores)
                 pred_masks.append(masks)
 
@@ -347,6 +324,45 @@ class ScaCaptioning:
             iou_scores=torch.cat(iou_scores, dim=1),
             pred_masks=torch.cat(pred_masks, dim=1),
         )
+
+    @torch.no_grad()
+    def generate_from_prefix(self, prefix: torch.Tensor, max_new_tokens: int = GenerationOptions.max_new_tokens,
+                             num_beams: int = GenerationOptions.num_beams, pad_token_id: int | None = None,
+                             eos_token_id: int | None = None, rows: int | None = None,
+                             **generate_kwargs) -> torch.Tensor:
+        """The LM decodes `(B, R, P, H)` prefixes (`caption_prefix`'s) as one batch with its KV cache → `(B, R, L)`
+        token ids. `rows`: with a static cache, the batch is padded to this many rows (see below). On a CPU, run it
+        within `onednn_linear_layers` (as `generate` does)."""
+        batch_size, regions = prefix.shape[:2]
+        pad_token_id, eos_token_id = self._special_ids(pad_token_id, eos_token_id)
+        generate_kwargs.setdefault("do_sample", False)  # the LM's own generation config may say otherwise
+        prefix = prefix.flatten(0, 1)
+        count = prefix.shape[0]
+        if generate_kwargs.get("cache_implementation") == "static" and rows is not None and count < rows:
+            # The static cache's decoding step is compiled for the first batch shape it meets (~30 s on a GPU);
+            # a second shape compiles it again for any batch size (~40-50 s). The last, shorter chunk is padded
+            # to the others' shape by repeating its last row, so one image at a time never meets a second shape.
+            prefix = torch.cat([prefix, prefix[-1:].expand(rows - count, -1, -1)])
+        with _without_the_needless_padding_warning():
+            tokens = self.language_model.generate(
+                inputs_embeds=prefix,
+                attention_mask=prefix.new_ones(prefix.shape[:2], dtype=torch.long),
+                max_new_tokens=max_new_tokens,
+                num_beams=num_beams,
+                pad_token_id=pad_token_id,
+                eos_token_id=eos_token_id,
+                **generate_kwargs,
+            )[:count]
+        return tokens.reshape(batch_size, regions, -1)
+
+    def _special_ids(self, pad_token_id: int | None, eos_token_id: int | None) -> tuple[int, int]:
+        """The pad and end ids, given or the LM's (pad falls back on end)."""
+        eos_token_id = self.language_model.generation_config.eos_token_id if eos_token_id is None else eos_token_id
+        if isinstance(eos_token_id, list):
+            eos_token_id = eos_token_id[0]
+        if pad_token_id is None:
+            pad_token_id = self.language_model.generation_config.pad_token_id
+        return (eos_token_id if pad_token_id is None else pad_token_id), eos_token_id
 
     def _segment_in_groups(self, image_embeddings: torch.Tensor, prompts: Prompts, multimask_output: bool,
                            min_iou: float | None = None) -> Iterator[Segmentation]:
@@ -472,7 +488,7 @@ class ScaModel(ScaCaptioning, ScaPreTrainedModel):
             image_embeddings, self.get_image_wide_positional_embeddings(), sparse, dense, multimask_output, min_iou
         )
 
-    def mix(self, segmentation: Segmentation) -> torch.Tensor:
+    def mix(self, segmentation: DecoderState) -> torch.Tensor:
         """The feature mixer: `(B, R, num_caption_tokens, C)` caption queries."""
         return self.mask_decoder.mix(segmentation, self.get_image_wide_positional_embeddings())
 

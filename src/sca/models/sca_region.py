@@ -14,8 +14,10 @@ from ..data.records import TASK_CAPTION
 from ..data.sam_frame import SamFrame
 from ..errors import InputError
 from ..options import AnythingOptions, GenerationOptions
+from .cpu_products import onednn_linear_layers
 from .hub import ModelSource
 from .loading import load_sca_model, load_tokenizer
+from .mask_caption_decoder import DecoderState
 from .prompts import Prompts
 from .region_model import EncodedImages, RegionModel, RegionOutputs
 from .sca import ScaModel
@@ -97,6 +99,36 @@ class ScaRegionModel(RegionModel):
             texts = [text.strip() for text in self.tokenizer.batch_decode(sequences, skip_special_tokens=True)]
             candidates.append([[text] if valid is None or valid[b][r] else [] for r, text in enumerate(texts)])
         return RegionOutputs(output.iou_scores, output.pred_masks, candidates)
+
+    @property
+    def state_segmenter(self) -> torch.nn.Module | None:
+        return self.model.sam if isinstance(self.model, ScaSam2Model) else None
+
+    @torch.no_grad()
+    def describe_states(self, states: Sequence[DecoderState]) -> list[str]:
+        if self.state_segmenter is None:
+            return super().describe_states(states)
+        options, model = self.generation, self.model
+        by_length: dict[int, list[int]] = {}
+        for index, state in enumerate(states):  # regions with as many decoder tokens go through together
+            by_length.setdefault(state.output_tokens.shape[-2], []).append(index)
+        captions = [""] * len(states)
+        with onednn_linear_layers(self.device):
+            for indices in by_length.values():
+                step = options.chunk_size or len(indices)
+                for chunk in (indices[start : start + step] for start in range(0, len(indices), step)):
+                    state = DecoderState.concat([states[i] for i in chunk])
+                    state = DecoderState(state.output_tokens.to(self.device, self.dtype),
+                                         state.image_features.to(self.device, self.dtype))
+                    prefix = model.caption_prefix(state, model.task_type_ids(TASK_CAPTION, 1))[1]
+                    sequences = model.generate_from_prefix(
+                        prefix, max_new_tokens=options.max_new_tokens, num_beams=options.num_beams,
+                        pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id,
+                        **options.extra)
+                    texts = self.tokenizer.batch_decode(sequences[0], skip_special_tokens=True)
+                    for i, text in zip(chunk, texts):
+                        captions[i] = text.strip()
+        return captions
 
     def settings(self) -> dict:
         return {"model": "ScaModel", "dtype": str(self.dtype), "max_new_tokens": self.generation.max_new_tokens,

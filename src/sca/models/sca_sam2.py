@@ -29,7 +29,7 @@ from transformers.models.sam2.modeling_sam2 import (
 )
 
 from .configuration import ScaMaskCaptionDecoderConfig
-from .mask_caption_decoder import Segmentation
+from .mask_caption_decoder import DecoderState, Segmentation
 from .prompts import Prompts
 from .sca import ScaCaptioning
 
@@ -159,20 +159,19 @@ class ScaSam2Model(ScaCaptioning, ScaSam2PreTrainedModel):
         if prompts.masks is not None and prompts.num_regions > 1:
             parts = [self.segment(image_embeddings, prompts.take(slice(r, r + 1)), multimask_output)
                      for r in range(prompts.num_regions)]
-            return Segmentation(*(torch.cat([getattr(p, name) for p in parts], dim=1)
-                                  for name in ("iou_scores", "pred_masks", "output_tokens", "image_features")))
+            return Segmentation(**{name: torch.cat([getattr(p, name) for p in parts], dim=1)
+                                   for name in ("iou_scores", "pred_masks", "output_tokens", "image_features")})
         inputs = {name: value for name, value in prompts.as_sam_inputs().items() if name != "valid"}
         if inputs["input_masks"] is not None:
             inputs["input_masks"] = inputs["input_masks"][:, 0, None]  # (B, 1, 4h, 4w)
-        with _kept_output(self.sam.mask_decoder.transformer) as kept:
+        with kept_decoder_states(self.sam.mask_decoder.transformer) as kept:
             output = self.sam(image_embeddings=image_embeddings, multimask_output=multimask_output, **inputs)
-        tokens, image = kept[0]
-        batch_size, num_regions = tokens.shape[:2]
-        return Segmentation(iou_scores=output.iou_scores, pred_masks=output.pred_masks, output_tokens=tokens,
-                            image_features=image.reshape(batch_size, num_regions, *image.shape[-2:]))
+        return Segmentation(output_tokens=kept[0].output_tokens, image_features=kept[0].image_features,
+                            iou_scores=output.iou_scores, pred_masks=output.pred_masks)
 
-    def mix(self, segmentation: Segmentation) -> torch.Tensor:
-        """The feature mixer: `(B, R, num_caption_tokens, C)` caption queries."""
+    def mix(self, segmentation: DecoderState) -> torch.Tensor:
+        """The feature mixer: `(B, R, num_caption_tokens, C)` caption queries, from SAM 2's decoder state (an image's,
+        or a video model's conditioned on its memory: the same decoder)."""
         tokens, image = segmentation.output_tokens, segmentation.image_features
         batch_size, num_regions, _, channels = image.shape
         height, width = self.sam.prompt_encoder.image_embedding_size
@@ -186,11 +185,16 @@ class ScaSam2Model(ScaCaptioning, ScaSam2PreTrainedModel):
 
 
 @contextlib.contextmanager
-def _kept_output(module: nn.Module) -> Iterator[list]:
-    """What the module returns while the block runs (SAM 2's decoder returns masks and scores, not the tokens and image
-    features its transformer made, which the mixer reads)."""
-    kept: list = []
-    handle = module.register_forward_hook(lambda _module, _args, output: kept.append(output))
+def kept_decoder_states(transformer: nn.Module) -> Iterator[list[DecoderState]]:
+    """The decoder states SAM 2's two-way transformer makes while the block runs, one a call (SAM 2's decoder returns
+    masks and scores, not the tokens and image features its transformer made, which the mixer reads)."""
+    kept: list[DecoderState] = []
+
+    def keep(_module, _args, output) -> None:
+        tokens, image = output
+        kept.append(DecoderState(tokens, image.reshape(*tokens.shape[:2], *image.shape[-2:])))
+
+    handle = transformer.register_forward_hook(keep)
     try:
         yield kept
     finally:

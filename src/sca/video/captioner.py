@@ -180,10 +180,11 @@ class VideoCaptioner:
                 elif not tracker.remembers:
                     track.ended = True  # a tracker without memory cannot find it again
                     tracker.forget(track.object_id)
-            for object_id, (track, _, caption) in by_id.items():
-                if caption is not None and object_id in seen:
-                    track.add_keyframe(index, caption, *self._view_args(picture))
-            self._caption_keyframes(current, [t for t in self.tracks if index in t.frames])
+            started = {object_id: caption for object_id, (_, _, caption) in by_id.items()
+                       if caption is not None and object_id in seen}
+            for object_id, caption in {**started, **self._state_captions(tracker, list(started))}.items():
+                by_id[object_id][0].add_keyframe(index, caption, *self._view_args(picture))
+            self._caption_keyframes(current, tracker, [t for t in self.tracks if index in t.frames])
             for track in self.tracks:
                 if track.keyframes and track.keyframes[-1]["frame"] == index:
                     tracker.described(track.object_id, track.caption)
@@ -220,7 +221,7 @@ class VideoCaptioner:
         return found
 
     @torch.no_grad()
-    def _caption_keyframes(self, frame: VideoFrame, tracks: list[Track]) -> None:
+    def _caption_keyframes(self, frame: VideoFrame, tracker: Tracker, tracks: list[Track]) -> None:
         """Caption the tracks whose keyframe this frame is (the region model describes their current masks)."""
         due = []
         for track in tracks:
@@ -232,8 +233,19 @@ class VideoCaptioner:
                 due.append(track)
         if not due:
             return
-        for track, caption in zip(due, describe_masks(self.model, frame.encoded, [t.last_mask for t in due])):
-            track.add_keyframe(frame.index, caption, *self._view_args(frame.picture))
+        from_state = self._state_captions(tracker, [track.object_id for track in due])
+        rest = [track for track in due if track.object_id not in from_state]
+        masks = describe_masks(self.model, frame.encoded, [track.last_mask for track in rest]) if rest else []
+        captions = {**from_state, **{track.object_id: caption for track, caption in zip(rest, masks)}}
+        for track in due:
+            track.add_keyframe(frame.index, captions[track.object_id], *self._view_args(frame.picture))
+
+    def _state_captions(self, tracker: Tracker, object_ids: list[int]) -> dict[int, str]:
+        """The objects' captions from the tracker's decoder state in this frame, where it keeps one: the track is
+        captioned from the tracker's own segmentation, conditioned on its memory."""
+        states = tracker.states_now()
+        ids = [object_id for object_id in object_ids if object_id in states]
+        return dict(zip(ids, self.model.describe_states([states[i] for i in ids]))) if ids else {}
 
     def _view_args(self, picture: Image.Image) -> tuple:
         """What `Track.add_keyframe` keeps of a keyframe for the track's summary: nothing for a model that gives none."""

@@ -15,6 +15,8 @@ A tracker takes one frame at a time (`step`), so a video streams through it. Two
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
@@ -27,9 +29,13 @@ from PIL import Image
 
 from ..errors import InputError
 from ..geometry import mask_box, mask_iou, remove_small_regions
+from ..models.mask_caption_decoder import DecoderState
 from ..models.prompts import Prompts, RegionPrompt, group_prompts
 from ..models.region_model import EncodedImages, RegionModel
+from ..models.sca_sam2 import kept_decoder_states
 from ..options import VideoOptions
+
+logger = logging.getLogger(__name__)
 
 REPROMPT = "reprompt"
 COLOUR_MEMORY = 0.9
@@ -208,6 +214,11 @@ class Tracker(ABC):
     def described(self, object_id: int, caption: str) -> None:
         """What the object's track is captioned as, so far: a lost object resumes only on a mask of its kind."""
         return None  # a tracker that does not look for lost objects itself has no use for it
+
+    def states_now(self) -> dict[int, DecoderState]:
+        """The decoder state each object seen in the last frame was segmented from, by object id, where the region
+        model captions such states (`RegionModel.describe_states`): its keyframes are captioned from them."""
+        return {}
 
 
 class ReprompterTracker(Tracker):
@@ -399,11 +410,16 @@ VIDEO_MODELS = {
 class MemoryTracker(Tracker):
     """SAM 2's video propagation, one frame at a time. Objects start from mask prompts (their masks on their first
     frame); each later frame is conditioned on the memories of the object's first frame and its last
-    `num_maskmem` frames. Older frames are dropped as the video goes, so memory stays flat."""
+    `num_maskmem` frames. Older frames are dropped as the video goes, so memory stays flat.
+
+    With a region model that captions SAM 2's decoder state (SCA on SAM 2: `RegionModel.state_segmenter`) whose
+    SAM 2 has the video model's shapes, the video model segments with that SAM 2's weights (image encoder, prompt
+    encoder, mask decoder; its memory modules stay the checkpoint's), and keeps each object's decoder state of the
+    frame, conditioned on its memory: the region model captions the track from it (`states_now`)."""
 
     remembers = True
 
-    def __init__(self, model, options: VideoOptions | None = None):
+    def __init__(self, model, options: VideoOptions | None = None, region_model: RegionModel | None = None):
         from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoInferenceSession
 
         from ..models.segmenters import FAMILIES, frame_of
@@ -418,10 +434,30 @@ class MemoryTracker(Tracker):
         self.rules = TrackRules.of(options or VideoOptions())
         self.last: dict[int, np.ndarray] = {}
         self.colour: dict[int, np.ndarray] = {}
+        self.states: dict[int, DecoderState] = {}
+        self.keeps_states = region_model is not None and self._segments_with(region_model.state_segmenter)
+
+    def _segments_with(self, segmenter: torch.nn.Module | None) -> bool:
+        """Take the region model's SAM 2 weights, if it has a SAM 2 of this video model's shapes."""
+        if segmenter is None:
+            return False
+        mine, theirs = self.model.state_dict(), segmenter.state_dict()
+        differing = [name for name, value in theirs.items() if name not in mine or mine[name].shape != value.shape]
+        if differing:
+            logger.warning("the tracker's SAM 2 is not the region model's (%s differs): tracks are captioned by "
+                           "re-prompting the region model on keyframes, not from the tracker's state; track with the "
+                           "SAM 2 the model was built on for that", differing[0])
+            return False
+        self.model.load_state_dict(theirs, strict=False)
+        return True
+
+    def states_now(self) -> dict[int, DecoderState]:
+        return self.states
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, dtype: torch.dtype = torch.float32, device="cpu",
-                        options: VideoOptions | None = None) -> MemoryTracker:
+                        options: VideoOptions | None = None, region_model: RegionModel | None = None
+                        ) -> MemoryTracker:
         """A SAM 2 / 2.1, EdgeTAM or SAM 3 tracker video model from a folder or a hub id."""
         import transformers
 
@@ -439,7 +475,7 @@ class MemoryTracker(Tracker):
             model = model_class.from_pretrained(source.location, dtype=dtype, **source.pretrained_kwargs)
         except (OSError, ValueError, ImportError, AttributeError) as error:
             raise source.failure("load the video tracker", error) from error
-        return cls(model.to(device), options)
+        return cls(model.to(device), options, region_model)
 
     @torch.no_grad()
     def step(self, frame: VideoFrame, new: dict[int, np.ndarray]) -> dict[int, tuple[np.ndarray, float]]:
@@ -456,10 +492,14 @@ class MemoryTracker(Tracker):
             square = torch.nn.functional.interpolate(masks, (self.frame.image_size, self.frame.image_size),
                                                      mode="bilinear", antialias=True, align_corners=False)
             session.add_mask_inputs(session.obj_id_to_idx(object_id), frame.index, (square >= 0.5).float())
-        session.obj_with_new_inputs = started
+        session.obj_with_new_inputs = list(started)  # the video model empties it as it takes them
         if session.get_obj_num() == 0:
             return {}
-        output = self.model(inference_session=session, frame_idx=frame.index, frame=framed.pixel_values)
+        with (kept_decoder_states(self.model.mask_decoder.transformer) if self.keeps_states
+              else contextlib.nullcontext([])) as kept:
+            output = self.model(inference_session=session, frame_idx=frame.index, frame=framed.pixel_values)
+        # the video model runs its decoder once per object, in its order (SAM 2's streaming forward)
+        states = dict(zip(output.object_ids, kept)) if len(kept) == len(output.object_ids) else {}
         self._drop_old(frame.index)
         masks = self.frame.masks_to_original(output.pred_masks.float(), framed)[:, 0].cpu().numpy()
         present = output.object_score_logits.float().reshape(-1).cpu().numpy() > 0
@@ -480,6 +520,7 @@ class MemoryTracker(Tracker):
                 seen[object_id] = (mask, float(scores[i]))
                 self.last[object_id] = mask  # the memory remembers its object: the rules judge against its last sight
                 self.colour[object_id] = remembered_colours(self.colour.get(object_id), colour)
+        self.states = {object_id: states[object_id] for object_id in seen if object_id in states}
         return exclusive({object_id: found for object_id, found in seen.items() if found[0].any()}, keep=set(started))
 
     def _drop_old(self, index: int) -> None:
@@ -499,7 +540,9 @@ class MemoryTracker(Tracker):
 
 
 def load_tracker(tracker: str, model: RegionModel, options: VideoOptions | None = None) -> Tracker:
-    """`reprompt` (the region model's own segmenter) or a SAM 2-family video model's folder or hub id."""
+    """`reprompt` (the region model's own segmenter) or a SAM 2-family video model's folder or hub id (which hands
+    its decoder state to a region model that captions it)."""
     if tracker == REPROMPT:
         return ReprompterTracker(model, options)
-    return MemoryTracker.from_pretrained(tracker, dtype=model.dtype, device=model.device, options=options)
+    return MemoryTracker.from_pretrained(tracker, dtype=model.dtype, device=model.device, options=options,
+                                         region_model=model)
