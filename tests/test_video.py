@@ -371,6 +371,26 @@ def test_sca_on_sam2_captions_its_tracks_from_the_trackers_state(sca_on_the_trac
     assert sorted(k["caption"] for k in keyframes) == sorted(captioned)
 
 
+def test_sca_video_with_a_trained_sca_on_sam2_and_its_tracker(sca_on_the_trackers_sam2, sam2_video_dir, video_file,
+                                                               tmp_path, monkeypatch):
+    from sca.models.sca_region import ScaRegionModel
+
+    folder = tmp_path / "sca-sam2"
+    sca_on_the_trackers_sam2.model.save_pretrained(folder)
+    sca_on_the_trackers_sam2.tokenizer.save_pretrained(folder)
+    monkeypatch.setattr(ScaRegionModel, "describe", lambda *args, **kwargs: pytest.fail("a keyframe was re-prompted"))
+    from_states, describe_states = [], ScaRegionModel.describe_states
+    monkeypatch.setattr(ScaRegionModel, "describe_states",
+                        lambda self, states: from_states.extend(describe_states(self, states)) or from_states[-len(states):])
+    path, truth = video_file
+    box = ",".join(f"{v:g}" for v in mask_box(truth[0].masks[min(truth[0].masks)]))
+    data = tmp_path / "tracks.json"
+    assert main(["video", str(path), "--box", box, "--model", str(folder), "--tracker", str(sam2_video_dir),
+                 "--keyframe-every", "2", "--json", str(data), "--quiet"]) == 0
+    objects = json.loads(data.read_text())["objects"]
+    assert len(objects) == 1 and [k["caption"] for k in objects[0]["keyframes"]] == from_states
+
+
 def test_a_tracker_of_other_shapes_leaves_captions_to_the_masks(sam2_video_dir, tmp_path, caplog):
     from builders import save_random_tiny_sca_sam2
 
