@@ -85,6 +85,10 @@ def test_it_trains_the_mixer_by_default_and_everything_when_asked(built, pixels)
                    input_ids=tokens[:, :1], labels=tokens[:, :1])
     output.loss.backward()
     assert model.sam.vision_encoder.backbone.patch_embed.projection.weight.grad is not None
+    model.set_trainable(["vision_encoder", "prompt_encoder", "mask_decoder", "task_tokens"])  # the shapes recipe's
+    trained = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert {name.split(".")[0] for name in trained} == {"sam", "mixer", "caption_tokens", "task_tokens"}
+    assert any(name.startswith("sam.mask_decoder.") for name in trained)
     model.set_trainable(model.default_trainable_modules)
     model.zero_grad()
     model.eval()

@@ -109,7 +109,7 @@ class ScaCaptioning:
     `vision_encoder`, ...) → this model's, so that one recipe trains either.
     """
 
-    module_aliases: dict[str, str] = {}
+    module_aliases: dict[str, str | tuple[str, ...]] = {}
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
@@ -143,11 +143,13 @@ class ScaCaptioning:
         """Freeze everything, then unfreeze the modules at these dotted paths (e.g. `language_model`)."""
         self.requires_grad_(False)
         for path in module_paths:
-            try:
-                module = self.get_submodule(self.module_aliases.get(path, path))
-            except AttributeError as error:
-                raise ValueError(f"no module {path!r} in {type(self).__name__} to train") from error
-            module.requires_grad_(True)
+            alias = self.module_aliases.get(path, path)
+            for found in (alias,) if isinstance(alias, str) else alias:
+                try:
+                    module = self.get_submodule(found)
+                except AttributeError as error:
+                    raise ValueError(f"no module {path!r} in {type(self).__name__} to train") from error
+                module.requires_grad_(True)
 
     @torch.no_grad()
     def predict_masks(self, image_embeddings: torch.Tensor, prompts: Prompts, multimask_output: bool = True,

@@ -108,9 +108,10 @@ class ScaSam2Model(ScaCaptioning, ScaSam2PreTrainedModel):
     """
 
     default_trainable_modules = DEFAULT_TRAINABLE_MODULES
+    # SCA's mask decoder holds the mixer and its queries: a recipe that trains it trains all three here
     module_aliases = {"mask_decoder.additional_transformer": "mixer", "mask_decoder.caption_tokens": "caption_tokens",
                       "vision_encoder": "sam.vision_encoder", "prompt_encoder": "sam.prompt_encoder",
-                      "mask_decoder": "sam.mask_decoder"}
+                      "mask_decoder": ("sam.mask_decoder", "mixer", "caption_tokens")}
     _keys_to_ignore_on_load_unexpected = Sam2PreTrainedModel._keys_to_ignore_on_load_unexpected
 
     def __init__(self, config: ScaSam2Config, language_model: PreTrainedModel | None = None):
