@@ -51,14 +51,28 @@ default-model: $(STAMP)
 	$(BIN)/sca bench quality --out $(SHAPES_RUN)/quality
 	$(BIN)/sca bench video --out $(SHAPES_RUN)/video
 
-# SCA on SAM 2 for the shapes world, from scratch, in one stage (the candidate v3; benchmarked, not installed).
+# SCA on SAM 2 for the shapes world (the candidate v3; benchmarked, not installed): the shipped model's curriculum
+# (stage 1 and two caption cycles on the classic world, two on the rich world, the sharpening stage) on a tiny SAM 2
+# (model=sca-sam2-shapes). Each stage is a file target, so a run that stops goes on where it stopped (a stage started
+# resumes from its last checkpoint).
 SAM2_RUN ?= build/shapes-sam2-model
-SAM2_STEPS ?= 4000
-shapes-sam2-model: $(STAMP)
-	$(BIN)/sca train model=sca-sam2-shapes train=sam2-shapes train.args.max_steps=$(SAM2_STEPS) \
-		train.max_eval_samples=0 output_dir=$(SAM2_RUN)
-	$(BIN)/sca bench quality --model $(SAM2_RUN)/final --out $(SAM2_RUN)/quality
-	$(BIN)/sca bench video --model $(SAM2_RUN)/final --out $(SAM2_RUN)/video
+SAM2_TRAIN = $(BIN)/sca train train.resume=latest
+SAM2_AFTER = model=pretrained model.path=$(SAM2_RUN)/stage-$(1)/final
+shapes-sam2-model: $(SAM2_RUN)/stage-6/final/config.json
+	$(BIN)/sca bench quality --model $(SAM2_RUN)/stage-6/final --out $(SAM2_RUN)/quality
+	$(BIN)/sca bench video --model $(SAM2_RUN)/stage-6/final --out $(SAM2_RUN)/video
+$(SAM2_RUN)/stage-1/final/config.json: | $(STAMP)
+	$(SAM2_TRAIN) model=sca-sam2-shapes train=shapes-model data=shapes-classic output_dir=$(SAM2_RUN)/stage-1
+$(SAM2_RUN)/stage-2/final/config.json: $(SAM2_RUN)/stage-1/final/config.json
+	$(SAM2_TRAIN) $(call SAM2_AFTER,1) train=shapes-captions $(CLASSIC) output_dir=$(SAM2_RUN)/stage-2
+$(SAM2_RUN)/stage-3/final/config.json: $(SAM2_RUN)/stage-2/final/config.json
+	$(SAM2_TRAIN) $(call SAM2_AFTER,2) train=shapes-captions $(CLASSIC) output_dir=$(SAM2_RUN)/stage-3
+$(SAM2_RUN)/stage-4/final/config.json: $(SAM2_RUN)/stage-3/final/config.json
+	$(SAM2_TRAIN) $(call SAM2_AFTER,3) train=shapes-captions output_dir=$(SAM2_RUN)/stage-4
+$(SAM2_RUN)/stage-5/final/config.json: $(SAM2_RUN)/stage-4/final/config.json
+	$(SAM2_TRAIN) $(call SAM2_AFTER,4) train=shapes-captions output_dir=$(SAM2_RUN)/stage-5
+$(SAM2_RUN)/stage-6/final/config.json: $(SAM2_RUN)/stage-5/final/config.json
+	$(SAM2_TRAIN) $(call SAM2_AFTER,5) train=shapes-sharpen output_dir=$(SAM2_RUN)/stage-6
 
 # The web demo's end-to-end test drives Debian's Chromium (Playwright from PyPI drives it; no browser download).
 CHROMIUM ?= /usr/bin/chromium
