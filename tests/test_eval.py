@@ -72,6 +72,29 @@ def test_scores_equal_pycocoevalcap_run_by_hand():
     assert corpus["CIDEr-D"] > 0 and per_entry["CIDEr-D"][2] > per_entry["CIDEr-D"][3]
 
 
+def test_groups_score_as_each_alone_with_one_tokenizer_and_one_meteor_process(monkeypatch):
+    from pycocoevalcap.meteor import meteor as pycocoevalcap_meteor
+    from pycocoevalcap.tokenizer import ptbtokenizer
+
+    from sca.eval.captions import score_caption_groups
+
+    keys = sorted(CANDIDATES)
+    other = {key: CANDIDATES[keys[(i + 1) % len(keys)]] for i, key in enumerate(keys)}  # each another's caption
+    alone = {"own": score_captions(REFERENCES, CANDIDATES), "swapped": score_captions(REFERENCES, other)}
+    started = []
+    for module, name in ((pycocoevalcap_meteor, "Meteor"), (ptbtokenizer, "PTBTokenizer")):
+        original = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda original=original, name=name: started.append(name) or original())
+    together = score_caption_groups({"own": (REFERENCES, CANDIDATES), "swapped": (REFERENCES, other)})
+    assert sorted(started) == ["Meteor", "PTBTokenizer"]
+    assert together.keys() == alone.keys()
+    for group, (corpus, per_entry) in alone.items():
+        assert together[group][0] == pytest.approx(corpus, abs=1e-12), group
+        for metric, entries in per_entry.items():
+            assert together[group][1][metric] == pytest.approx(entries, abs=1e-12), (group, metric)
+    assert alone["own"][0]["CIDEr-D"] != alone["swapped"][0]["CIDEr-D"]
+
+
 def test_file_with_one_candidate_per_mask_scores_the_highest_iou_caption(tmp_path):
     # The SAM-Captioner layout: 3 candidates, 3 IoU scores; the best caption sits at a different place each time.
     multi = [

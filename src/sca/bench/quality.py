@@ -189,11 +189,15 @@ def evaluate_quality(
             report[kind]["precision"] = float(np.mean(every_region)) if every_region else 0.0
             report[kind]["precision_by"] = {group: float(np.mean(hits)) for group, hits in sorted(returned.items())}
             report[kind]["duplicates"] = duplicates
-        if caption_metrics and captions:
-            from ..eval.captions import score_captions
+    scored = [kind for kind, result in results.items() if result["captions"]]
+    if caption_metrics and scored:
+        from ..eval.captions import score_caption_groups
 
-            keys = [str(i) for i in range(len(captions))]
-            corpus, _ = score_captions(dict(zip(keys, references)), dict(zip(keys, captions)))
+        groups = {}
+        for kind in scored:
+            keys = [str(i) for i in range(len(results[kind]["captions"]))]
+            groups[kind] = (dict(zip(keys, references)), dict(zip(keys, results[kind]["captions"])))
+        for kind, (corpus, _) in score_caption_groups(groups).items():
             report[kind].update({"CIDEr-D": corpus["CIDEr-D"], "METEOR": corpus["METEOR"]})
     return report
 

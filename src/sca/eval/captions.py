@@ -65,45 +65,60 @@ def score_captions(
     Both are PTB-tokenized first, as in the COCO caption evaluation. Returns `(corpus, per_entry)`, each keyed
     by metric name (`METRICS`, plus `SPICE` if asked); per-entry lists follow `sorted(candidates)`.
     """
+    return score_caption_groups({"": (references, candidates)}, spice)[""]
+
+
+def score_caption_groups(
+    groups: Mapping[str, tuple[Mapping[str, Sequence[str]], Mapping[str, str]]],
+    spice: bool = False,
+) -> dict[str, tuple[dict[str, float], dict[str, list[float]]]]:
+    """`score_captions` of several groups (name → references, candidates), each scored on its own (corpus scores
+    are a group's), with one PTB tokenization and one METEOR process for all: each starts a JVM, seconds each."""
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
     from pycocoevalcap.rouge.rouge import Rouge
 
-    keys = sorted(candidates)
-    if not keys:
-        raise InputError("no captions to score")
-    gts = ptb_tokenize({k: references[k] for k in keys})
-    res = ptb_tokenize({k: [candidates[k]] for k in keys})
+    texts: dict[tuple[str, str, str], Sequence[str]] = {}
+    for name, (references, candidates) in groups.items():
+        if not candidates:
+            raise InputError("no captions to score" + (f" ({name})" if name else ""))
+        for key in sorted(candidates):
+            texts[name, "references", key] = references[key]
+            texts[name, "candidate", key] = [candidates[key]]
+    tokenized = ptb_tokenize(texts)
     # pycocoevalcap iterates dict keys; give every scorer the same order.
-    gts = {k: gts[k] for k in keys}
-    res = {k: res[k] for k in keys}
-
-    corpus, per_entry = {}, {}
-    bleu, bleu_entries = Bleu(4).compute_score(gts, res, verbose=0)
-    for n in range(4):
-        corpus[f"BLEU-{n + 1}"] = float(bleu[n])
-        per_entry[f"BLEU-{n + 1}"] = [float(s) for s in bleu_entries[n]]
-    corpus["METEOR"], scores = _run_meteor(gts, res)
-    per_entry["METEOR"] = [float(s) for s in scores]
-    corpus["ROUGE-L"], scores = Rouge().compute_score(gts, res)
-    per_entry["ROUGE-L"] = [float(s) for s in scores]
-    corpus["CIDEr-D"], scores = Cider().compute_score(gts, res)
-    per_entry["CIDEr-D"] = [float(s) for s in scores]
-    if spice:
-        corpus["SPICE"], per_entry["SPICE"] = _spice(gts, res)
-    return {k: float(v) for k, v in corpus.items()}, per_entry
+    prepared = {name: ({k: tokenized[name, "references", k] for k in sorted(candidates)},
+                       {k: tokenized[name, "candidate", k] for k in sorted(candidates)})
+                for name, (_, candidates) in groups.items()}
+    meteors = _run_meteor(list(prepared.values()))
+    scored = {}
+    for (name, (gts, res)), (meteor_score, meteor_entries) in zip(prepared.items(), meteors):
+        corpus, per_entry = {}, {}
+        bleu, bleu_entries = Bleu(4).compute_score(gts, res, verbose=0)
+        for n in range(4):
+            corpus[f"BLEU-{n + 1}"] = float(bleu[n])
+            per_entry[f"BLEU-{n + 1}"] = [float(s) for s in bleu_entries[n]]
+        corpus["METEOR"], per_entry["METEOR"] = meteor_score, meteor_entries
+        corpus["ROUGE-L"], scores = Rouge().compute_score(gts, res)
+        per_entry["ROUGE-L"] = [float(s) for s in scores]
+        corpus["CIDEr-D"], scores = Cider().compute_score(gts, res)
+        per_entry["CIDEr-D"] = [float(s) for s in scores]
+        if spice:
+            corpus["SPICE"], per_entry["SPICE"] = _spice(gts, res)
+        scored[name] = ({k: float(v) for k, v in corpus.items()}, per_entry)
+    return scored
 
 
 def meteor_per_entry(references: Mapping[str, Sequence[str]], candidates: Mapping[str, str]) -> dict[str, float]:
     """METEOR of each candidate against its references, untokenized (as DenseCap scored its matches)."""
     keys, gts, res = _untokenized(references, candidates)
-    return dict(zip(keys, _run_meteor(gts, res)[1])) if keys else {}
+    return dict(zip(keys, _run_meteor([(gts, res)])[0][1])) if keys else {}
 
 
 def meteor(references: Mapping[str, Sequence[str]], candidates: Mapping[str, str]) -> float:
     """Corpus METEOR of one candidate per key against its references, untokenized (the training log's metric)."""
     _, gts, res = _untokenized(references, candidates)
-    return _run_meteor(gts, res)[0]
+    return _run_meteor([(gts, res)])[0][0]
 
 
 def _untokenized(references, candidates) -> tuple[list[str], dict, dict]:
@@ -113,27 +128,28 @@ def _untokenized(references, candidates) -> tuple[list[str], dict, dict]:
     return keys, gts, res
 
 
-def _run_meteor(gts: Mapping[str, list[str]], res: Mapping[str, list[str]]) -> tuple[float, list[float]]:
-    """pycocoevalcap's METEOR, guarded: its JVM's stderr is drained (pycocoevalcap pipes it and never reads it, so a
-    JVM that writes 64 KB there stalls), and a JVM that stops answering is killed after a generous time (the reads
-    have no timeout: it would hang the run) and tried once more before the run fails with its last words."""
+def _run_meteor(sets: list[tuple[Mapping[str, list[str]], Mapping[str, list[str]]]]) -> list[tuple[float, list[float]]]:
+    """pycocoevalcap's METEOR of each `(references, candidates)` set, in one JVM, guarded: its stderr is drained
+    (pycocoevalcap pipes it and never reads it, so a JVM that writes 64 KB there stalls), and a JVM that stops
+    answering is killed after a generous time (the reads have no timeout: it would hang the run) and tried once more
+    before the run fails with its last words."""
     def non_empty(texts):
         return [t if t.strip() else EMPTY_CAPTION for t in texts]
 
-    gts = {k: non_empty(v) for k, v in gts.items()}
-    res = {k: non_empty(v) for k, v in res.items()}
-    timeout = METEOR_MIN_SECONDS + METEOR_SECONDS_PER_ENTRY * len(res)
+    sets = [({k: non_empty(v) for k, v in gts.items()}, {k: non_empty(v) for k, v in res.items()}) for gts, res in sets]
+    timeout = METEOR_MIN_SECONDS + METEOR_SECONDS_PER_ENTRY * sum(len(res) for _, res in sets)
     for _ in range(2):
-        outcome, last_words = _meteor_once(gts, res, timeout)
+        outcome, last_words = _meteor_once(sets, timeout)
         if outcome is not None:
             return outcome
     raise RuntimeError(f"METEOR's Java process gave no answer within {timeout:.0f} s, twice"
                        + (f"; it last said: {' | '.join(last_words)}" if last_words else ""))
 
 
-def _meteor_once(gts: Mapping[str, list[str]], res: Mapping[str, list[str]], timeout: float
-                 ) -> tuple[tuple[float, list[float]] | None, list[str]]:
-    """One METEOR run: `((score, per-entry scores), [])`, or `(None, its last stderr lines)` when it timed out."""
+def _meteor_once(sets: list[tuple[Mapping[str, list[str]], Mapping[str, list[str]]]], timeout: float
+                 ) -> tuple[list[tuple[float, list[float]]] | None, list[str]]:
+    """One METEOR process for every set: `([(score, per-entry scores), ...], [])`, or `(None, its last stderr lines)`
+    when it timed out."""
     from pycocoevalcap.meteor.meteor import Meteor
 
     ensure_java()
@@ -145,7 +161,7 @@ def _meteor_once(gts: Mapping[str, list[str]], res: Mapping[str, list[str]], tim
 
     def score():
         try:
-            outcome["scores"] = scorer.compute_score(gts, res)
+            outcome["scores"] = [scorer.compute_score(gts, res) for gts, res in sets]
         except Exception as error:  # re-raised in the caller's thread (or the JVM was killed: timed out)
             outcome["error"] = error
 
@@ -164,8 +180,7 @@ def _meteor_once(gts: Mapping[str, list[str]], res: Mapping[str, list[str]], tim
         return None, [line for line in last_words if line]
     if "error" in outcome:
         raise outcome["error"]
-    score, scores = outcome["scores"]
-    return (float(score), [float(s) for s in scores]), []
+    return [(float(score), [float(s) for s in scores]) for score, scores in outcome["scores"]], []
 
 
 def check_spice() -> None:
