@@ -128,3 +128,9 @@ def test_bad_model_folders(tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "bert"}')
     with pytest.raises(InputError, match="not an SCA model"):
         RegionCaptioner.from_pretrained(tmp_path)
+    for broken, message in (('{"model_type": ', "not a readable JSON config"), ("[1, 2]", "not a JSON config"),
+                            (b"\xff\xfe", "not a readable JSON config")):
+        path = tmp_path / "config.json"
+        path.write_bytes(broken) if isinstance(broken, bytes) else path.write_text(broken)
+        with pytest.raises(InputError, match=message):
+            RegionCaptioner.from_pretrained(tmp_path)

@@ -131,17 +131,24 @@ class ModelSource:
         detail = " ".join(str(error).split())
         return InputError(f"cannot {action} {self.name}: {detail[:300]}")
 
-    def model_type(self) -> str | None:
-        """The `model_type` its config.json names (None without one)."""
+    def config(self) -> dict | None:
+        """Its `config.json` (None without one)."""
         import json
 
         config_file = self.file("config.json")
         if config_file is None:
             return None
         try:
-            return json.loads(config_file.read_text()).get("model_type")
-        except (OSError, ValueError, AttributeError) as error:
+            config = json.loads(config_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
             raise InputError(f"{config_file} of {self.name} is not a readable JSON config: {error}") from None
+        if not isinstance(config, dict):
+            raise InputError(f"{config_file} of {self.name} is not a JSON config (an object of settings)")
+        return config
+
+    def model_type(self) -> str | None:
+        """The `model_type` its config.json names (None without one)."""
+        return (self.config() or {}).get("model_type")
 
     def __str__(self) -> str:
         return self.name

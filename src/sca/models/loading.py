@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from pathlib import Path
 
@@ -47,14 +46,11 @@ def resolve_device(name: str) -> torch.device:
 
 def read_model_config(source: ModelSource) -> dict:
     """The model's `config.json`, read from its folder or the hub."""
-    config_file = source.file("config.json")
-    if config_file is None:
+    config = source.config()
+    if config is None:
         raise InputError(f"{source} is not a model folder (no config.json): pass a folder saved by save_pretrained "
                          "or a hub id")
-    try:
-        return json.loads(config_file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise InputError(f"{config_file} is not valid JSON: {error}") from error
+    return config
 
 
 def load_sca_model(
@@ -64,9 +60,8 @@ def load_sca_model(
     (`org/name[@revision]`)."""
     source = ModelSource.parse(name_or_path)
     config = read_model_config(source)
-    if not isinstance(config, dict) or config.get("model_type") not in SCA_MODELS:
-        found = config.get("model_type") if isinstance(config, dict) else None
-        raise InputError(f"{source} holds a {found!r} model, not an SCA model")
+    if config.get("model_type") not in SCA_MODELS:
+        raise InputError(f"{source} holds a {config.get('model_type')!r} model, not an SCA model")
     architecture = (config.get("architectures") or ["ScaModel"])[0]
     if architecture not in SUPPORTED_ARCHITECTURES:
         raise InputError(
