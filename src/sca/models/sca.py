@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ from .configuration import TASK_TYPES, ScaConfig, ScaMaskCaptionDecoderConfig
 from .cpu_products import onednn_linear_layers
 from .mask_caption_decoder import DecoderState, ScaMaskCaptionDecoder, Segmentation
 from .prompts import Prompts
+from .quiet import NEEDLESS_PADDING, dropped
 from .vision_attention import encoder_for
 
 DEFAULT_TRAINABLE_MODULES = (
@@ -345,7 +344,7 @@ class ScaCaptioning:
             # a second shape compiles it again for any batch size (~40-50 s). The last, shorter chunk is padded
             # to the others' shape by repeating its last row, so one image at a time never meets a second shape.
             prefix = torch.cat([prefix, prefix[-1:].expand(rows - count, -1, -1)])
-        with _without_the_needless_padding_warning():
+        with dropped(NEEDLESS_PADDING):
             tokens = self.language_model.generate(
                 inputs_embeds=prefix,
                 attention_mask=prefix.new_ones(prefix.shape[:2], dtype=torch.long),
@@ -493,23 +492,6 @@ class ScaModel(ScaCaptioning, ScaPreTrainedModel):
     def mix(self, segmentation: DecoderState) -> torch.Tensor:
         """The feature mixer: `(B, R, num_caption_tokens, C)` caption queries."""
         return self.mask_decoder.mix(segmentation, self.get_image_wide_positional_embeddings())
-
-@contextlib.contextmanager
-def _without_the_needless_padding_warning() -> Iterator[None]:
-    """transformers' `generate` drops an all-ones attention mask as needless, then its LM warns (once) that input ids
-    holding the pad id came without a mask: the filler after a finished caption. SCA's prefixes have no padding, so
-    the warning is dropped while SCA decodes (being once-only, it is then not shown later in the process either)."""
-    logger = logging.getLogger("transformers.modeling_utils")
-
-    def keep(record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("We strongly recommend passing in an `attention_mask`")
-
-    logger.addFilter(keep)
-    try:
-        yield
-    finally:
-        logger.removeFilter(keep)
-
 
 def _coarsest(image_embeddings: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
     """The image embedding itself, or the coarsest of a list of feature levels (SAM 2's)."""

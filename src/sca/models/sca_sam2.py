@@ -31,6 +31,7 @@ from transformers.models.sam2.modeling_sam2 import (
 from .configuration import ScaMaskCaptionDecoderConfig
 from .mask_caption_decoder import DecoderState, Segmentation
 from .prompts import Prompts
+from .quiet import IMAGE_MODEL_OF_A_VIDEO_CHECKPOINT, dropped
 from .sca import ScaCaptioning
 
 DEFAULT_TRAINABLE_MODULES = ("mixer", "caption_tokens", "task_tokens", "language_project")
@@ -131,7 +132,8 @@ class ScaSam2Model(ScaCaptioning, ScaSam2PreTrainedModel):
                          task_tokens: int | None = None, **from_pretrained_kwargs) -> ScaSam2Model:
         """A fresh SCA on SAM 2 from a SAM 2 / 2.1 checkpoint (an image or a video one) and a causal LM (folders or
         hub ids): their weights loaded; the mixer, queries, task tokens and projection new (None: the defaults)."""
-        sam = Sam2Model.from_pretrained(sam2, **from_pretrained_kwargs)
+        with dropped(IMAGE_MODEL_OF_A_VIDEO_CHECKPOINT):
+            sam = Sam2Model.from_pretrained(sam2, **from_pretrained_kwargs)
         language_model = AutoModelForCausalLM.from_pretrained(lm, **from_pretrained_kwargs)
         sizes = {"mixer_layers": mixer_layers, "num_caption_tokens": caption_tokens, "num_task_tokens": task_tokens}
         config = ScaSam2Config(sam2_config=sam.config.to_dict(), text_config=language_model.config.to_dict(),

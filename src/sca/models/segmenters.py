@@ -20,6 +20,7 @@ from ..errors import InputError
 from ..options import DECODER_CHUNK
 from .hub import ModelSource
 from .prompts import Prompts
+from .quiet import IMAGE_MODEL_OF_A_VIDEO_CHECKPOINT, dropped
 from .vision_attention import encoder_for
 
 
@@ -71,7 +72,8 @@ class Segmenter:
         image_model = IMAGE_MODEL_OF_VIDEO_MODEL.get(model_type)
         try:
             model_class = getattr(transformers, image_model) if image_model else AutoModel
-            model = model_class.from_pretrained(source.location, dtype=dtype, **source.pretrained_kwargs)
+            with dropped(IMAGE_MODEL_OF_A_VIDEO_CHECKPOINT):
+                model = model_class.from_pretrained(source.location, dtype=dtype, **source.pretrained_kwargs)
         except (OSError, ValueError, ImportError) as error:
             raise source.failure("load the segmenter", error) from error
         return cls(model.to(device), chunk_size)
