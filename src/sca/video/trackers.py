@@ -520,8 +520,9 @@ class MemoryTracker(Tracker):
                 seen[object_id] = (mask, float(scores[i]))
                 self.last[object_id] = mask  # the memory remembers its object: the rules judge against its last sight
                 self.colour[object_id] = remembered_colours(self.colour.get(object_id), colour)
+        seen = exclusive({object_id: found for object_id, found in seen.items() if found[0].any()}, keep=set(started))
         self.states = {object_id: states[object_id] for object_id in seen if object_id in states}
-        return exclusive({object_id: found for object_id, found in seen.items() if found[0].any()}, keep=set(started))
+        return seen
 
     def _drop_old(self, index: int) -> None:
         """Frames and memories older than the model ever looks back (its first frames, the prompts, are kept)."""
