@@ -291,6 +291,23 @@ def test_objects_that_start_together_start_however_their_masks_overlap(region_mo
     assert set(seen) == {0, 1}
 
 
+def test_both_trackers_keep_objects_apart_by_the_share_they_are_given(region_model, sam2_video_dir, video_file,
+                                                                       monkeypatch):
+    from sca.video import trackers
+
+    _, truth = video_file
+    shares, exclusive = [], trackers.exclusive
+    monkeypatch.setattr(trackers, "exclusive", lambda found, keep, share: shares.append(share) or exclusive(
+        found, keep, share))
+    options = VideoOptions(max_neighbour_share=0.4)
+    for tracker in (trackers.ReprompterTracker(region_model, options),
+                    MemoryTracker.from_pretrained(str(sam2_video_dir), options=options)):
+        first = truth[0].masks[min(truth[0].masks)]
+        tracker.step(VideoFrame(0, truth[0].image, region_model), {0: first})
+        tracker.step(VideoFrame(1, truth[1].image, region_model), {})
+    assert shares == [0.4] * 4
+
+
 # ---------------------------------------------------------------------- captions from the tracker's own state
 
 

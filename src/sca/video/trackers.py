@@ -295,7 +295,7 @@ class ReprompterTracker(Tracker):
                 elif kept is not None:
                     found[object_id] = kept
             found.update(self._of_their_kind(encoded, resumed))
-        found = exclusive(found, keep=set(new))
+        found = exclusive(found, keep=set(new), share=self.rules.max_neighbour_share)
         self._remember(frame.index, found, pixels)
         return found
 
@@ -520,7 +520,8 @@ class MemoryTracker(Tracker):
                 seen[object_id] = (mask, float(scores[i]))
                 self.last[object_id] = mask  # the memory remembers its object: the rules judge against its last sight
                 self.colour[object_id] = remembered_colours(self.colour.get(object_id), colour)
-        seen = exclusive({object_id: found for object_id, found in seen.items() if found[0].any()}, keep=set(started))
+        seen = exclusive({object_id: found for object_id, found in seen.items() if found[0].any()}, keep=set(started),
+                         share=self.rules.max_neighbour_share)
         self.states = {object_id: states[object_id] for object_id in seen if object_id in states}
         return seen
 
