@@ -128,3 +128,15 @@ def test_a_small_one_of_another_size_runs():
         levels = built.model.get_image_embeddings(torch.zeros(1, 3, 96, 96))
         masks = built.model.segment(levels, Prompts(boxes=torch.tensor([[[4.0, 4.0, 50.0, 50.0]]]))).pred_masks
     assert masks.shape[-2:] == (24, 24)
+
+
+def test_one_from_scratch_places_prompts_and_image_positions_with_one_basis(built, tmp_path):
+    """transformers' Sam2Model draws the prompt encoder's Fourier basis and the image positions' apart: trained from
+    scratch so, its masks were the same for every box of an image (the prompt could not be placed on the image)."""
+    sam = built.model.sam
+    assert torch.equal(sam.prompt_encoder.shared_embedding.positional_embedding,
+                       sam.shared_image_embedding.positional_embedding)
+    built.model.save_pretrained(tmp_path)
+    loaded = ScaSam2Model.from_pretrained(tmp_path).sam
+    assert torch.equal(loaded.prompt_encoder.shared_embedding.positional_embedding,
+                       sam.shared_image_embedding.positional_embedding)

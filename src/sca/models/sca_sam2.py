@@ -125,6 +125,11 @@ class ScaSam2Model(ScaCaptioning, ScaSam2PreTrainedModel):
         self.caption_tokens = nn.Embedding(config.num_caption_tokens, mixer_config.hidden_size)
         self._add_language_half(mixer_config.hidden_size, language_model)
         self.post_init()
+        # SAM 2 encodes prompt points and image positions with one random Fourier basis (a checkpoint stores it twice,
+        # equal); transformers' Sam2Model draws two at random, so a SAM 2 from scratch cannot tell where a prompt is
+        with torch.no_grad():
+            self.sam.prompt_encoder.shared_embedding.positional_embedding.copy_(
+                self.sam.shared_image_embedding.positional_embedding)
         self.set_trainable(self.default_trainable_modules)
 
     @classmethod
