@@ -289,9 +289,7 @@ def load_captioner(name_or_path: str, dtype: torch.dtype = torch.float32, device
     from .segmenters import FAMILIES as SEGMENTER_TYPES
 
     source = ModelSource.parse(name_or_path)
-    model_type = source.model_type()
-    if source.file("config.json") is None:
-        raise InputError(f"{source} is not a model folder (no config.json)")
+    model_type = source.required_config().get("model_type")
     if model_type in SEGMENTER_TYPES:
         raise InputError(f"{source} is a segmenter ({model_type}), not a captioner: pass it as the segmenter (--sam, "
                          "model.sam), and a captioner as --captioner")

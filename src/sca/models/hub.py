@@ -146,6 +146,14 @@ class ModelSource:
             raise InputError(f"{config_file} of {self.name} is not a JSON config (an object of settings)")
         return config
 
+    def required_config(self) -> dict:
+        """Its `config.json`, which a model folder has."""
+        config = self.config()
+        if config is None:
+            raise InputError(f"{self} is not a model folder (no config.json): pass a folder saved by save_pretrained "
+                             "or a hub id")
+        return config
+
     def model_type(self) -> str | None:
         """The `model_type` its config.json names (None without one)."""
         return (self.config() or {}).get("model_type")

@@ -44,22 +44,13 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def read_model_config(source: ModelSource) -> dict:
-    """The model's `config.json`, read from its folder or the hub."""
-    config = source.config()
-    if config is None:
-        raise InputError(f"{source} is not a model folder (no config.json): pass a folder saved by save_pretrained "
-                         "or a hub id")
-    return config
-
-
 def load_sca_model(
     name_or_path: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
 ) -> ScaModel | ScaSam2Model:
     """Load an SCA checkpoint (on SAM: this project's or the original release's; on SAM 2) from a folder or the hub
     (`org/name[@revision]`)."""
     source = ModelSource.parse(name_or_path)
-    config = read_model_config(source)
+    config = source.required_config()
     if config.get("model_type") not in SCA_MODELS:
         raise InputError(f"{source} holds a {config.get('model_type')!r} model, not an SCA model")
     architecture = (config.get("architectures") or ["ScaModel"])[0]

@@ -62,9 +62,7 @@ class Segmenter:
                         chunk_size: int = DECODER_CHUNK) -> Segmenter:
         """A segmenter from a folder or a hub id (`org/name[@revision]`), its class chosen by its config."""
         source = ModelSource.parse(name_or_path)
-        model_type = source.model_type()
-        if source.file("config.json") is None:
-            raise InputError(f"{source} is not a model folder (no config.json)")
+        model_type = source.required_config().get("model_type")
         if model_type not in FAMILIES:
             raise InputError(f"{source} is a {model_type!r} model, not a segmenter this project knows ("
                              f"{', '.join(FAMILIES)}): pass a captioner as --captioner (model.captioner), a SAM-family "

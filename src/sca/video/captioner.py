@@ -222,7 +222,8 @@ class VideoCaptioner:
 
     @torch.no_grad()
     def _caption_keyframes(self, frame: VideoFrame, tracker: Tracker, tracks: list[Track]) -> None:
-        """Caption the tracks whose keyframe this frame is (the region model describes their current masks)."""
+        """Caption the tracks whose keyframe this frame is: from the tracker's state where it keeps one, else the region
+        model describes their current masks."""
         due = []
         for track in tracks:
             if track.keyframes and track.keyframes[-1]["frame"] == frame.index:
@@ -235,8 +236,8 @@ class VideoCaptioner:
             return
         from_state = self._state_captions(tracker, [track.object_id for track in due])
         rest = [track for track in due if track.object_id not in from_state]
-        masks = describe_masks(self.model, frame.encoded, [track.last_mask for track in rest]) if rest else []
-        captions = {**from_state, **{track.object_id: caption for track, caption in zip(rest, masks)}}
+        described = describe_masks(self.model, frame.encoded, [track.last_mask for track in rest]) if rest else []
+        captions = {**from_state, **{track.object_id: caption for track, caption in zip(rest, described)}}
         for track in due:
             track.add_keyframe(frame.index, captions[track.object_id], *self._view_args(frame.picture))
 

@@ -464,9 +464,7 @@ class MemoryTracker(Tracker):
         from ..models.hub import ModelSource
 
         source = ModelSource.parse(name_or_path)
-        model_type = source.model_type()
-        if source.file("config.json") is None:
-            raise InputError(f"{source} is not a model folder (no config.json)")
+        model_type = source.required_config().get("model_type")
         if model_type not in VIDEO_MODELS:
             raise InputError(f"{source} is a {model_type!r} model, not one with a video tracker: use SAM 2 / 2.1, "
                              f"EdgeTAM or SAM 3's tracker, or --tracker {REPROMPT}")
