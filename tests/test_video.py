@@ -408,6 +408,53 @@ def test_sca_video_with_a_trained_sca_on_sam2_and_its_tracker(sca_on_the_tracker
     assert len(objects) == 1 and [k["caption"] for k in objects[0]["keyframes"]] == from_states
 
 
+def test_the_video_route_captions_from_the_trackers_state(sca_on_the_trackers_sam2, sam2_video_dir, video_file,
+                                                          monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from sca.app.server import create_app
+    from sca.models.sca_region import ScaRegionModel
+
+    model = sca_on_the_trackers_sam2
+    monkeypatch.setattr(ScaRegionModel, "describe", lambda *args, **kwargs: pytest.fail("a keyframe was re-prompted"))
+    from_states, describe_states = [], ScaRegionModel.describe_states
+    monkeypatch.setattr(ScaRegionModel, "describe_states",
+                        lambda self, states: from_states.extend(describe_states(self, states)) or from_states[-len(states):])
+    path, truth = video_file
+    with TestClient(create_app(model, "sca-sam2", tracker=str(sam2_video_dir))) as client:
+        assert client.get("/api/model").json()["tracker"] == str(sam2_video_dir)
+        video = client.post("/api/videos", content=path.read_bytes(), headers={"Content-Type": "video/mp4"}).json()
+        body = {"video": video["video"], "regions": [{"box": mask_box(truth[0].masks[min(truth[0].masks)])}],
+                "keyframe_every": 2}
+        answers = [client.post("/api/video", json=body) for _ in range(2)]
+    assert all(answer.status_code == 200 for answer in answers), answers[0].text
+    first, second = (answer.json()["objects"] for answer in answers)
+    assert len(first) == 1 and first[0]["keyframes"]
+    assert [k["caption"] for k in first[0]["keyframes"] + second[0]["keyframes"]] == from_states
+    # each video is followed afresh: the second request's tracks are the first's
+    assert [track["frames"] for track in second] == [track["frames"] for track in first]
+
+
+def test_a_tracker_follows_each_video_afresh_on_the_models_loaded_once(sca_on_the_trackers_sam2, sam2_video_dir,
+                                                                       region_model, tmp_path, caplog):
+    from builders import save_random_tiny_sca_sam2
+
+    from sca.video.trackers import ReprompterTracker
+
+    tracker = MemoryTracker.from_pretrained(str(sam2_video_dir), region_model=sca_on_the_trackers_sam2)
+    options = VideoOptions(max_neighbour_share=0.3)
+    fresh = tracker.for_video(options)
+    assert fresh is not tracker and fresh.model is tracker.model and fresh.keeps_states
+    assert fresh.rules.max_neighbour_share == 0.3 and fresh.session is None and not fresh.last
+    reprompter = ReprompterTracker(region_model)
+    assert reprompter.for_video(options).options is options and reprompter.for_video(options).model is region_model
+    other = RegionCaptioner.from_pretrained(save_random_tiny_sca_sam2(tmp_path / "other")).model
+    caplog.clear()
+    unshared = MemoryTracker.from_pretrained(str(sam2_video_dir), region_model=other)
+    assert caplog.text.count("not the region model's") == 1
+    assert not unshared.for_video(options).keeps_states and caplog.text.count("not the region model's") == 1
+
+
 def test_a_tracker_of_other_shapes_leaves_captions_to_the_masks(sam2_video_dir, tmp_path, caplog):
     from builders import save_random_tiny_sca_sam2
 

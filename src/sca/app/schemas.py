@@ -142,6 +142,7 @@ class ModelInfo(BaseModel):
     kind: str
     settings: dict
     image_size: int
+    tracker: str
     limits: dict
 
 

@@ -3,7 +3,7 @@
 Endpoints (OpenAPI schema at `/openapi.json`, interactive docs at `/docs`):
     GET  /                       the page
     GET  /api/health             liveness and the queue's length
-    GET  /api/model              the model's kind, settings and the server's limits
+    GET  /api/model              the model's kind, settings, video tracker and the server's limits
     GET  /api/samples            the bundled images; GET /samples/{name} serves one
     POST /api/images             upload an image (its bytes as the body) → its id (a hash of its content)
     POST /api/samples/{name}     use a bundled image → its id
@@ -44,6 +44,7 @@ from ..models.region_model import RegionModel
 from ..options import AnythingOptions, GenerationOptions, VideoOptions
 from ..options import ServerLimits as Limits
 from ..video import io as video_io
+from ..video.trackers import REPROMPT, load_tracker
 from .guard import LOOPBACK_HOSTS, ClientError, Guard, Security, read_bounded
 from .schemas import AnythingRequest, CaptionRequest, Error, ImageInfo, ModelInfo, Regions, VideoInfo, VideoRequest, VideoTracks
 from .worker import AnythingJob, CaptionJob, Job, LruBytes, ModelWorker, QueueFull, VideoJob
@@ -64,10 +65,13 @@ SAMPLES = {SAMPLE_IMAGE.name: SAMPLE_IMAGE}
 
 
 def create_app(model: RegionModel, kind: str = "sca", limits: Limits | None = None,
-               security: Security | None = None, chunk_size: int = GenerationOptions.chunk_size) -> FastAPI:
-    """The ASGI application around one region model (`chunk_size`: regions through the model at a time)."""
+               security: Security | None = None, chunk_size: int = GenerationOptions.chunk_size,
+               tracker: str = REPROMPT) -> FastAPI:
+    """The ASGI application around one region model (`chunk_size`: regions through the model at a time; `tracker`:
+    how the video route follows objects, as `sca video --tracker` takes it, loaded here once)."""
     limits, security = limits or Limits(), security or Security()
-    worker = ModelWorker(model, queue_size=limits.queue_size, cache_bytes=limits.cache_bytes, chunk_size=chunk_size)
+    worker = ModelWorker(model, queue_size=limits.queue_size, cache_bytes=limits.cache_bytes, chunk_size=chunk_size,
+                         tracker=load_tracker(tracker, model))
     images = LruBytes(limits.cache_bytes, lambda picture: picture.width * picture.height * 3)
     videos = LruBytes(limits.cache_bytes, lambda entry: len(entry[0]))  # (bytes, VideoInfo)
     app = FastAPI(title="SCA — Segment and Caption Anything", version="1", description=__doc__.split("\n\n")[0],
@@ -116,7 +120,8 @@ def create_app(model: RegionModel, kind: str = "sca", limits: Limits | None = No
 
     @app.get("/api/model", response_model=ModelInfo)
     async def model_info():
-        return ModelInfo(kind=kind, settings=model.settings(), image_size=model.frame.image_size, limits=asdict(limits))
+        return ModelInfo(kind=kind, settings=model.settings(), image_size=model.frame.image_size, tracker=tracker,
+                         limits=asdict(limits))
 
     @app.get("/api/samples")
     async def samples() -> dict:
@@ -368,17 +373,13 @@ def _collect(future: asyncio.Future) -> None:
         future.exception()
 
 
-def serve(model: RegionModel, kind: str, host: str = "127.0.0.1", port: int = 7860, limits: Limits | None = None,
-          security: Security | None = None, log_level: str = "info",
-          chunk_size: int = GenerationOptions.chunk_size) -> None:
-    """Run the server until interrupted (uvicorn: one event loop; the model on its own thread)."""
+def serve(app: FastAPI, host: str = "127.0.0.1", port: int = 7860, log_level: str = "info") -> None:
+    """Run the application (`create_app`) until interrupted (uvicorn: one event loop; the model on its own thread)."""
     import uvicorn
 
     from .connections import server_config
 
-    limits = limits or Limits()
-    app = create_app(model, kind, limits, security, chunk_size)
-    uvicorn.Server(server_config(app, host, port, limits, log_level)).run()
+    uvicorn.Server(server_config(app, host, port, app.state.limits, log_level)).run()
 
 
 def default_hosts(bind: str, extra: Sequence[str] = ()) -> tuple[str, ...]:

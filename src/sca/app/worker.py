@@ -24,6 +24,7 @@ from ..engine import ImageRegions, RegionCaption, RegionEngine
 from ..models.prompts import RegionPrompt
 from ..models.region_model import EncodedImages, RegionModel
 from ..options import AnythingOptions, GenerationOptions, VideoOptions
+from ..video.trackers import ReprompterTracker, Tracker
 
 MAX_BATCH_IMAGES = 8
 """Caption jobs decoded together at most."""
@@ -112,7 +113,7 @@ class VideoJob(Job):
         from ..video import io as video_io
         from ..video.captioner import VideoCaptioner
 
-        video = VideoCaptioner(worker.model, self.options, anything=self.anything, chunk_size=worker.engine.chunk_size)
+        video = VideoCaptioner(worker.model, self.options, worker.tracker, self.anything, worker.engine.chunk_size)
         try:
             for _ in video.run(video_io.read_frames(self.data), regions=self.regions, frame=self.frame,
                                anything=self.anything is not None, cancelled=self.cancelled.is_set):
@@ -157,9 +158,10 @@ class ModelWorker:
     """Runs jobs on one thread, first in, first out, from a queue of at most `queue_size` jobs."""
 
     def __init__(self, model: RegionModel, queue_size: int = 32, cache_bytes: int = 512 * 2**20,
-                 chunk_size: int = GenerationOptions.chunk_size):
+                 chunk_size: int = GenerationOptions.chunk_size, tracker: Tracker | None = None):
         self.model = model
         self.engine = RegionEngine(model, chunk_size)
+        self.tracker = tracker or ReprompterTracker(model)  # each video follows its objects with a fresh one
         self.queue_size = queue_size
         self.embeddings = LruBytes(cache_bytes, lambda encoded: encoded.nbytes)
         self._jobs: deque[Job] = deque()

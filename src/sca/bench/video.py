@@ -21,7 +21,7 @@ from ..models.region_model import RegionModel
 from ..options import AnythingOptions, VideoOptions
 from ..tables import markdown_table
 from ..video.captioner import VideoCaptioner
-from ..video.trackers import REPROMPT
+from ..video.trackers import REPROMPT, Tracker
 
 GOALS = {"track_mIoU": 0.90, "caption_exact_match": 0.95}
 ANYTHING_GOALS = {"recall": 0.95}
@@ -55,18 +55,18 @@ def held_out_world(frames: int = 24, image_size: int = 128, seed: int = 0, **opt
 
 
 def evaluate_video(model: RegionModel, world: MovingShapesWorld, videos: int, options: VideoOptions | None = None,
-                   tracker: str = REPROMPT, show_progress: bool = True) -> VideoReport:
+                   tracker: str | Tracker = REPROMPT, show_progress: bool = True) -> VideoReport:
     """Each video: every object seen on the first frame is prompted there by its box; the tracks are scored against
     the truth from that frame to the end (a frame where both track and truth are empty counts as IoU 1)."""
     ious, id_switches, exact, frame_count, seconds = [], 0, [], 0, 0.0
     wrong_object, fragmentations = 0, 0
     keyframe_hits, in_view_hits = [], []
+    captioner = VideoCaptioner(model, options, tracker=tracker)
     for index in tqdm(range(videos), desc="video quality", unit="video", disable=not show_progress):
         truth = world.video(index)
         prompted = sorted(truth[0].masks)
         if not prompted:
             continue
-        captioner = VideoCaptioner(model, options, tracker=tracker)
         boxes = [mask_box(truth[0].masks[object_id]) for object_id in prompted]
         started = time.perf_counter()
         deque(captioner.run(_pictures(truth), boxes=boxes), maxlen=0)
@@ -119,7 +119,7 @@ class AnythingVideoReport:
 
 
 def evaluate_anything(model: RegionModel, world: MovingShapesWorld, videos: int, options: VideoOptions,
-                      anything: AnythingOptions | None = None, tracker: str = REPROMPT,
+                      anything: AnythingOptions | None = None, tracker: str | Tracker = REPROMPT,
                       show_progress: bool = True) -> AnythingVideoReport:
     """`sca video --anything` on each video, searching every `options.anything_every` frames. A track matches an
     object in a frame when their masks' IoU is at least MATCH_IOU; an object's match is its best-overlapping matching
@@ -127,9 +127,9 @@ def evaluate_anything(model: RegionModel, world: MovingShapesWorld, videos: int,
     searches = in_view = found = tracks_seen = on_object = duplicates = switches = 0
     ious = []
     every = options.anything_every
+    captioner = VideoCaptioner(model, options, tracker=tracker, anything=anything)
     for index in tqdm(range(videos), desc="video anything mode", unit="video", disable=not show_progress):
         truth = world.video(index)
-        captioner = VideoCaptioner(model, options, tracker=tracker, anything=anything)
         deque(captioner.run(_pictures(truth), anything=True), maxlen=0)
         matched_by: dict[int, int] = {}
         for frame in truth:
@@ -208,7 +208,8 @@ def _id_switches(truth: Sequence[TruthFrame], tracks, prompted: list[int]) -> in
     return switches
 
 
-def peak_memory(model: RegionModel, world: MovingShapesWorld, index: int = 0, tracker: str = REPROMPT) -> float:
+def peak_memory(model: RegionModel, world: MovingShapesWorld, index: int = 0,
+                tracker: str | Tracker = REPROMPT) -> float:
     """The resident memory's peak while video `index` of the world streams through (generated frame by frame), in
     MB: compare a video with one ten times longer."""
     first = next(world.frames_of(index))

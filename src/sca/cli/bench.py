@@ -7,7 +7,15 @@ from pathlib import Path
 
 from ..errors import InputError, require_whole
 from ..options import PRECISIONS, AnythingOptions, VideoOptions
-from .common import Parser, add_anything_filters, add_model_options, anything_filters, coordinates, load_captioner
+from .common import (
+    Parser,
+    add_anything_filters,
+    add_model_options,
+    add_tracker_option,
+    anything_filters,
+    coordinates,
+    load_captioner,
+)
 
 
 def add(commands) -> None:
@@ -42,7 +50,7 @@ def add(commands) -> None:
     video_bench.add_argument("--speed", default="1,3", help="MIN,MAX pixels per frame the shapes move")
     video_bench.add_argument("--max-objects", type=int, default=3, help="objects per video, at most")
     video_bench.add_argument("--keyframe-every", type=int, default=VideoOptions.keyframe_every)
-    video_bench.add_argument("--tracker", default="reprompt", help="reprompt or a SAM 2-family video model")
+    add_tracker_option(video_bench)
     video_bench.add_argument("--crowded", action="store_true",
                              help="the crowded world: neighbours a few pixels apart, faster turns, and an object "
                              "crossing in front of the others (occlusion)")
@@ -126,6 +134,7 @@ def cmd_bench_quality(args) -> int:
 def cmd_bench_video(args) -> int:
     from ..bench.video import evaluate_anything, evaluate_video, held_out_world, peak_memory, video_table
     from ..files import write_json_atomically, write_text_atomically
+    from ..video.trackers import load_tracker
 
     for name in ("videos", "frames", "image_size"):
         require_whole(getattr(args, name), f"--{name.replace('_', '-')}")
@@ -137,18 +146,19 @@ def cmd_bench_video(args) -> int:
     require_whole(args.anything_every, "--anything-every", minimum=0)
     options = VideoOptions(keyframe_every=args.keyframe_every).check()
     model = load_captioner(args).model
+    tracker = load_tracker(args.tracker, model)  # loaded once; each video gets a fresh one of its kind
     world = held_out_world(args.frames, args.image_size, speed=tuple(speed), max_objects=args.max_objects,
                            crowded=args.crowded)
-    report = evaluate_video(model, world, args.videos, options, tracker=args.tracker)
+    report = evaluate_video(model, world, args.videos, options, tracker=tracker)
     anything = None
     if args.anything_every:
         searching = VideoOptions(keyframe_every=args.keyframe_every, anything_every=args.anything_every).check()
-        anything = evaluate_anything(model, world, args.videos, searching, tracker=args.tracker)
+        anything = evaluate_anything(model, world, args.videos, searching, tracker=tracker)
     memory = None
     if args.memory_frames:
-        short_mb = peak_memory(model, world, tracker=args.tracker)
+        short_mb = peak_memory(model, world, tracker=tracker)
         long_world = held_out_world(args.memory_frames, args.image_size, speed=tuple(speed), max_objects=args.max_objects)
-        memory = (world.frames, short_mb, args.memory_frames, peak_memory(model, long_world, tracker=args.tracker))
+        memory = (world.frames, short_mb, args.memory_frames, peak_memory(model, long_world, tracker=tracker))
     table = video_table(report, args.tracker, memory, anything, "crowded moving-shapes" if args.crowded
                         else "moving-shapes")
     print(table)

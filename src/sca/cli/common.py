@@ -176,6 +176,13 @@ def anything_filters(args: argparse.Namespace) -> dict:
             "mask_nms_thresh": args.mask_nms_thresh}
 
 
+def add_tracker_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tracker", default="reprompt", help="how objects are followed through a video: reprompt "
+                        "(re-prompt the model's segmenter, the default) or a SAM 2 / 2.1, EdgeTAM or SAM 3 tracker video "
+                        "model (folder or hub id); with SCA on SAM 2 and the SAM 2 it was built on, keyframes are "
+                        "captioned from the tracker's state")
+
+
 def add_prompt_options(parser: argparse.ArgumentParser, what: str = "region") -> None:
     """The prompts a command takes, as the API takes them: each --box, --point, --mask and --region is one {what}."""
     parser.add_argument("--box", dest="prompts", action=AppendPrompt, type=coordinates(4, "--box"),

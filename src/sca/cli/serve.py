@@ -8,7 +8,7 @@ import sys
 
 from ..errors import InputError, require_whole
 from ..options import ServerLimits
-from .common import add_model_options, load_captioner, model_spec
+from .common import add_model_options, add_tracker_option, load_captioner, model_spec
 
 
 def add(commands) -> None:
@@ -53,6 +53,7 @@ def add(commands) -> None:
         server.add_argument("--max-connections", type=int, default=limits.max_connections,
                             help="connections and requests in flight at once (then 503)")
         server.set_defaults(open=name == "demo")
+        add_tracker_option(server)
         add_model_options(server)
         server.set_defaults(run=run)
 
@@ -71,7 +72,7 @@ def run(args) -> int:
     import threading
     import webbrowser
 
-    from ..app.server import Limits, Security, default_hosts, serve
+    from ..app.server import Limits, Security, create_app, default_hosts, serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     limits = Limits(max_upload_bytes=_millions(args.max_upload_mb, "--max-upload-mb"),
@@ -92,11 +93,11 @@ def run(args) -> int:
     security = Security(api_key=api_key, allowed_origins=tuple(args.allow_origin or ()),
                         allowed_hosts=default_hosts(args.host, tuple(args.allow_host or ())))
     captioner = load_captioner(args)
+    app = create_app(captioner.model, model_spec(args)[0], limits, security, captioner.chunk_size, args.tracker)
     url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
     print(f"SCA on {url} (API docs: {url}/docs; Ctrl-C to stop)", file=sys.stderr, flush=True)
     if args.open and (os.environ.get("DISPLAY") or sys.platform in ("darwin", "win32")):
         threading.Timer(1.5, webbrowser.open, [url]).start()
-    serve(captioner.model, model_spec(args)[0], args.host, args.port,
-          limits, security, chunk_size=captioner.chunk_size)
+    serve(app, args.host, args.port)
     return 0
 

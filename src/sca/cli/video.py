@@ -11,6 +11,7 @@ from .common import (
     add_anything_filters,
     add_model_options,
     add_prompt_options,
+    add_tracker_option,
     anything_filters,
     cell,
     json_path,
@@ -42,9 +43,7 @@ def add(commands) -> None:
                        help="caption each object every K frames")
     video.add_argument("--change-threshold", type=float, default=VideoOptions.change_threshold,
                        help="and when its mask's IoU with its last keyframe's falls below this")
-    video.add_argument("--tracker", default="reprompt", help="reprompt (re-prompt the segmenter with the last box; "
-                       "the default) or a SAM 2 / 2.1, EdgeTAM or SAM 3 tracker video model (folder or hub id); with SCA on "
-                       "SAM 2 and the SAM 2 it was built on, keyframes are captioned from the tracker's state")
+    add_tracker_option(video)
     video.add_argument("--max-frames", type=int, help="stop after this many frames")
     video.add_argument("--max-megapixels", type=float, default=MAX_VIDEO_PIXELS / 1e6,
                        help="the largest frame taken, in megapixels (every frame is decoded whole)")

@@ -100,7 +100,8 @@ class VideoCaptioner:
     >>> [track.caption for track in video.tracks]
 
     tracker: `"reprompt"` (the region model's own segmenter, re-prompted each frame) or a SAM 2-family video
-        model's folder or hub id, or a `Tracker`.
+        model's folder or hub id (loaded here, once), or a `Tracker`. Each run follows its video with a fresh
+        tracker of that kind (`Tracker.for_video`), so one captioner runs any number of videos.
     """
 
     def __init__(self, model: RegionModel, options: VideoOptions | None = None, tracker: str | Tracker = REPROMPT,
@@ -108,7 +109,7 @@ class VideoCaptioner:
         self.model = model
         self.engine = RegionEngine(model, chunk_size)
         self.options = (options or VideoOptions()).check()
-        self.tracker_spec = tracker
+        self.tracker = load_tracker(tracker, model, self.options) if isinstance(tracker, str) else tracker
         self.anything_options = (anything or AnythingOptions()).check()
         self.tracks: list[Track] = []
 
@@ -142,8 +143,7 @@ class VideoCaptioner:
                              "or neither")
         if isinstance(frame, bool) or not isinstance(frame, int) or frame < 0:
             raise InputError(f"the prompt frame must be a frame index (0 or more), got {frame!r}")
-        tracker = (load_tracker(self.tracker_spec, self.model, self.options)
-                   if isinstance(self.tracker_spec, str) else self.tracker_spec)
+        tracker = self.tracker.for_video(self.options)
         generator = AnythingGenerator(self.model, self.anything_options) if anything else None
         self.tracks = []
         start = None

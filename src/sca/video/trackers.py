@@ -220,6 +220,11 @@ class Tracker(ABC):
         model captions such states (`RegionModel.describe_states`): its keyframes are captioned from them."""
         return {}
 
+    @abstractmethod
+    def for_video(self, options: VideoOptions) -> Tracker:
+        """A tracker of this kind for another video, following it by these options, on this one's models (loaded
+        once: a server or a benchmark follows many videos)."""
+
 
 class ReprompterTracker(Tracker):
     """Follows each object by prompting the region model's segmenter, each frame, with the box of its expected mask
@@ -238,6 +243,9 @@ class ReprompterTracker(Tracker):
         self.path: dict[int, list[tuple[int, float, float]]] = {}  # its last sightings: frame, centre x, y
         self.kind: dict[int, str] = {}  # what each object is (`kind_of` its track's caption; "": not known)
         self.lost: dict[int, tuple[np.ndarray, int]] = {}  # last mask, frames since seen
+
+    def for_video(self, options: VideoOptions) -> ReprompterTracker:
+        return ReprompterTracker(self.model, options)
 
     def prompts(self, object_id: int, masks: dict[int, np.ndarray], size: tuple[int, int]) -> list[RegionPrompt]:
         """The object's prompts for the next frame: its grown box, its core, and the cores of neighbours in reach; and
@@ -419,7 +427,8 @@ class MemoryTracker(Tracker):
 
     remembers = True
 
-    def __init__(self, model, options: VideoOptions | None = None, region_model: RegionModel | None = None):
+    def __init__(self, model, options: VideoOptions | None = None, region_model: RegionModel | None = None, *,
+                 keeps_states: bool | None = None):
         from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoInferenceSession
 
         from ..models.segmenters import FAMILIES, frame_of
@@ -435,7 +444,8 @@ class MemoryTracker(Tracker):
         self.last: dict[int, np.ndarray] = {}
         self.colour: dict[int, np.ndarray] = {}
         self.states: dict[int, DecoderState] = {}
-        self.keeps_states = region_model is not None and self._segments_with(region_model.state_segmenter)
+        self.keeps_states = (keeps_states if keeps_states is not None
+                             else region_model is not None and self._segments_with(region_model.state_segmenter))
 
     def _segments_with(self, segmenter: torch.nn.Module | None) -> bool:
         """Take the region model's SAM 2 weights, if it has a SAM 2 of this video model's shapes."""
@@ -453,6 +463,10 @@ class MemoryTracker(Tracker):
 
     def states_now(self) -> dict[int, DecoderState]:
         return self.states
+
+    def for_video(self, options: VideoOptions) -> MemoryTracker:
+        # the region model's weights are in the video model already: no second copy, no second warning
+        return MemoryTracker(self.model, options, keeps_states=self.keeps_states)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, dtype: torch.dtype = torch.float32, device="cpu",
