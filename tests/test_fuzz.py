@@ -399,3 +399,74 @@ def test_counts_strings_of_long_runs_are_pycocotools():
     masks[3, 700:900, 10:2000] = True
     masks[3, 1499, 5] = True
     assert rle_counts(masks) == [encode_rle(mask)["counts"] for mask in masks.numpy()]
+
+
+# ------------------------------------------------------------------ model folders
+
+DELETED = object()
+config_values = st.one_of(  # sizes stay small: a broken config must not ask the test for terabytes
+    st.none(), st.booleans(), st.integers(-3, 300), st.just(10**300), st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=6), st.just([]), st.just({}), st.lists(st.integers(-1, 8), max_size=3), st.just(DELETED))
+
+
+@pytest.fixture(scope="module")
+def model_folders(tmp_path_factory):
+    """The shipped model (SCA on SAM) and a tiny SCA on SAM 2, each in a folder whose config.json a test rewrites
+    (the weights and tokenizer linked, not copied)."""
+    from builders import save_random_tiny_sca_sam2
+
+    from sca.assets import DEFAULT_MODEL
+
+    made = {"sca": DEFAULT_MODEL, "sca-sam2": save_random_tiny_sca_sam2(tmp_path_factory.mktemp("sca-sam2"))}
+    folders = {}
+    for kind, source in made.items():
+        folder = tmp_path_factory.mktemp(f"broken-{kind}")
+        for file in source.iterdir():
+            (folder / file.name).symlink_to(file.resolve())
+        (folder / "config.json").unlink()
+        folders[kind] = (folder, json.loads((source / "config.json").read_text()))
+    return folders
+
+
+def _key_paths(config: dict, prefix: tuple = ()):
+    for key, value in config.items():
+        yield (*prefix, key)
+        if isinstance(value, dict):
+            yield from _key_paths(value, (*prefix, key))
+
+
+@settings(FUZZ, max_examples=40)
+@given(data=st.data())
+def test_a_broken_config_json_loads_or_is_one_line(model_folders, data):
+    """A config.json with one setting changed or removed: the model loads, or loading says what is wrong in one
+    line (a weight whose shape is not the config's, a field of the wrong type, weights missing)."""
+    from sca.api import RegionCaptioner
+
+    folder, config = model_folders[data.draw(st.sampled_from(sorted(model_folders)))]
+    config = json.loads(json.dumps(config))
+    path = data.draw(st.sampled_from(sorted(_key_paths(config))))
+    value = data.draw(config_values)
+    parent = config
+    for key in path[:-1]:
+        parent = parent[key]
+    if value is DELETED:
+        del parent[path[-1]]
+    else:
+        parent[path[-1]] = value
+    (folder / "config.json").write_text(json.dumps(config))
+    try:
+        RegionCaptioner.from_pretrained(str(folder))
+    except InputError as error:
+        assert "\n" not in str(error) and str(folder) in str(error)
+
+
+@settings(FUZZ, max_examples=15)
+@given(content=st.one_of(st.binary(max_size=40), json_values.map(lambda value: json.dumps(value).encode())))
+def test_a_config_json_that_is_no_config_is_one_line(model_folders, content):
+    from sca.api import RegionCaptioner
+
+    folder, _ = model_folders["sca"]
+    (folder / "config.json").write_bytes(content)
+    with pytest.raises(InputError) as error:
+        RegionCaptioner.from_pretrained(str(folder))
+    assert "\n" not in str(error.value)

@@ -293,11 +293,9 @@ def load_captioner(name_or_path: str, dtype: torch.dtype = torch.float32, device
     if model_type in SEGMENTER_TYPES:
         raise InputError(f"{source} is a segmenter ({model_type}), not a captioner: pass it as the segmenter (--sam, "
                          "model.sam), and a captioner as --captioner")
-    try:
+    with source.loading("load the captioner"):
         processor = AutoProcessor.from_pretrained(source.location, **source.pretrained_kwargs)
         model = AutoModelForImageTextToText.from_pretrained(source.location, dtype=dtype, **source.pretrained_kwargs)
-    except (OSError, ValueError, ImportError) as error:
-        raise source.failure("load the captioner", error) from error
     cls = captioner_class(model, processor)
     accepted = set(cls.__dataclass_fields__) - {"model", "processor"}
     given = {k: v for k, v in options.items() if v is not None}

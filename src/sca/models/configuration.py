@@ -75,6 +75,14 @@ class ScaConfig(PreTrainedConfig):
     initializer_range: float = 0.02
     tie_word_embeddings: bool = True
 
+    def validate_embedding_grid(self):
+        """The prompt encoder's grid is the image encoder's (transformers derives neither from the other)."""
+        grid = self.vision_config.image_size // self.vision_config.patch_size
+        if self.prompt_encoder_config.image_embedding_size != grid:
+            raise ValueError(f"prompt_encoder_config.image_embedding_size is "
+                             f"{self.prompt_encoder_config.image_embedding_size!r}, but the image encoder makes a "
+                             f"{grid}x{grid} grid (vision_config.image_size / patch_size)")
+
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
         if self.mask_caption_decoder_config.num_caption_heads != 1:

@@ -7,10 +7,15 @@ A hub id is `org/name` or `org/name@revision`; it is resolved through `huggingfa
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+
+from huggingface_hub.errors import StrictDataclassError
 
 from ..errors import InputError
 
@@ -18,6 +23,17 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 SNAPSHOT_FILES = ("*.json", "*.txt", "*.model", "*.tiktoken", "*.jinja", "*.py", "*.safetensors")
 """What a hub model's snapshot brings: configs, tokenizers and processors (in subfolders too), code, weights. A repo
 that has no safetensors weights brings its `*.bin` instead, never both."""
+
+
+LOAD_ERRORS = (OSError, ValueError, TypeError, LookupError, ArithmeticError, AttributeError, ImportError, RuntimeError,
+               StrictDataclassError)
+"""What transformers raises when a model's files do not make the model: a file missing or unreadable, a config.json
+its classes refuse (a field of the wrong type, a sub-config that is not one), weights whose shapes are not the
+config's."""
+LOAD_REPORT = ("transformers.modeling_utils", "LOAD REPORT")
+"""transformers logs a table of the weights that did not load as they should, then raises, for a size mismatch, an
+error that points at the table."""
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 @dataclass(frozen=True)
@@ -128,8 +144,39 @@ class ModelSource:
                 return InputError(f"the hub model {self.repo_id!r} has no revision {self.revision!r}")
             if isinstance(error, LocalEntryNotFoundError) or not self.cached():
                 return self.unavailable()
+        if isinstance(error, StrictDataclassError) and error.__cause__ is not None:
+            error = error.__cause__  # what the config's field or validator said, without the wrapper's preamble
         detail = " ".join(str(error).split())
         return InputError(f"cannot {action} {self.name}: {detail[:300]}")
+
+    @contextlib.contextmanager
+    def loading(self, action: str) -> Iterator[None]:
+        """transformers loading this model within the block: what it raises becomes one line that names the model (and
+        the first weight whose shape is not its config's); its table of weights that did not load is logged only
+        when loading goes on."""
+        logger = logging.getLogger(LOAD_REPORT[0])
+        reports: list[logging.LogRecord] = []
+
+        def hold(record: logging.LogRecord) -> bool:
+            if LOAD_REPORT[1] in record.getMessage():
+                reports.append(record)
+                return False
+            return True
+
+        logger.addFilter(hold)
+        try:
+            yield
+        except LOAD_ERRORS as error:
+            logger.removeFilter(hold)
+            mismatch = _first_mismatch(reports)
+            if mismatch is not None or "mismatched_sizes" in str(error):
+                raise InputError(f"cannot {action} {self.name}: its weights do not fit its config.json"
+                                 f"{f' ({mismatch})' if mismatch else ''}: the config was edited, or the weights are "
+                                 "another model's") from error
+            raise self.failure(action, error) from error
+        logger.removeFilter(hold)
+        for record in reports:
+            logger.handle(record)
 
     def config(self) -> dict | None:
         """Its `config.json` (None without one)."""
@@ -160,3 +207,16 @@ class ModelSource:
 
     def __str__(self) -> str:
         return self.name
+
+
+def _first_mismatch(reports: list[logging.LogRecord]) -> str | None:
+    """The first weight of a size mismatch in transformers' loading table: `name: checkpoint [..], config [..]`."""
+    for record in reports:
+        for line in ANSI.sub("", record.getMessage()).splitlines():
+            cells = [cell.strip() for cell in line.split("|")]
+            if len(cells) == 3 and cells[1] == "MISMATCH":
+                shapes = re.findall(r"torch\.Size\((\[[^\]]*\])\)", cells[2])
+                if len(shapes) == 2:
+                    return f"{cells[0]}: checkpoint {shapes[0]}, config {shapes[1]}"
+                return f"{cells[0]}: {cells[2]}"
+    return None

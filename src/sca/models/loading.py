@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -21,6 +22,9 @@ SCA_MODELS = {ScaConfig.model_type: ScaModel, ScaSam2Config.model_type: ScaSam2M
 SCA on SAM 2."""
 SUPPORTED_ARCHITECTURES = {"ScaModel", "ScaMultitaskV2Model", "ScaSam2Model"}
 DTYPES = {name: getattr(torch, name) for name in PRECISIONS}
+HARMLESS_EXTRA_WEIGHT = re.compile(r"\.attn\.(masked_)?bias$|position_ids$")
+"""Buffers that older transformers saved with a GPT-2 (its causal mask) or an encoder (its positions) and newer ones
+rebuild: in a checkpoint, they are no part of the model and no loss."""
 """The precisions a model can run in (`options.PRECISIONS`), by the names configs and command lines use."""
 TOKENIZER_FILE = "tokenizer_config.json"
 
@@ -53,7 +57,11 @@ def load_sca_model(
     config = source.required_config()
     if config.get("model_type") not in SCA_MODELS:
         raise InputError(f"{source} holds a {config.get('model_type')!r} model, not an SCA model")
-    architecture = (config.get("architectures") or ["ScaModel"])[0]
+    architectures = config.get("architectures") or ["ScaModel"]
+    if not isinstance(architectures, list) or not all(isinstance(name, str) for name in architectures):
+        raise InputError(f"{source}'s config.json names architectures {architectures!r}: a list of class names "
+                         "(ScaModel, ScaSam2Model) or none")
+    architecture = architectures[0]
     if architecture not in SUPPORTED_ARCHITECTURES:
         raise InputError(
             f"{source} is an SCA {architecture} checkpoint; only ScaMultitaskV2Model (the published models) is supported"
@@ -62,11 +70,16 @@ def load_sca_model(
         patterns = ("*.safetensors", "*.bin", "*.safetensors.index.json")
         if not any(any(source.folder.glob(pattern)) for pattern in patterns):
             raise InputError(f"{source} has a config.json but no weights (*.safetensors or *.bin)")
-    try:
-        model = SCA_MODELS[config["model_type"]].from_pretrained(source.location, dtype=dtype,
-                                                                 **source.pretrained_kwargs)
-    except OSError as error:
-        raise source.failure("load the SCA model", error) from error
+    with source.loading("load the SCA model"):
+        model, report = SCA_MODELS[config["model_type"]].from_pretrained(
+            source.location, dtype=dtype, output_loading_info=True, **source.pretrained_kwargs)
+    missing = sorted(report["missing_keys"])
+    extra = sorted(key for key in report["unexpected_keys"] if not HARMLESS_EXTRA_WEIGHT.search(key))
+    if missing or extra:
+        found = [f"{len(missing)} of its weights missing ({missing[0]}, ...)"] if missing else []
+        found += [f"{len(extra)} weights of no part of it ({extra[0]}, ...)"] if extra else []
+        raise InputError(f"{source}'s weights are not the model its config.json describes: {'; '.join(found)}: the "
+                         "config was edited, or the weights are another model's")
     return model.to(device).eval()
 
 

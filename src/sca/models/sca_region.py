@@ -41,10 +41,17 @@ class ScaRegionModel(RegionModel):
         self.tokenizer = tokenizer
         self.generation = (generation or GenerationOptions()).check()
         self.frame = SamFrame.from_config(model.config)
-        if model.config.prompt_kinds is not None:
-            self.prompt_kinds = frozenset(model.config.prompt_kinds)
-        if model.config.anything_filters:
-            self.anything_filters = MappingProxyType(dict(model.config.anything_filters))
+        kinds, filters = model.config.prompt_kinds, model.config.anything_filters
+        if kinds is not None:
+            if not isinstance(kinds, list) or not kinds or not set(kinds) <= RegionModel.prompt_kinds:
+                raise InputError(f"the model's config.json lists prompt_kinds {kinds!r}: it must be a list of some of "
+                                 f"{', '.join(sorted(RegionModel.prompt_kinds))} (or null: all)")
+            self.prompt_kinds = frozenset(kinds)
+        if filters:
+            if not isinstance(filters, dict):
+                raise InputError(f"the model's config.json gives anything_filters {filters!r}: it must be an object "
+                                 "of anything mode's options (pred_iou_thresh, stability_score_thresh)")
+            self.anything_filters = MappingProxyType(dict(filters))
             AnythingOptions().for_model(self.anything_filters).check()  # a bad declaration is named at load
 
     @property
@@ -176,11 +183,9 @@ def _from_checkpoints(build: Callable[[], ScaModel | ScaSam2Model], lm: ModelSou
                       segmenter: str, device: str | torch.device, generation: GenerationOptions | None) -> ScaRegionModel:
     """A fresh SCA built from a segmenter's and an LM's checkpoints, with the LM's tokenizer (or `tokenizer`); a
     checkpoint that cannot be read is named in one line."""
-    try:
+    with lm.loading(f"load {segmenter} or the LM for"):  # a checkpoint of another kind: a segmenter given as the LM
         model = build()
         text = AutoTokenizer.from_pretrained(tokenizer or lm.location, **lm.pretrained_kwargs)
-    except (OSError, ValueError) as error:  # ValueError: a checkpoint of another kind (a segmenter given as the LM)
-        raise lm.failure(f"load {segmenter} or the LM for", error) from error
     if text.pad_token is None:
         text.pad_token = text.eos_token
     return ScaRegionModel(model.to(device), text, generation)

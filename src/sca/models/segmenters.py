@@ -68,12 +68,9 @@ class Segmenter:
                              f"{', '.join(FAMILIES)}): pass a captioner as --captioner (model.captioner), a SAM-family "
                              "model as --sam (model.sam)")
         image_model = IMAGE_MODEL_OF_VIDEO_MODEL.get(model_type)
-        try:
+        with source.loading("load the segmenter"), dropped(IMAGE_MODEL_OF_A_VIDEO_CHECKPOINT):
             model_class = getattr(transformers, image_model) if image_model else AutoModel
-            with dropped(IMAGE_MODEL_OF_A_VIDEO_CHECKPOINT):
-                model = model_class.from_pretrained(source.location, dtype=dtype, **source.pretrained_kwargs)
-        except (OSError, ValueError, ImportError) as error:
-            raise source.failure("load the segmenter", error) from error
+            model = model_class.from_pretrained(source.location, dtype=dtype, **source.pretrained_kwargs)
         return cls(model.to(device), chunk_size)
 
     @property

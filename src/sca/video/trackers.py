@@ -482,11 +482,9 @@ class MemoryTracker(Tracker):
         if model_type not in VIDEO_MODELS:
             raise InputError(f"{source} is a {model_type!r} model, not one with a video tracker: use SAM 2 / 2.1, "
                              f"EdgeTAM or SAM 3's tracker, or --tracker {REPROMPT}")
-        try:
+        with source.loading("load the video tracker"):
             model_class = getattr(transformers, VIDEO_MODELS[model_type])
             model = model_class.from_pretrained(source.location, dtype=dtype, **source.pretrained_kwargs)
-        except (OSError, ValueError, ImportError, AttributeError) as error:
-            raise source.failure("load the video tracker", error) from error
         return cls(model.to(device), options, region_model)
 
     @torch.no_grad()
