@@ -1,3 +1,7 @@
+import json
+import re
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -134,3 +138,28 @@ def test_bad_model_folders(tmp_path):
         path.write_bytes(broken) if isinstance(broken, bytes) else path.write_text(broken)
         with pytest.raises(InputError, match=message):
             RegionCaptioner.from_pretrained(tmp_path)
+
+
+def test_a_model_whose_weights_are_not_its_configs_says_which(tmp_path, capfd):
+    """transformers logs a table of the weights that did not fit and raises an error pointing at it; a missing weight
+    it would leave at its random start."""
+    from safetensors.torch import load_file, save_file
+
+    from sca.assets import DEFAULT_MODEL
+
+    folder = tmp_path / "edited"
+    shutil.copytree(DEFAULT_MODEL, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["mask_caption_decoder_config"]["mlp_dim"] += 8
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(InputError, match=r"weights do not fit its config.json \(.*mlp.*: checkpoint \[[\d, ]+\], "
+                                         r"config \[[\d, ]+\]\)") as error:
+        RegionCaptioner.from_pretrained(folder)
+    assert "\n" not in str(error.value) and "LOAD REPORT" not in capfd.readouterr().err
+    shutil.copy(DEFAULT_MODEL / "config.json", folder / "config.json")
+    weights = load_file(folder / "model.safetensors")
+    dropped = next(name for name in sorted(weights) if name.startswith("vision_encoder."))
+    save_file({name: value for name, value in weights.items() if name != dropped}, folder / "model.safetensors",
+              metadata={"format": "pt"})
+    with pytest.raises(InputError, match=rf"1 of its weights missing \({re.escape(dropped)}"):
+        RegionCaptioner.from_pretrained(folder)

@@ -226,7 +226,8 @@ def test_serve_refuses_bad_limits_in_one_line_before_loading(capsys, extra, mess
     assert len(error) == 1 and message in error[0], error
 
 
-@pytest.mark.parametrize("tracker, message", [("{model}", "not one with a video tracker"), ("{missing}", "model folder not found")])
+@pytest.mark.parametrize("tracker, message", [("{model}", "not one with a video tracker"),
+                                              ("{missing}", "model folder not found")])
 def test_serve_refuses_a_tracker_that_is_not_a_video_model_before_listening(tiny_model_dir, tmp_path, capsys,
                                                                             tracker, message):
     tracker = tracker.format(model=tiny_model_dir, missing=tmp_path / "nothing-here")

@@ -413,9 +413,9 @@ config_values = st.one_of(  # sizes stay small: a broken config must not ask the
 def model_folders(tmp_path_factory):
     """The shipped model (SCA on SAM) and a tiny SCA on SAM 2, each in a folder whose config.json a test rewrites
     (the weights and tokenizer linked, not copied)."""
-    from builders import save_random_tiny_sca_sam2
-
     from sca.assets import DEFAULT_MODEL
+
+    from builders import save_random_tiny_sca_sam2
 
     made = {"sca": DEFAULT_MODEL, "sca-sam2": save_random_tiny_sca_sam2(tmp_path_factory.mktemp("sca-sam2"))}
     folders = {}

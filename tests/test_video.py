@@ -437,9 +437,9 @@ def test_the_video_route_captions_from_the_trackers_state(sca_on_the_trackers_sa
 
 def test_a_tracker_follows_each_video_afresh_on_the_models_loaded_once(sca_on_the_trackers_sam2, sam2_video_dir,
                                                                        region_model, tmp_path, caplog):
-    from builders import save_random_tiny_sca_sam2
-
     from sca.video.trackers import ReprompterTracker
+
+    from builders import save_random_tiny_sca_sam2
 
     tracker = MemoryTracker.from_pretrained(str(sam2_video_dir), region_model=sca_on_the_trackers_sam2)
     options = VideoOptions(max_neighbour_share=0.3)
