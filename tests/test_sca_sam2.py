@@ -140,3 +140,20 @@ def test_one_from_scratch_places_prompts_and_image_positions_with_one_basis(buil
     loaded = ScaSam2Model.from_pretrained(tmp_path).sam
     assert torch.equal(loaded.prompt_encoder.shared_embedding.positional_embedding,
                        sam.shared_image_embedding.positional_embedding)
+
+
+def test_one_from_scratch_starts_from_sam2s_own_init(built, pixels):
+    """SAM 2's own code leaves its layers at PyTorch's init; transformers' normal(0, 0.02) (for checkpoints) made a
+    SAM 2 from scratch start with masks of ~1e-4 logits, whose gradients are as small."""
+    for name, module in built.model.sam.named_modules():
+        if isinstance(module, torch.nn.Linear | torch.nn.Conv2d | torch.nn.ConvTranspose2d) and module.weight.numel() >= 512:
+            fan_in = module.weight[0].numel() if not isinstance(module, torch.nn.ConvTranspose2d) else \
+                module.weight.shape[1] * module.weight[0, 0].numel()
+            expected = 1 / (3 * fan_in) ** 0.5  # uniform in ±1/sqrt(fan_in)
+            assert abs(float(module.weight.std()) / expected - 1) < 0.25, name
+    model = built.model.train()
+    with torch.no_grad():
+        levels = model.get_image_embeddings(pixels)
+        masks = model.segment(levels, Prompts(boxes=torch.tensor([[[4.0, 4.0, 40.0, 40.0]]] * 2)), False).pred_masks
+    model.eval()
+    assert float(masks.std()) > 1e-2

@@ -125,9 +125,16 @@ class ScaSam2Model(ScaCaptioning, ScaSam2PreTrainedModel):
         self.caption_tokens = nn.Embedding(config.num_caption_tokens, mixer_config.hidden_size)
         self._add_language_half(mixer_config.hidden_size, language_model)
         self.post_init()
-        # SAM 2 encodes prompt points and image positions with one random Fourier basis (a checkpoint stores it twice,
-        # equal); transformers' Sam2Model draws two at random, so a SAM 2 from scratch cannot tell where a prompt is
         with torch.no_grad():
+            # SAM 2's own init (PyTorch's defaults), not transformers' normal(0, 0.02), which is for checkpoints: from
+            # it, the decoder's masks (a hypernetwork's output times upscaled features) start ~1e-4 and their
+            # gradients as small, and a SAM 2 from scratch never left that start in a stage of training
+            for module in self.sam.modules():
+                if isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+                    module.reset_parameters()
+            # SAM 2 encodes prompt points and image positions with one random Fourier basis (a checkpoint stores it
+            # twice, equal); transformers' Sam2Model draws two at random, so a SAM 2 from scratch cannot tell where a
+            # prompt is
             self.sam.prompt_encoder.shared_embedding.positional_embedding.copy_(
                 self.sam.shared_image_embedding.positional_embedding)
         self.set_trainable(self.default_trainable_modules)
