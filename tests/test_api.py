@@ -140,9 +140,21 @@ def test_bad_model_folders(tmp_path):
             RegionCaptioner.from_pretrained(tmp_path)
 
 
-def test_a_model_whose_weights_are_not_its_configs_says_which(tmp_path, capfd):
+@pytest.mark.parametrize("verbosity", ["warning", "error"])  # error: as the CLI sets it
+def test_a_model_whose_weights_are_not_its_configs_says_which(tmp_path, capfd, verbosity):
     """transformers logs a table of the weights that did not fit and raises an error pointing at it; a missing weight
     it would leave at its random start."""
+    from transformers.utils import logging as hf_logging
+
+    before = hf_logging.get_verbosity()
+    hf_logging.set_verbosity(getattr(hf_logging, verbosity.upper()))
+    try:
+        _refuses_weights_that_are_not_the_configs(tmp_path, capfd)
+    finally:
+        hf_logging.set_verbosity(before)
+
+
+def _refuses_weights_that_are_not_the_configs(tmp_path, capfd):
     from safetensors.torch import load_file, save_file
 
     from sca.assets import DEFAULT_MODEL

@@ -156,18 +156,21 @@ class ModelSource:
         when loading goes on."""
         logger = logging.getLogger(LOAD_REPORT[0])
         reports: list[logging.LogRecord] = []
+        own_level, shown = logger.level, logger.getEffectiveLevel()
 
         def hold(record: logging.LogRecord) -> bool:
             if LOAD_REPORT[1] in record.getMessage():
                 reports.append(record)
                 return False
-            return True
+            return record.levelno >= shown
 
         logger.addFilter(hold)
+        logger.setLevel(min(shown, logging.WARNING))  # the table is read here even where the CLI silences transformers
         try:
             yield
         except LOAD_ERRORS as error:
             logger.removeFilter(hold)
+            logger.setLevel(own_level)
             mismatch = _first_mismatch(reports)
             if mismatch is not None or "mismatched_sizes" in str(error):
                 raise InputError(f"cannot {action} {self.name}: its weights do not fit its config.json"
@@ -175,8 +178,10 @@ class ModelSource:
                                  "another model's") from error
             raise self.failure(action, error) from error
         logger.removeFilter(hold)
+        logger.setLevel(own_level)
         for record in reports:
-            logger.handle(record)
+            if record.levelno >= shown:
+                logger.handle(record)
 
     def config(self) -> dict | None:
         """Its `config.json` (None without one)."""
