@@ -1,4 +1,5 @@
 import json
+import logging
 import re
 import shutil
 
@@ -175,3 +176,4 @@ def _refuses_weights_that_are_not_the_configs(tmp_path, capfd):
               metadata={"format": "pt"})
     with pytest.raises(InputError, match=rf"1 of its weights missing \({re.escape(dropped)}"):
         RegionCaptioner.from_pretrained(folder)
+    assert not logging.getLogger("transformers.modeling_utils").filters  # the guard leaves transformers as it was

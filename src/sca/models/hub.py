@@ -169,16 +169,15 @@ class ModelSource:
         try:
             yield
         except LOAD_ERRORS as error:
-            logger.removeFilter(hold)
-            logger.setLevel(own_level)
             mismatch = _first_mismatch(reports)
             if mismatch is not None or "mismatched_sizes" in str(error):
                 raise InputError(f"cannot {action} {self.name}: its weights do not fit its config.json"
                                  f"{f' ({mismatch})' if mismatch else ''}: the config was edited, or the weights are "
                                  "another model's") from error
             raise self.failure(action, error) from error
-        logger.removeFilter(hold)
-        logger.setLevel(own_level)
+        finally:
+            logger.removeFilter(hold)
+            logger.setLevel(own_level)
         for record in reports:
             if record.levelno >= shown:
                 logger.handle(record)
