@@ -22,10 +22,10 @@ SCA_MODELS = {ScaConfig.model_type: ScaModel, ScaSam2Config.model_type: ScaSam2M
 SCA on SAM 2."""
 SUPPORTED_ARCHITECTURES = {"ScaModel", "ScaMultitaskV2Model", "ScaSam2Model"}
 DTYPES = {name: getattr(torch, name) for name in PRECISIONS}
+"""The precisions a model can run in (`options.PRECISIONS`), by the names configs and command lines use."""
 HARMLESS_EXTRA_WEIGHT = re.compile(r"\.attn\.(masked_)?bias$|position_ids$")
 """Buffers that older transformers saved with a GPT-2 (its causal mask) or an encoder (its positions) and newer ones
 rebuild: in a checkpoint, they are no part of the model and no loss."""
-"""The precisions a model can run in (`options.PRECISIONS`), by the names configs and command lines use."""
 TOKENIZER_FILE = "tokenizer_config.json"
 
 
