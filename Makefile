@@ -62,7 +62,7 @@ shapes-sam2-model: $(SAM2_RUN)/stage-6/final/config.json
 	$(BIN)/sca bench quality --model $(SAM2_RUN)/stage-6/final --out $(SAM2_RUN)/quality
 	$(BIN)/sca bench video --model $(SAM2_RUN)/stage-6/final --out $(SAM2_RUN)/video
 $(SAM2_RUN)/stage-1/final/config.json: | $(STAMP)
-	$(SAM2_TRAIN) model=sca-sam2-shapes train=shapes-model data=shapes-classic output_dir=$(SAM2_RUN)/stage-1
+	$(SAM2_TRAIN) model=sca-sam2-shapes train=shapes-sam2-model data=shapes-classic output_dir=$(SAM2_RUN)/stage-1
 $(SAM2_RUN)/stage-2/final/config.json: $(SAM2_RUN)/stage-1/final/config.json
 	$(SAM2_TRAIN) $(call SAM2_AFTER,1) train=shapes-captions $(CLASSIC) output_dir=$(SAM2_RUN)/stage-2
 $(SAM2_RUN)/stage-3/final/config.json: $(SAM2_RUN)/stage-2/final/config.json

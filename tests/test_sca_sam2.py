@@ -157,3 +157,25 @@ def test_one_from_scratch_starts_from_sam2s_own_init(built, pixels):
         masks = model.segment(levels, Prompts(boxes=torch.tensor([[[4.0, 4.0, 40.0, 40.0]]] * 2)), False).pred_masks
     model.eval()
     assert float(masks.std()) > 1e-2
+
+
+def test_a_stage_can_hold_the_high_resolution_skip_shut(pixels):
+    """`zero_and_freeze` (train.zeroed_modules): SAM 2's skip modules are zero and stay so inside a trained decoder;
+    the stride-4 and stride-8 levels they project add nothing to the masks, and learn nothing."""
+    torch.manual_seed(0)
+    built = build_sca_sam2(captions=all_captions(), image_size=64, hidden_size=32)
+    model = built.model.train()
+    model.set_trainable(["vision_encoder", "mask_decoder"])
+    skip = ["sam.mask_decoder.conv_s0", "sam.mask_decoder.conv_s1"]
+    model.zero_and_freeze(skip)
+    levels = model.get_image_embeddings(pixels)
+    assert not levels[0].any() and not levels[1].any() and levels[2].any()
+    tokens = torch.randint(0, len(built.tokenizer), (2, 1, 5))
+    output = model(pixel_values=pixels, input_boxes=torch.tensor([[[4.0, 4.0, 40.0, 40.0]]] * 2),
+                   input_ids=tokens, labels=tokens)
+    (output.loss + output.pred_masks.square().mean()).backward()
+    shut = [p for path in skip for p in model.get_submodule(path).parameters()]
+    assert all(not p.requires_grad and p.grad is None and not p.any() for p in shut)
+    assert model.sam.mask_decoder.upscale_conv1.weight.grad is not None
+    with pytest.raises(ValueError, match="no module 'sam.mask_decoder.conv_s9'"):
+        model.zero_and_freeze(["sam.mask_decoder.conv_s9"])

@@ -138,17 +138,30 @@ class ScaCaptioning:
         self.language_project = nn.Linear(mixer_hidden, lm_hidden)
         self.task_tokens = nn.Embedding(len(TASK_TYPES) * self.config.num_task_tokens, lm_hidden)
 
+    def modules_at(self, path: str) -> list[nn.Module]:
+        """The modules a dotted path names (e.g. `language_model`), read through `module_aliases`."""
+        alias = self.module_aliases.get(path, path)
+        try:
+            return [self.get_submodule(found) for found in ((alias,) if isinstance(alias, str) else alias)]
+        except AttributeError as error:
+            raise ValueError(f"no module {path!r} in {type(self).__name__}") from error
+
     def set_trainable(self, module_paths: Sequence[str]) -> None:
         """Freeze everything, then unfreeze the modules at these dotted paths (e.g. `language_model`)."""
         self.requires_grad_(False)
         for path in module_paths:
-            alias = self.module_aliases.get(path, path)
-            for found in (alias,) if isinstance(alias, str) else alias:
-                try:
-                    module = self.get_submodule(found)
-                except AttributeError as error:
-                    raise ValueError(f"no module {path!r} in {type(self).__name__} to train") from error
+            for module in self.modules_at(path):
                 module.requires_grad_(True)
+
+    @torch.no_grad()
+    def zero_and_freeze(self, module_paths: Sequence[str]) -> None:
+        """Set the weights of the modules at these paths to zero and freeze them: a path a stage of training holds
+        shut (a module that adds its output, such as SAM 2's high-resolution skip, then adds nothing)."""
+        for path in module_paths:
+            for module in self.modules_at(path):
+                for parameter in module.parameters():
+                    parameter.zero_()
+                module.requires_grad_(False)
 
     @torch.no_grad()
     def predict_masks(self, image_embeddings: torch.Tensor, prompts: Prompts, multimask_output: bool = True,

@@ -101,10 +101,14 @@ def run_training(cfg: DictConfig) -> Path:
         raise InputError(f"sca train trains SCA models (model.kind {', '.join(trainable)}), not {kind!r}")
     sca = build_region_model(kind, spec, captions=captions)
     model, tokenizer = sca.model, sca.tokenizer
-    try:
-        model.set_trainable(list(cfg.train.trainable_modules))
-    except ValueError as error:
-        raise InputError(f"train.trainable_modules: {error}") from error
+    for key, apply in (("trainable_modules", model.set_trainable), ("zeroed_modules", model.zero_and_freeze)):
+        paths = OmegaConf.to_container(cfg.train, resolve=True).get(key, [])
+        if not isinstance(paths, list) or not all(isinstance(path, str) for path in paths):
+            raise InputError(f"train.{key} must be a list of module paths, e.g. [language_model], got {paths!r}")
+        try:
+            apply(paths)
+        except ValueError as error:
+            raise InputError(f"train.{key}: {error}") from error
     train_dataset, eval_dataset, caption_eval = build_datasets(cfg, model, tokenizer, train_records)
     if eval_dataset is None and args.eval_strategy != "no":
         args.eval_strategy = "no"
