@@ -77,6 +77,22 @@ def test_many_regions_at_once_equal_one_at_a_time(captioner, image):
         assert (alone.masks != region.masks).mean() < 1e-3
 
 
+def test_the_engine_segments_without_captioning(captioner, image, monkeypatch):
+    """`RegionEngine.segment` gives `caption`'s masks and scores, for any mix of prompt kinds, and makes no caption."""
+    from sca.models.prompts import RegionPrompt
+
+    captioner.set_image(image)
+    regions = [RegionPrompt(box=[0, 0, 50, 40]), RegionPrompt(points=[[80, 45]], point_labels=[1]),
+               RegionPrompt(box=[60, 10, 150, 80])]
+    captioned = captioner.engine.caption(captioner._encoded, regions)
+    monkeypatch.setattr(captioner.model, "caption", lambda *args, **kwargs: pytest.fail("a caption was made"))
+    segmented = captioner.engine.segment(captioner._encoded, regions)
+    assert [r.prompt for r in segmented] == [r.prompt for r in captioned]
+    for alone, region in zip(segmented, captioned):
+        assert alone.caption == "" and np.array_equal(alone.masks, region.masks)
+        np.testing.assert_allclose(alone.iou_scores, region.iou_scores, atol=1e-6)
+
+
 def test_prompts_map_into_the_model_frame(captioner, image):
     """A box given in original pixels equals the same box scaled by hand into SAM's frame."""
     captioner.set_image(image)

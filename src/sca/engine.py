@@ -21,7 +21,7 @@ from .data.records import TASK_TYPES
 from .errors import InputError
 from .masks import decode_rle, encode_rles, rle_box
 from .models.prompts import PromptGroup, Prompts, RegionPrompt, check_regions, group_prompts
-from .models.region_model import EncodedImages, RegionModel
+from .models.region_model import EncodedImages, RegionModel, RegionOutputs
 from .options import AnythingOptions, GenerationOptions
 
 IsCancelled = Callable[[], bool]
@@ -166,6 +166,16 @@ class RegionEngine:
             raise InputError(f"this model ({type(self.model).__name__}) takes {taken} as prompts, not {refused[0]} (it "
                              f"was not trained with them): give {taken} instead")
 
+    def _groups(self, encoded: EncodedImages, prompts: Prompts | Sequence[RegionPrompt],
+                records: list[dict] | None) -> list[PromptGroup]:
+        """`Prompts` (a batch of one, each region's prompt as given in `records`) as one group, or `RegionPrompt`s
+        of any mix of kinds grouped by kind; checked against the family."""
+        if not isinstance(prompts, Prompts):
+            return self.group(encoded, prompts)
+        self.check_kinds(prompts)
+        records = records if records is not None else [{} for _ in range(prompts.num_regions)]
+        return [PromptGroup(list(range(prompts.num_regions)), prompts, records)]
+
     # ------------------------------------------------------------------ prompted regions
 
     @torch.no_grad()
@@ -174,22 +184,27 @@ class RegionEngine:
                 cancelled: IsCancelled | None = None) -> list[RegionCaption]:
         """The regions of one encoded image: `Prompts` (a batch of one, with each region's prompt as given in
         `records`) or `RegionPrompt`s of any mix of kinds. Raises `Cancelled` when `cancelled()` turns true."""
-        if isinstance(prompts, Prompts):
-            self.check_kinds(prompts)
-            groups = [PromptGroup(list(range(prompts.num_regions)), prompts,
-                                  records if records is not None else [{} for _ in range(prompts.num_regions)])]
-        else:
-            groups = self.group(encoded, prompts)
+        groups = self._groups(encoded, prompts, records)
         (result,) = self.caption_images([ImageRegions(encoded, groups, task, cancelled)], multimask_output)
         if result is None:
             raise Cancelled("the request was cancelled")
         return result
 
     @torch.no_grad()
-    def caption_images(self, images: Sequence[ImageRegions], multimask_output: bool = True
+    def segment(self, encoded: EncodedImages, prompts: Prompts | Sequence[RegionPrompt],
+                records: list[dict] | None = None, multimask_output: bool = True) -> list[RegionCaption]:
+        """`caption`'s regions with their masks and scores only (no caption made: `caption` is ""), for a caller that
+        captions them otherwise (a video tracker's state)."""
+        groups = self._groups(encoded, prompts, records)
+        (result,) = self.caption_images([ImageRegions(encoded, groups)], multimask_output, captioned=False)
+        return result
+
+    @torch.no_grad()
+    def caption_images(self, images: Sequence[ImageRegions], multimask_output: bool = True, captioned: bool = True
                        ) -> list[list[RegionCaption] | None]:
         """The regions of several images, those of the same prompt kinds in one model step per chunk (dynamic
-        batching: the LM decodes them together). An image cancelled meanwhile leaves at the next chunk (None)."""
+        batching: the LM decodes them together). An image cancelled meanwhile leaves at the next chunk (None).
+        captioned: False makes masks and scores only (the segmenter's step; every caption "")."""
         results: list[list[RegionCaption | None]] = [[None] * image.num_regions for image in images]
         by_kinds: dict[tuple, list[tuple[int, PromptGroup]]] = {}
         for i, image in enumerate(images):
@@ -207,7 +222,11 @@ class RegionEngine:
                 encoded = EncodedImages.concat([images[members[m][0]].encoded for m in active])
                 prompts = _stack([padded[m].take(chunk) for m in active])
                 tasks = [images[members[m][0]].task for m in active]
-                output = self.model.caption(encoded, prompts, tasks, multimask_output)
+                if captioned:
+                    output = self.model.caption(encoded, prompts, tasks, multimask_output)
+                else:
+                    scores, low_res = self.model.segment(encoded, prompts, multimask_output)
+                    output = RegionOutputs(scores, low_res, [[[""]] * prompts.num_regions] * len(active))
                 scores = output.iou_scores.float().cpu().tolist()
                 for row, m in enumerate(active):
                     i, group = members[m]

@@ -157,7 +157,7 @@ class VideoCaptioner:
             if start is None:
                 start = index
                 new = (self._found(current, generator, [], cancelled) if anything
-                       else self._prompted(current, regions, boxes, points, point_labels, masks))
+                       else self._prompted(current, tracker, regions, boxes, points, point_labels, masks))
             elif anything and self.options.anything_every and (index - start) % self.options.anything_every == 0:
                 new = self._found(current, generator, [t.last_mask for t in self.tracks if not t.ended], cancelled)
             else:
@@ -197,17 +197,19 @@ class VideoCaptioner:
                 track.summary = self.model.describe_views(track.chosen_views(self.options.track_views))
             track.views = []
 
-    def _prompted(self, frame: VideoFrame, regions, boxes, points, point_labels, masks
-                  ) -> list[tuple[np.ndarray, str]]:
-        """The prompted objects' best masks and their captions, on their first frame."""
+    def _prompted(self, frame: VideoFrame, tracker: Tracker, regions, boxes, points, point_labels, masks
+                  ) -> list[tuple[np.ndarray, str | None]]:
+        """The prompted objects' best masks and their captions, on their first frame (None where the tracker's state
+        will caption them: then the region model only segments)."""
         encoded = frame.encoded
-        if regions is not None:
-            found = self.engine.caption(encoded, list(regions))
-        else:
-            prompts, records = Prompts.from_pixels(encoded.framed[0], self.model.frame, boxes, points, point_labels,
+        if regions is None:
+            regions, records = Prompts.from_pixels(encoded.framed[0], self.model.frame, boxes, points, point_labels,
                                                    masks)
-            found = self.engine.caption(encoded, prompts, records)
-        return [(region.best_mask, region.caption) for region in found]
+        else:
+            regions, records = list(regions), None
+        if tracker.keeps_states:
+            return [(region.best_mask, None) for region in self.engine.segment(encoded, regions, records)]
+        return [(region.best_mask, region.caption) for region in self.engine.caption(encoded, regions, records)]
 
     def _found(self, frame: VideoFrame, generator: AnythingGenerator, followed: list[np.ndarray],
                cancelled: Callable[[], bool] | None = None) -> list[tuple[np.ndarray, str]]:

@@ -196,6 +196,7 @@ def core_point(mask: np.ndarray) -> list[float]:
 
 class Tracker(ABC):
     remembers: bool = False  # whether an object unseen in a frame can be found again later
+    keeps_states: bool = False  # whether `states_now` gives the states the region model captions tracks from
 
     @abstractmethod
     def step(self, frame: VideoFrame, new: dict[int, np.ndarray]) -> dict[int, tuple[np.ndarray, float]]:
