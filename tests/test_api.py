@@ -150,7 +150,9 @@ def test_bad_model_folders(tmp_path):
     with pytest.raises(InputError, match="not an SCA model"):
         RegionCaptioner.from_pretrained(tmp_path)
     for broken, message in (('{"model_type": ', "not a readable JSON config"), ("[1, 2]", "not a JSON config"),
-                            (b"\xff\xfe", "not a readable JSON config")):
+                            (b"\xff\xfe", "not a readable JSON config"),
+                            ('{"model_type": "sca", "mask_decoder_config": {"dropout": NaN}}', "holds NaN"),
+                            ('{"model_type": "sca", "initializer_range": -Infinity}', "holds -Infinity")):
         path = tmp_path / "config.json"
         path.write_bytes(broken) if isinstance(broken, bytes) else path.write_text(broken)
         with pytest.raises(InputError, match=message):

@@ -189,8 +189,11 @@ class ModelSource:
         config_file = self.file("config.json")
         if config_file is None:
             return None
+        def not_a_number(constant: str):
+            raise ValueError(f"it holds {constant}, which no setting may be (give a number)")
+
         try:
-            config = json.loads(config_file.read_text(encoding="utf-8"))
+            config = json.loads(config_file.read_text(encoding="utf-8"), parse_constant=not_a_number)
         except (OSError, ValueError) as error:
             raise InputError(f"{config_file} of {self.name} is not a readable JSON config: {error}") from None
         if not isinstance(config, dict):
