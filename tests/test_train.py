@@ -99,9 +99,12 @@ def test_two_processes_train_with_gloo(tmp_path):
         (["train.correction_rounds=-1"], "train.correction_rounds must be a whole number"),
         (["train.correction_rounds=1", "train.loss_weights.mask=0"], "set train.loss_weights.mask above 0"),
         (["train.background_negatives=1.5"], "train.background_negatives must be a probability"),
-        (["train.zeroed_modules=[mask_decoder.no_such_layer]"], "train.zeroed_modules: no module 'mask_decoder.no_such"),
         (["train.zeroed_modules=mask_decoder"], "train.zeroed_modules must be a list of module paths"),
-        (["train.trainable_modules=[no_such_module]"], "train.trainable_modules: no module 'no_such_module'"),
+        # these two are found once the model is built (on a few images)
+        (["train.zeroed_modules=[mask_decoder.no_such_layer]", "data.train.0.num_images=4"],
+         "train.zeroed_modules: no module 'mask_decoder.no_such"),
+        (["train.trainable_modules=[no_such_module]", "data.train.0.num_images=4"],
+         "train.trainable_modules: no module 'no_such_module'"),
     ],
 )
 def test_bad_configs_are_one_line_errors(tmp_path, capsys, overrides, message):

@@ -60,9 +60,6 @@ def build_datasets(cfg: DictConfig, model, tokenizer, train_records):
     common = dict(frame=frame, tokenizer=tokenizer, max_caption_length=cfg.train.max_caption_length)
     with_masks = bool(cfg.train.loss_weights.mask)
     background_negatives = cfg.train.get("background_negatives", 0.0)
-    if isinstance(background_negatives, bool) or not isinstance(background_negatives, int | float) \
-            or not 0 <= background_negatives <= 1:
-        raise InputError(f"train.background_negatives must be a probability in [0, 1], got {background_negatives!r}")
     train_transform = RegionTransform(train=True, num_masks_per_sample=cfg.train.num_masks_per_sample,
                                       jitter=jitter, with_masks=with_masks,
                                       background_negatives=float(background_negatives), **common)
@@ -81,14 +78,32 @@ def build_datasets(cfg: DictConfig, model, tokenizer, train_records):
     return train, evaluation, caption_eval
 
 
+MODULE_LISTS = ("trainable_modules", "zeroed_modules")
+"""The recipe's lists of module paths (`ScaCaptioning.modules_at`)."""
+
+
+def check_recipe(train: DictConfig) -> None:
+    """The recipe's own options, before any data is read or model built: a typo costs no wait."""
+    correction_rounds = train.get("correction_rounds", 0)
+    if isinstance(correction_rounds, bool) or not isinstance(correction_rounds, int) or correction_rounds < 0:
+        raise InputError(f"train.correction_rounds must be a whole number >= 0, got {correction_rounds!r}")
+    if correction_rounds and not train.loss_weights.mask:
+        raise InputError("train.correction_rounds trains masks: set train.loss_weights.mask above 0 too")
+    background_negatives = train.get("background_negatives", 0.0)
+    if isinstance(background_negatives, bool) or not isinstance(background_negatives, int | float) \
+            or not 0 <= background_negatives <= 1:
+        raise InputError(f"train.background_negatives must be a probability in [0, 1], got {background_negatives!r}")
+    for key in MODULE_LISTS:
+        paths = OmegaConf.to_container(train, resolve=True).get(key, [])
+        if not isinstance(paths, list) or not all(isinstance(path, str) for path in paths):
+            raise InputError(f"train.{key} must be a list of module paths, e.g. [language_model], got {paths!r}")
+
+
 def run_training(cfg: DictConfig) -> Path:
     """Train as the config says; returns the folder of the final model."""
     args = training_arguments(cfg)
+    check_recipe(cfg.train)
     correction_rounds = cfg.train.get("correction_rounds", 0)
-    if isinstance(correction_rounds, bool) or not isinstance(correction_rounds, int) or correction_rounds < 0:
-        raise InputError(f"train.correction_rounds must be a whole number >= 0, got {correction_rounds!r}")
-    if correction_rounds and not cfg.train.loss_weights.mask:
-        raise InputError("train.correction_rounds trains masks: set train.loss_weights.mask above 0 too")
     train_specs = OmegaConf.to_container(cfg.data.train, resolve=True)
     if not train_specs:
         raise InputError("data.train lists no training set")
@@ -101,12 +116,9 @@ def run_training(cfg: DictConfig) -> Path:
         raise InputError(f"sca train trains SCA models (model.kind {', '.join(trainable)}), not {kind!r}")
     sca = build_region_model(kind, spec, captions=captions)
     model, tokenizer = sca.model, sca.tokenizer
-    for key, apply in (("trainable_modules", model.set_trainable), ("zeroed_modules", model.zero_and_freeze)):
-        paths = OmegaConf.to_container(cfg.train, resolve=True).get(key, [])
-        if not isinstance(paths, list) or not all(isinstance(path, str) for path in paths):
-            raise InputError(f"train.{key} must be a list of module paths, e.g. [language_model], got {paths!r}")
+    for key, apply in zip(MODULE_LISTS, (model.set_trainable, model.zero_and_freeze)):
         try:
-            apply(paths)
+            apply(list(cfg.train.get(key, [])))
         except ValueError as error:
             raise InputError(f"train.{key}: {error}") from error
     train_dataset, eval_dataset, caption_eval = build_datasets(cfg, model, tokenizer, train_records)
