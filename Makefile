@@ -54,7 +54,7 @@ default-model: $(STAMP)
 # SCA on SAM 2 for the shapes world (the candidate v3; benchmarked, not installed), on a tiny SAM 2
 # (model=sca-sam2-shapes): stage 1 with SAM 2's high-resolution skip shut (train=shapes-sam2-model), two caption cycles
 # on the classic world (its caption loss leaves its plateau in the second, as the shipped model's does), one on the rich
-# world, a shorter sharpening stage; 22,000 steps, about 2.5 hours on an idle 2-core machine (a step costs 2.3 times the
+# world, a shorter sharpening stage; 22,000 steps, about 3.5 hours on an idle 2-core machine (a step costs 3.4 times the
 # shipped model's). Each stage is a file target, so a run that stops goes on where it stopped (a stage started resumes
 # from its last checkpoint).
 SAM2_RUN ?= build/shapes-sam2-model
