@@ -392,6 +392,6 @@ def test_a_model_declares_its_filters_in_its_config(tiny_model_dir, tmp_path, ca
     assert "0 regions" in capsys.readouterr().err
 
     config["anything_filters"] = {"pred_iou_thresh": float("nan")}
-    (folder / "config.json").write_text(json.dumps(config).replace("NaN", "NaN"))
-    with pytest.raises(InputError, match="pred_iou_thresh must be a finite number"):
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(InputError, match="config.json of .* holds NaN"):
         RegionCaptioner.from_pretrained(folder)
