@@ -36,6 +36,11 @@ error that points at the table."""
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
+def _not_a_number(constant: str):
+    """JSON's `parse_constant`: a config's NaN or Infinity is refused when read, not met at the first forward."""
+    raise ValueError(f"it holds {constant}, which no setting may be (give a number)")
+
+
 @dataclass(frozen=True)
 class ModelSource:
     """A model named by a local folder (`folder`) or by a hub repository (`repo_id`, `revision`)."""
@@ -189,11 +194,8 @@ class ModelSource:
         config_file = self.file("config.json")
         if config_file is None:
             return None
-        def not_a_number(constant: str):
-            raise ValueError(f"it holds {constant}, which no setting may be (give a number)")
-
         try:
-            config = json.loads(config_file.read_text(encoding="utf-8"), parse_constant=not_a_number)
+            config = json.loads(config_file.read_text(encoding="utf-8"), parse_constant=_not_a_number)
         except (OSError, ValueError) as error:
             raise InputError(f"{config_file} of {self.name} is not a readable JSON config: {error}") from None
         if not isinstance(config, dict):

@@ -93,8 +93,9 @@ def check_recipe(train: DictConfig) -> None:
     if isinstance(background_negatives, bool) or not isinstance(background_negatives, int | float) \
             or not 0 <= background_negatives <= 1:
         raise InputError(f"train.background_negatives must be a probability in [0, 1], got {background_negatives!r}")
+    recipe = OmegaConf.to_container(train, resolve=True)
     for key in MODULE_LISTS:
-        paths = OmegaConf.to_container(train, resolve=True).get(key, [])
+        paths = recipe.get(key, [])
         if not isinstance(paths, list) or not all(isinstance(path, str) for path in paths):
             raise InputError(f"train.{key} must be a list of module paths, e.g. [language_model], got {paths!r}")
 
