@@ -114,6 +114,7 @@ def test_it_saves_and_loads_as_any_sca_checkpoint(built, tmp_path):
     ("image_size", 100, "image_size must be a multiple of 32"), ("image_size", 32, "image_size must be a multiple"),
     ("hidden_size", 20, "hidden_size must be a multiple of 8"),
     ("stage_widths", (16, 48, 64, 128), "stage_widths must each be 16 or a multiple of 32"),
+    ("task_tokens", 0, "task_tokens must be at least 1"), ("lm_hidden_size", 30, "lm_hidden_size must be a multiple of 4"),
 ])
 def test_a_small_one_refuses_sizes_sam2_cannot_take(option, value, message):
     from sca.errors import InputError

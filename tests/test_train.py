@@ -105,6 +105,10 @@ def test_two_processes_train_with_gloo(tmp_path):
          "train.zeroed_modules: no module 'mask_decoder.no_such"),
         (["train.trainable_modules=[no_such_module]", "data.train.0.num_images=4"],
          "train.trainable_modules: no module 'no_such_module'"),
+        # sizes a tiny model's layers cannot take: refused before the first forward
+        (["model=sca-tiny", "model.patch_size=256", "data.train.0.num_images=4"], "patch_size must be between 1 and"),
+        (["model=sca-tiny", "model.hidden_size=30", "data.train.0.num_images=4"], "hidden_size must be a multiple of 4"),
+        (["model=sca-tiny", "model.task_tokens=0", "data.train.0.num_images=4"], "task_tokens must be at least 1"),
     ],
 )
 def test_bad_configs_are_one_line_errors(tmp_path, capsys, overrides, message):

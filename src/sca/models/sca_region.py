@@ -231,6 +231,7 @@ def build_sca_sam2(
             lambda: ScaSam2Model.from_sam2_and_lm(segmenter.location, language.location, dtype=dtype, **sizes,
                                                   **language.pretrained_kwargs),
             language, tokenizer, "SAM 2", device, generation)
+    _check_head_sizes(**sizes, lm_hidden_size=lm_hidden_size)
     if image_size < 64 or image_size % 32:
         raise InputError(f"image_size must be a multiple of 32 of at least 64 (SAM 2's Hiera pools its 1/4 grid three "
                          f"times), got {image_size}")
@@ -253,6 +254,18 @@ def build_sca_sam2(
     return ScaRegionModel(ScaSam2Model(config).to(device, dtype), text, generation)
 
 
+def _check_head_sizes(mixer_layers: int | None, caption_tokens: int | None, task_tokens: int | None,
+                      lm_hidden_size: int) -> None:
+    """The sizes a from-scratch SCA shares on SAM and SAM 2 (None: the default), checked before anything is built."""
+    for name, value, least in (("mixer_layers", mixer_layers, 0), ("caption_tokens", caption_tokens, 1),
+                               ("task_tokens", task_tokens, 1)):
+        if value is not None and value < least:
+            raise InputError(f"{name} must be at least {least}, got {value}")
+    if lm_hidden_size < 4 or lm_hidden_size % 4:
+        raise InputError(f"lm_hidden_size must be a multiple of 4 of at least 4 (the LM's 2 heads, each of an even width "
+                         f"for rotary positions), got {lm_hidden_size}")
+
+
 def build_tiny_sca(
     captions: Iterable[str],
     image_size: int = 128,
@@ -270,6 +283,14 @@ def build_tiny_sca(
     generation: GenerationOptions | None = None,
 ) -> ScaRegionModel:
     """A small SCA from scratch, its tokenizer trained on `captions` (the training captions): runs offline."""
+    _check_head_sizes(mixer_layers, caption_tokens, task_tokens, lm_hidden_size)
+    if not 1 <= patch_size <= image_size:
+        raise InputError(f"patch_size must be between 1 and image_size ({image_size}), got {patch_size}")
+    if vision_layers < 1:
+        raise InputError(f"vision_layers must be at least 1, got {vision_layers}")
+    if hidden_size < 8 or hidden_size % 4:
+        raise InputError(f"hidden_size must be a multiple of 4 of at least 8 (SAM's decoder halves it over 2 heads), got "
+                         f"{hidden_size}")
     texts = sorted(set(captions))
     if not texts:
         raise InputError("a tiny model trains its tokenizer on the training captions, and there are none")
