@@ -195,3 +195,25 @@ def _refuses_weights_that_are_not_the_configs(tmp_path, capfd):
     with pytest.raises(InputError, match=rf"1 of its weights missing \({re.escape(dropped)}"):
         RegionCaptioner.from_pretrained(folder)
     assert not logging.getLogger("transformers.modeling_utils").filters  # the guard leaves transformers as it was
+
+
+def test_shipped_models_load_by_name(tmp_path, monkeypatch):
+    import sca.assets
+    from sca.assets import DEFAULT_MODEL, SAMPLE_IMAGE, SHIPPED_MODELS
+    from sca.models.hub import ModelSource
+
+    assert ModelSource.parse("sca-shapes").folder == DEFAULT_MODEL
+    by_name, by_default = RegionCaptioner.from_pretrained("sca-shapes"), RegionCaptioner.from_pretrained()
+    for captioner in (by_name, by_default):
+        captioner.set_image(SAMPLE_IMAGE)
+    box = [[35, 97, 73, 135]]
+    assert by_name.caption(boxes=box)[0].caption == by_default.caption(boxes=box)[0].caption
+    for name, folder in SHIPPED_MODELS.items():  # every name the package declares is in it
+        assert ModelSource.parse(name).folder == folder and (folder / "model.safetensors").is_file()
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sca-shapes").mkdir()  # a folder of that name where the user stands wins over the shipped model
+    assert ModelSource.parse("sca-shapes").folder.resolve() == (tmp_path / "sca-shapes").resolve()
+    monkeypatch.setattr(sca.assets, "SHIPPED_MODELS", {"gone": tmp_path / "gone"})
+    with pytest.raises(InputError, match=r"the shipped model gone is missing from this install .*: reinstall sca"):
+        ModelSource.parse("gone")

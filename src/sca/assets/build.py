@@ -1,5 +1,6 @@
 """Rebuilding the shipped files: `python -m sca.assets.build sample` draws the sample image from the shapes world;
-`python -m sca.assets.build model RUN/final` installs a trained model as the default (weights, config, tokenizer)."""
+`python -m sca.assets.build model RUN/final [--name NAME]` installs a trained model as a shipped model (weights,
+config, tokenizer): the default, or another of `SHIPPED_MODELS`."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import shutil
 from pathlib import Path
 
 from ..data.sources.shapes import ShapesWorld
-from . import DEFAULT_MODEL, SAMPLE_CLIP, SAMPLE_IMAGE
+from . import DEFAULT_MODEL, SAMPLE_CLIP, SAMPLE_IMAGE, SHIPPED_MODELS
 
 SAMPLE_SPLIT, SAMPLE_INDEX, SAMPLE_SIZE = "test", 12, 256
 ANYTHING_FILTERS = {"pred_iou_thresh": 0.80, "stability_score_thresh": 0.85, "mask_nms_thresh": 0.5}
@@ -77,15 +78,17 @@ def main() -> None:
     commands = parser.add_subparsers(dest="what", required=True)
     commands.add_parser("sample", help="draw src/sca/assets/sample.png and print its regions")
     commands.add_parser("clip", help="draw src/sca/assets/sample.mp4 and print its objects' boxes on frame 0")
-    model = commands.add_parser("model", help="install a trained model folder as the shipped default")
+    model = commands.add_parser("model", help="install a trained model folder as a shipped model")
     model.add_argument("trained", type=Path)
+    model.add_argument("--name", choices=list(SHIPPED_MODELS), default="sca-shapes",
+                       help="which shipped model it becomes (default: sca-shapes, the default model)")
     args = parser.parse_args()
     if args.what == "sample":
         write_sample()
     elif args.what == "clip":
         write_clip()
     else:
-        install_model(args.trained)
+        install_model(args.trained, SHIPPED_MODELS[args.name])
 
 
 if __name__ == "__main__":

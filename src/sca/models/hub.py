@@ -17,6 +17,7 @@ from pathlib import Path
 
 from huggingface_hub.errors import StrictDataclassError
 
+from ..assets import shipped_model
 from ..errors import InputError
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
@@ -52,12 +53,15 @@ class ModelSource:
 
     @classmethod
     def parse(cls, name: str | Path) -> ModelSource:
-        """A folder that exists wins; else `org/name[@revision]` is a hub id; anything else is a missing folder."""
+        """A folder that exists wins; then the name of a model shipped in the package (`sca.assets.SHIPPED_MODELS`);
+        else `org/name[@revision]` is a hub id; anything else is a missing folder."""
         text = str(name)
         if Path(text).expanduser().is_dir():
             return cls(text, folder=Path(text).expanduser())
         if Path(text).expanduser().exists():
             raise InputError(f"{text} is a file, not a model folder: pass the folder that holds config.json")
+        if (shipped := shipped_model(text)) is not None:
+            return cls(text, folder=shipped)
         repo_id, _, revision = text.partition("@")
         if HUB_ID.match(repo_id) and ".." not in repo_id and (not _ or revision):
             return cls(text, repo_id=repo_id, revision=revision or None)
