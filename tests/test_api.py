@@ -217,3 +217,11 @@ def test_shipped_models_load_by_name(tmp_path, monkeypatch):
     monkeypatch.setattr(sca.assets, "SHIPPED_MODELS", {"gone": tmp_path / "gone"})
     with pytest.raises(InputError, match=r"the shipped model gone is missing from this install .*: reinstall sca"):
         ModelSource.parse("gone")
+
+
+def test_loading_a_model_logs_no_tensor_parallel_plan(caplog):
+    """transformers checks a tensor-parallel plan when the loading logger's level is set, as loading sets it to read
+    the table of weights that did not load: it listed every weight of SAM and the mixer as "not sharded"."""
+    with caplog.at_level(logging.WARNING):
+        RegionCaptioner.from_pretrained()
+    assert not [record for record in caplog.records if "not sharded" in record.getMessage()]

@@ -19,6 +19,7 @@ from huggingface_hub.errors import StrictDataclassError
 
 from ..assets import shipped_model
 from ..errors import InputError
+from .quiet import NOT_SHARDED, dropped
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 SNAPSHOT_FILES = ("*.json", "*.txt", "*.model", "*.tiktoken", "*.jinja", "*.py", "*.safetensors")
@@ -176,7 +177,8 @@ class ModelSource:
         logger.addFilter(hold)
         logger.setLevel(min(shown, logging.WARNING))  # the table is read here even where the CLI silences transformers
         try:
-            yield
+            with dropped(NOT_SHARDED):
+                yield
         except LOAD_ERRORS as error:
             mismatch = _first_mismatch(reports)
             if mismatch is not None or "mismatched_sizes" in str(error):

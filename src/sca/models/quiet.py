@@ -13,6 +13,11 @@ IMAGE_MODEL_OF_A_VIDEO_CHECKPOINT = ("transformers.configuration_utils", "You ar
 """Loading a SAM 2 video checkpoint (the published SAM 2.1 ones are) into SAM 2's image model, which takes its image
 parts: transformers warns that the types differ."""
 
+NOT_SHARDED = ("transformers.distributed.tensor_parallel", "The following layers were not sharded")
+"""Where the loading logger's level is set (`ModelSource.loading` sets it, to read transformers' table of weights that
+did not load), transformers checks the model's tensor-parallel plan and lists every layer outside it: on one process,
+and for a composite model whose LM alone has a plan, that is every weight of SAM and the mixer."""
+
 
 @contextlib.contextmanager
 def dropped(message: tuple[str, str]) -> Iterator[None]:
