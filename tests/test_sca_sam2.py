@@ -185,3 +185,34 @@ def test_a_stage_can_hold_the_high_resolution_skip_shut(pixels):
     assert model.sam.mask_decoder.upscale_conv1.weight.grad is not None
     with pytest.raises(ValueError, match="no module 'sam.mask_decoder.conv_s9'"):
         model.zero_and_freeze(["sam.mask_decoder.conv_s9"])
+
+
+def test_the_mixer_can_read_the_high_resolution_levels(tmp_path, pixels):
+    """`mixer_high_resolution`: the stride-4 and stride-8 levels, pooled and projected into every region's image side,
+    reach the caption queries; the projection starts at zero (switching it on changes nothing until it trains), trains
+    and is shut with the mixer, and is saved with the model."""
+    from sca.models.loading import load_sca_model
+
+    torch.manual_seed(0)
+    on = build_sca_sam2(captions=all_captions(), image_size=64, hidden_size=32, mixer_high_resolution=True).model.eval()
+    off = build_sca_sam2(captions=all_captions(), image_size=64, hidden_size=32).model.eval()
+    off.load_state_dict({name: value for name, value in on.state_dict().items()
+                         if not name.startswith("high_resolution_project.")})
+    prompts = Prompts(boxes=torch.tensor([[[4.0, 4.0, 40.0, 40.0], [20.0, 10.0, 60.0, 50.0]]] * 2))
+    with torch.no_grad():
+        levels = on.get_image_embeddings(pixels)
+        finer = [levels[0] + torch.randn_like(levels[0]), levels[1] + torch.randn_like(levels[1]), levels[2]]
+        assert torch.equal(on.mix(on.segment(levels, prompts)), off.mix(off.segment(levels, prompts)))
+        assert torch.equal(off.mix(off.segment(finer, prompts)), off.mix(off.segment(levels, prompts)))
+        on.high_resolution_project.weight.normal_()
+        assert not torch.allclose(on.mix(on.segment(finer, prompts)), on.mix(on.segment(levels, prompts)))
+
+    on.set_trainable(on.default_trainable_modules)
+    assert on.high_resolution_project.weight.requires_grad
+    on.zero_and_freeze(["mixer"])
+    assert not on.high_resolution_project.weight.any() and not on.high_resolution_project.weight.requires_grad
+    on.high_resolution_project.weight.data.normal_()
+    on.save_pretrained(tmp_path)
+    loaded = load_sca_model(tmp_path)
+    assert loaded.config.mixer_high_resolution
+    assert torch.equal(loaded.high_resolution_project.weight, on.high_resolution_project.weight)

@@ -208,6 +208,7 @@ def build_sca_sam2(
     stage_widths: tuple[int, int, int, int] = (16, 32, 64, 128),
     lm_hidden_size: int = 64,
     vocab_size: int = 300,
+    mixer_high_resolution: bool = False,
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
     generation: GenerationOptions | None = None,
@@ -215,7 +216,8 @@ def build_sca_sam2(
     """A fresh SCA on SAM 2, to train: from a SAM 2 / 2.1 checkpoint and a causal LM (`sam2` and `lm`, folders or hub
     ids; their weights loaded, the mixer, queries, task tokens and projection new), or without them a small one from
     scratch (a tiny SAM 2 of `image_size`, `hidden_size` and Hiera `stage_widths`, a 2-layer GPT-2, the tokenizer
-    trained on `captions`, the training captions). A trained one loads as any SCA checkpoint (kind `sca`)."""
+    trained on `captions`, the training captions). `mixer_high_resolution`: the mixer also reads SAM 2's stride-4 and
+    stride-8 levels (`ScaSam2Config`). A trained one loads as any SCA checkpoint (kind `sca`)."""
     sizes = {"mixer_layers": mixer_layers, "caption_tokens": caption_tokens, "task_tokens": task_tokens}
     if (sam2 is None) != (lm is None):
         raise InputError("SCA on SAM 2 is built from both a SAM 2 checkpoint and an LM (model.sam2 and model.lm), or "
@@ -229,6 +231,7 @@ def build_sca_sam2(
                              f"{' or '.join(SAM2_MODEL_TYPES)}) as model.sam2")
         return _from_checkpoints(
             lambda: ScaSam2Model.from_sam2_and_lm(segmenter.location, language.location, dtype=dtype, **sizes,
+                                                  mixer_high_resolution=mixer_high_resolution,
                                                   **language.pretrained_kwargs),
             language, tokenizer, "SAM 2", device, generation)
     _check_head_sizes(**sizes, lm_hidden_size=lm_hidden_size)
@@ -250,7 +253,7 @@ def build_sca_sam2(
     chosen = {name: value for name, value in zip(defaults, sizes.values()) if value is not None}
     config = ScaSam2Config(sam2_config=tiny_sam2_config(image_size, hidden_size, tuple(stage_widths)).to_dict(),
                            text_config=tiny_text_config(text, "gpt2", lm_hidden_size).to_dict(),
-                           **{**defaults, **chosen})
+                           mixer_high_resolution=mixer_high_resolution, **{**defaults, **chosen})
     return ScaRegionModel(ScaSam2Model(config).to(device, dtype), text, generation)
 
 
