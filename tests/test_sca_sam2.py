@@ -216,3 +216,11 @@ def test_the_mixer_can_read_the_high_resolution_levels(tmp_path, pixels):
     loaded = load_sca_model(tmp_path)
     assert loaded.config.mixer_high_resolution
     assert torch.equal(loaded.high_resolution_project.weight, on.high_resolution_project.weight)
+
+
+def test_a_mixer_reading_the_fine_levels_is_not_handed_bare_decoder_states():
+    """A video tracker's decoder state holds no fine levels: a model whose mixer reads them is captioned by prompting."""
+    torch.manual_seed(0)
+    plain = build_sca_sam2(captions=all_captions(), image_size=64, hidden_size=32)
+    fine = build_sca_sam2(captions=all_captions(), image_size=64, hidden_size=32, mixer_high_resolution=True)
+    assert plain.state_segmenter is plain.model.sam and fine.state_segmenter is None

@@ -109,7 +109,10 @@ class ScaRegionModel(RegionModel):
 
     @property
     def state_segmenter(self) -> torch.nn.Module | None:
-        return self.model.sam if isinstance(self.model, ScaSam2Model) else None
+        # with mixer_high_resolution the mixer also reads the image's fine levels, which a decoder state does not carry:
+        # a video's regions are then captioned by prompting this model, as for any other
+        model = self.model
+        return model.sam if isinstance(model, ScaSam2Model) and not model.config.mixer_high_resolution else None
 
     @torch.no_grad()
     def describe_states(self, states: Sequence[DecoderState]) -> list[str]:
