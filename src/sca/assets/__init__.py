@@ -17,8 +17,9 @@ DEFAULT_MODEL_ENV = "SCA_MODEL"
 SHIPPED_MODELS = MappingProxyType({
     "sca-shapes": DEFAULT_MODEL,
 })
-"""The shapes models the package carries, by the name of the model config they were trained from: SCA on a tiny SAM
-(the default) and SCA on a tiny SAM 2. Every place that takes a model folder or hub id takes these names."""
+"""The shapes models the package carries, by the name of the model config they were trained from (SCA on a tiny SAM,
+the default; `python -m sca.assets.build model RUN/final --name NAME` installs one). Every place that takes a model
+folder or hub id takes these names."""
 
 
 def default_model_path() -> Path:
