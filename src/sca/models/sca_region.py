@@ -237,7 +237,7 @@ def build_sca_sam2(
                                                   mixer_high_resolution=mixer_high_resolution,
                                                   **language.pretrained_kwargs),
             language, tokenizer, "SAM 2", device, generation)
-    _check_head_sizes(**sizes, lm_hidden_size=lm_hidden_size)
+    _check_caption_sizes(**sizes, lm_hidden_size=lm_hidden_size)
     if image_size < 64 or image_size % 32:
         raise InputError(f"image_size must be a multiple of 32 of at least 64 (SAM 2's Hiera pools its 1/4 grid three "
                          f"times), got {image_size}")
@@ -260,9 +260,10 @@ def build_sca_sam2(
     return ScaRegionModel(ScaSam2Model(config).to(device, dtype), text, generation)
 
 
-def _check_head_sizes(mixer_layers: int | None, caption_tokens: int | None, task_tokens: int | None,
-                      lm_hidden_size: int) -> None:
-    """The sizes a from-scratch SCA shares on SAM and SAM 2 (None: the default), checked before anything is built."""
+def _check_caption_sizes(mixer_layers: int | None, caption_tokens: int | None, task_tokens: int | None,
+                         lm_hidden_size: int) -> None:
+    """The caption half's sizes a from-scratch SCA shares on SAM and SAM 2 (mixer, queries, task tokens, LM width;
+    None: the default), checked before anything is built."""
     for name, value, least in (("mixer_layers", mixer_layers, 0), ("caption_tokens", caption_tokens, 1),
                                ("task_tokens", task_tokens, 1)):
         if value is not None and value < least:
@@ -289,7 +290,7 @@ def build_tiny_sca(
     generation: GenerationOptions | None = None,
 ) -> ScaRegionModel:
     """A small SCA from scratch, its tokenizer trained on `captions` (the training captions): runs offline."""
-    _check_head_sizes(mixer_layers, caption_tokens, task_tokens, lm_hidden_size)
+    _check_caption_sizes(mixer_layers, caption_tokens, task_tokens, lm_hidden_size)
     if not 1 <= patch_size <= image_size:
         raise InputError(f"patch_size must be between 1 and image_size ({image_size}), got {patch_size}")
     if vision_layers < 1:
