@@ -188,9 +188,9 @@ def test_a_stage_can_hold_the_high_resolution_skip_shut(pixels):
 
 
 def test_the_mixer_can_read_the_high_resolution_levels(tmp_path, pixels):
-    """`mixer_high_resolution`: the stride-4 and stride-8 levels, pooled and projected into every region's image side,
-    reach the caption queries; the projection starts at zero (switching it on changes nothing until it trains), trains
-    and is shut with the mixer, and is saved with the model."""
+    """`mixer_high_resolution`: each region's stride-4 and stride-8 features, averaged inside its mask and projected,
+    are one more caption query (the LM reads it beside the mixer's); what lies outside the region's mask does not
+    reach it; the projection trains and is shut with the mixer, and is saved with the model."""
     from sca.models.loading import load_sca_model
 
     torch.manual_seed(0)
@@ -200,12 +200,31 @@ def test_the_mixer_can_read_the_high_resolution_levels(tmp_path, pixels):
                          if not name.startswith("high_resolution_project.")})
     prompts = Prompts(boxes=torch.tensor([[[4.0, 4.0, 40.0, 40.0], [20.0, 10.0, 60.0, 50.0]]] * 2))
     with torch.no_grad():
-        levels = on.get_image_embeddings(pixels)
-        finer = [levels[0] + torch.randn_like(levels[0]), levels[1] + torch.randn_like(levels[1]), levels[2]]
-        assert torch.equal(on.mix(on.segment(levels, prompts)), off.mix(off.segment(levels, prompts)))
-        assert torch.equal(off.mix(off.segment(finer, prompts)), off.mix(off.segment(levels, prompts)))
         on.high_resolution_project.weight.normal_()
-        assert not torch.allclose(on.mix(on.segment(finer, prompts)), on.mix(on.segment(levels, prompts)))
+        levels = on.get_image_embeddings(pixels)
+        segmentation = on.segment(levels, prompts)
+        assert off.segment(levels, prompts).region_features is None
+        assert segmentation.region_features.shape == (2, 2, on.config.sam2_config.mask_decoder_config.hidden_size)
+        queries = on.mix(segmentation)
+        assert queries.shape[2] == on.config.num_caption_tokens + 1
+        assert torch.equal(queries[:, :, :-1], off.mix(off.segment(levels, prompts)))
+        assert torch.equal(queries[:, :, -1], segmentation.region_features)
+        fine = levels[:2]  # what SAM 2's decoder gets as its high-resolution features
+        made = on.high_resolution_region(fine, segmentation.pred_masks, segmentation.iou_scores)
+        assert torch.allclose(segmentation.region_features, made, atol=1e-6)
+        # the first region's mask, made a hard one: fine features where it is zero do not reach its query
+        hard = segmentation.pred_masks.clone()
+        hard[:, 0] = torch.where(hard[:, 0] > 0, 30.0, -1e4)
+        inside = on.high_resolution_region(fine, hard, segmentation.iou_scores)
+        best = segmentation.iou_scores[0, 0].argmax()
+        outside = hard[0, 0, best] < 0
+        assert outside.any() and not outside.all()
+        finer = [level.clone() for level in fine]
+        finer[0][0, :, outside] += 5.0  # the stride-4 level is on the masks' grid
+        moved = on.high_resolution_region(finer, hard, segmentation.iou_scores)
+        assert torch.allclose(moved[0, 0], inside[0, 0], atol=1e-4)
+        assert not torch.allclose(moved[0, 1], inside[0, 1], atol=1e-4)
+        assert torch.equal(moved[1], inside[1])
 
     on.set_trainable(on.default_trainable_modules)
     assert on.high_resolution_project.weight.requires_grad
@@ -216,11 +235,3 @@ def test_the_mixer_can_read_the_high_resolution_levels(tmp_path, pixels):
     loaded = load_sca_model(tmp_path)
     assert loaded.config.mixer_high_resolution
     assert torch.equal(loaded.high_resolution_project.weight, on.high_resolution_project.weight)
-
-
-def test_a_mixer_reading_the_fine_levels_is_not_handed_bare_decoder_states():
-    """A video tracker's decoder state holds no fine levels: a model whose mixer reads them is captioned by prompting."""
-    torch.manual_seed(0)
-    plain = build_sca_sam2(captions=all_captions(), image_size=64, hidden_size=32)
-    fine = build_sca_sam2(captions=all_captions(), image_size=64, hidden_size=32, mixer_high_resolution=True)
-    assert plain.state_segmenter is plain.model.sam and fine.state_segmenter is None

@@ -348,6 +348,34 @@ def test_the_memory_tracker_segments_with_the_sca_models_sam2_and_keeps_its_stat
     assert not torch.allclose(states[1].image_features, states[2].image_features)
 
 
+def test_the_trackers_states_carry_the_fine_features_the_model_reads(sam2_video_dir, video_file, tmp_path):
+    """SCA on SAM 2 reading the fine levels (`mixer_high_resolution`): each state the tracker keeps carries the object's
+    fine features of the frame, pooled inside the mask the tracker's decoder made; the model captions such states and
+    refuses one without them."""
+    from sca.models.sca_region import build_sca_sam2
+
+    torch.manual_seed(0)
+    model = build_sca_sam2(sam2=str(sam2_video_dir), lm=str(save_tiny_lm(tmp_path / "lm")), mixer_high_resolution=True)
+    with torch.no_grad():
+        model.state_segmenter.mask_decoder.pred_obj_score_head.proj_out.bias.fill_(20.0)
+        model.model.high_resolution_project.weight.normal_()
+    path, truth = video_file
+    tracker = MemoryTracker.from_pretrained(str(sam2_video_dir), options=VideoOptions(**LENIENT), region_model=model)
+    assert tracker.keeps_states and tracker.region_features == model.state_region_features
+    assert tracker.for_video(VideoOptions(**LENIENT)).region_features == model.state_region_features
+    width = model.state_segmenter.config.mask_decoder_config.hidden_size
+    masks = {0: truth[0].masks[min(truth[0].masks)]}
+    kept = []
+    for index, picture in read_frames(path, max_frames=3):
+        tracker.step(VideoFrame(index, picture, model), masks if index == 0 else {})
+        kept.extend(tracker.states_now().values())
+    assert len(kept) == 3 and all(state.region_features.shape == (1, 1, width) for state in kept)
+    assert not torch.allclose(kept[1].region_features, kept[2].region_features)
+    assert len(model.describe_states(kept)) == 3
+    with pytest.raises(ValueError, match="fine features"):
+        model.describe_states([DecoderState(state.output_tokens, state.image_features) for state in kept])
+
+
 def test_a_state_is_captioned_as_the_region_it_was_made_for(sca_on_the_trackers_sam2, video_file):
     from sca.models.prompts import Prompts
 

@@ -8,7 +8,7 @@ submodules step by step, and `mix` runs the feature mixer on what `segment` retu
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -25,16 +25,27 @@ class DecoderState:
 
     output_tokens: `(B, R, T, C)` the decoder's tokens (IoU, mask tokens, prompt tokens) after its transformer.
     image_features: `(B, R, H·W, C)` the image embeddings after its transformer, one copy per region.
+    region_features: `(B, R, C)`, *optional*: added to each region's caption queries after the mixer (SCA on SAM 2's
+        fine levels pooled inside the region's mask, `mixer_high_resolution`); None for the other segmenters.
     """
 
     output_tokens: torch.Tensor
     image_features: torch.Tensor
+    region_features: torch.Tensor | None = field(default=None, kw_only=True)
 
     @staticmethod
     def concat(states: list[DecoderState]) -> DecoderState:
         """Regions of one image with as many tokens each, side by side: `(1, sum R, ...)`."""
+        regions = [s.region_features for s in states]
         return DecoderState(torch.cat([s.output_tokens for s in states], dim=1),
-                            torch.cat([s.image_features for s in states], dim=1))
+                            torch.cat([s.image_features for s in states], dim=1),
+                            region_features=None if None in regions else torch.cat(regions, dim=1))
+
+    def to(self, device: torch.device | str, dtype: torch.dtype) -> DecoderState:
+        """The same state on `device`, in `dtype`."""
+        region = None if self.region_features is None else self.region_features.to(device, dtype)
+        return DecoderState(self.output_tokens.to(device, dtype), self.image_features.to(device, dtype),
+                            region_features=region)
 
 
 @dataclass

@@ -11,7 +11,7 @@ pictures, run the image encoder once), so it is written once here; a family impl
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -158,6 +158,12 @@ class RegionModel(ABC):
         """The segmenter whose decoder state `describe_states` captions (SCA on SAM 2: its `Sam2Model`), else None. A
         video tracker on these weights hands over the state its memory conditioned, so a track is captioned from the
         tracker's own state, with no re-prompt."""
+        return None
+
+    @property
+    def state_region_features(self) -> Callable | None:
+        """What a state of `state_segmenter`'s decoder must also carry, made from the fine levels and masks of the
+        call that made it (SCA on SAM 2 reading the fine levels: `ScaSam2Model.region_features`), else None."""
         return None
 
     def describe_states(self, states: Sequence[DecoderState]) -> list[str]:

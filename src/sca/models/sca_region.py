@@ -21,7 +21,7 @@ from .mask_caption_decoder import DecoderState
 from .prompts import Prompts
 from .region_model import EncodedImages, RegionModel, RegionOutputs
 from .sca import ScaModel
-from .sca_sam2 import ScaSam2Config, ScaSam2Model
+from .sca_sam2 import RegionFeatures, ScaSam2Config, ScaSam2Model
 from .tiny import (
     build_bpe_tokenizer,
     build_sentencepiece_tokenizer,
@@ -109,16 +109,20 @@ class ScaRegionModel(RegionModel):
 
     @property
     def state_segmenter(self) -> torch.nn.Module | None:
-        # with mixer_high_resolution the mixer also reads the image's fine levels, which a decoder state does not carry:
-        # a video's regions are then captioned by prompting this model, as for any other
-        model = self.model
-        return model.sam if isinstance(model, ScaSam2Model) and not model.config.mixer_high_resolution else None
+        return self.model.sam if isinstance(self.model, ScaSam2Model) else None
+
+    @property
+    def state_region_features(self) -> RegionFeatures | None:
+        return self.model.region_features if isinstance(self.model, ScaSam2Model) else None
 
     @torch.no_grad()
     def describe_states(self, states: Sequence[DecoderState]) -> list[str]:
         if self.state_segmenter is None:
             return super().describe_states(states)
         options, model = self.generation, self.model
+        if model.region_features is not None and any(state.region_features is None for state in states):
+            raise ValueError("this model's mixer also reads each region's fine features, and a state came without "
+                             "them: keep states with kept_decoder_states(decoder, model.region_features)")
         by_length: dict[int, list[int]] = {}
         for index, state in enumerate(states):  # regions with as many decoder tokens go through together
             by_length.setdefault(state.output_tokens.shape[-2], []).append(index)
@@ -127,9 +131,7 @@ class ScaRegionModel(RegionModel):
             for indices in by_length.values():
                 step = options.chunk_size or len(indices)
                 for chunk in (indices[start : start + step] for start in range(0, len(indices), step)):
-                    state = DecoderState.concat([states[i] for i in chunk])
-                    state = DecoderState(state.output_tokens.to(self.device, self.dtype),
-                                         state.image_features.to(self.device, self.dtype))
+                    state = DecoderState.concat([states[i] for i in chunk]).to(self.device, self.dtype)
                     prefix = model.caption_prefix(state, model.task_type_ids(TASK_CAPTION, 1))[1]
                     sequences = model.generate_from_prefix(
                         prefix, max_new_tokens=options.max_new_tokens, num_beams=options.num_beams,

@@ -6,17 +6,19 @@ What the mixer reads: the same two things SCA reads on SAM — SAM 2's output to
 tokens, then the prompt tokens) and the stride-16 image features after the decoder's two-way transformer, one copy per
 region. SAM 2's stride-4 and stride-8 levels are 16× and 4× the stride-16 grid, and a per-region copy of them
 (transformers' decoder makes one for its upscaling) is what the region's memory goes on; by default they reach the
-caption only through the masks they sharpen. With `mixer_high_resolution` they are also average-pooled to the
-stride-16 grid, once per image, and projected into every region's image side: a SAM 2 trained from scratch on the
-shapes world keeps colour there and not at stride 16 (a linear probe of a shape's colour from its pooled features:
-80% at stride 4, 68% at stride 8, 31% at stride 16; the shipped SAM's stride-8 features: 88%).
+caption only through the masks they sharpen. With `mixer_high_resolution` each region's stride-4 and stride-8
+features are also averaged inside its mask and projected into one more caption query, which the LM reads beside the
+mixer's: a SAM 2 trained from scratch on the shapes world keeps colour there and not at stride 16 (a linear probe of a
+shape's colour from its pooled features: 80% at stride 4, 68% at stride 8, 31% at stride 16; the shipped SAM's stride-8
+features: 88%), and the mixer's own queries do not carry it on (pooled to the stride-16 grid and added to the image
+side, the fine levels left the captions colour-blind).
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from huggingface_hub.dataclasses import strict
@@ -39,6 +41,8 @@ from .sca import ScaCaptioning
 
 DEFAULT_TRAINABLE_MODULES = ("mixer", "caption_tokens", "task_tokens", "language_project")
 """What trains by default: the mixer, its queries, the task tokens and the projection (SAM 2 and the LM frozen)."""
+# (fine levels `(B, C_l, H_l, W_l)` each, mask logits `(B, R, M, 4h, 4w)`, IoU scores `(B, R, M)`) → `(B, R, C)`
+RegionFeatures = Callable[[Sequence[torch.Tensor], torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @strict
@@ -56,9 +60,8 @@ class ScaSam2Config(PreTrainedConfig):
     prompt_kinds (`list[str]`, *optional*): the prompt kinds the model was trained to caption (see `ScaConfig`).
     anything_filters (`dict`, *optional*): anything mode's default filters for this model (see `ScaConfig`).
     initializer_range (`float`, defaults to 0.02): std of the normal init of the new modules.
-    mixer_high_resolution (`bool`, defaults to False): the mixer also reads SAM 2's stride-4 and stride-8 levels,
-        pooled to the stride-16 grid and projected into each region's image side (the projection starts at zero, so
-        switching it on changes nothing until it trains).
+    mixer_high_resolution (`bool`, defaults to False): each region's SAM 2 stride-4 and stride-8 features, averaged
+        inside its mask and projected, are one more caption query (`num_caption_tokens + 1` reach the LM).
     """
 
     model_type = "sca_sam2"
@@ -193,29 +196,44 @@ class ScaSam2Model(ScaCaptioning, ScaSam2PreTrainedModel):
         if prompts.masks is not None and prompts.num_regions > 1:
             parts = [self.segment(image_embeddings, prompts.take(slice(r, r + 1)), multimask_output)
                      for r in range(prompts.num_regions)]
-            return Segmentation(**{name: torch.cat([getattr(p, name) for p in parts], dim=1)
-                                   for name in ("iou_scores", "pred_masks", "output_tokens", "image_features")})
+            joined = {name: torch.cat([getattr(p, name) for p in parts], dim=1)
+                      for name in ("iou_scores", "pred_masks", "output_tokens", "image_features")}
+            regions = [p.region_features for p in parts]
+            return Segmentation(**joined, region_features=None if None in regions else torch.cat(regions, dim=1))
         inputs = {name: value for name, value in prompts.as_sam_inputs().items() if name != "valid"}
         if inputs["input_masks"] is not None:
             inputs["input_masks"] = inputs["input_masks"][:, 0, None]  # (B, 1, 4h, 4w)
-        with kept_decoder_states(self.sam.mask_decoder.transformer) as kept:
+        with kept_decoder_states(self.sam.mask_decoder, self.region_features) as kept:
             output = self.sam(image_embeddings=image_embeddings, multimask_output=multimask_output, **inputs)
-        image_features = kept[0].image_features
-        if self.high_resolution_project is not None:
-            image_features = image_features + self.high_resolution_side(image_embeddings)[:, None]
-        return Segmentation(output_tokens=kept[0].output_tokens, image_features=image_features,
-                            iou_scores=output.iou_scores, pred_masks=output.pred_masks)
+        state = kept[0]
+        return Segmentation(output_tokens=state.output_tokens, image_features=state.image_features,
+                            iou_scores=output.iou_scores, pred_masks=output.pred_masks,
+                            region_features=state.region_features)
 
-    def high_resolution_side(self, image_embeddings: list[torch.Tensor]) -> torch.Tensor:
-        """`(B, h*w, C)`: the stride-4 and stride-8 levels pooled to the stride-16 grid `(h, w)` and projected, the
-        same for every region of an image (`mixer_high_resolution`)."""
-        grid = self.sam.prompt_encoder.image_embedding_size
-        pooled = torch.cat([nn.functional.adaptive_avg_pool2d(level, grid) for level in image_embeddings[:2]], dim=1)
-        return self.high_resolution_project(pooled.flatten(2).transpose(1, 2))
+    @property
+    def region_features(self) -> RegionFeatures | None:
+        """`high_resolution_region` with `mixer_high_resolution`, else None."""
+        return self.high_resolution_region if self.high_resolution_project is not None else None
+
+    def high_resolution_region(self, fine_levels: Sequence[torch.Tensor], pred_masks: torch.Tensor,
+                               iou_scores: torch.Tensor) -> torch.Tensor:
+        """`(B, R, C)`: each region's fine features (SAM 2's stride-4 and stride-8 levels, `(B, C_l, H_l, W_l)` each,
+        as its decoder gets them) averaged inside its mask (the one of highest predicted IoU; `pred_masks`
+        `(B, R, M, 4h, 4w)`, on the stride-4 grid) and projected: one more caption query (`mixer_high_resolution`). The
+        mask is detached: captions do not move masks."""
+        best = iou_scores.argmax(dim=-1)[..., None, None, None].expand(-1, -1, 1, *pred_masks.shape[-2:])
+        weights = pred_masks.gather(2, best)[:, :, 0].detach().float().sigmoid()  # (B, R, 4h, 4w)
+        pooled = []
+        for level in fine_levels:
+            level_weights = nn.functional.adaptive_avg_pool2d(weights, level.shape[-2:])
+            total = level_weights.sum(dim=(-2, -1))[..., None].clamp_min(1e-6)
+            pooled.append(torch.einsum("brhw,bchw->brc", level_weights.to(level.dtype), level) / total.to(level.dtype))
+        return self.high_resolution_project(torch.cat(pooled, dim=-1))
 
     def mix(self, segmentation: DecoderState) -> torch.Tensor:
         """The feature mixer: `(B, R, num_caption_tokens, C)` caption queries, from SAM 2's decoder state (an image's,
-        or a video model's conditioned on its memory: the same decoder)."""
+        or a video model's conditioned on its memory: the same decoder); one more, the state's `region_features`,
+        with `mixer_high_resolution`."""
         tokens, image = segmentation.output_tokens, segmentation.image_features
         batch_size, num_regions, _, channels = image.shape
         height, width = self.sam.prompt_encoder.image_embedding_size
@@ -225,21 +243,34 @@ class ScaSam2Model(ScaCaptioning, ScaSam2PreTrainedModel):
         queries, _ = self.mixer(point_embeddings=queries, image_embeddings=sides,
                                 image_positional_embeddings=self.sam.get_image_wide_positional_embeddings(),
                                 attention_similarity=None)
-        return queries[:, :, : self.config.num_caption_tokens]
+        queries = queries[:, :, : self.config.num_caption_tokens]
+        if segmentation.region_features is not None:
+            queries = torch.cat([queries, segmentation.region_features[:, :, None].to(queries.dtype)], dim=2)
+        return queries
 
 
 @contextlib.contextmanager
-def kept_decoder_states(transformer: nn.Module) -> Iterator[list[DecoderState]]:
-    """The decoder states SAM 2's two-way transformer makes while the block runs, one a call (SAM 2's decoder returns
-    masks and scores, not the tokens and image features its transformer made, which the mixer reads)."""
+def kept_decoder_states(mask_decoder: nn.Module, region_features: RegionFeatures | None = None
+                        ) -> Iterator[list[DecoderState]]:
+    """The decoder states SAM 2's mask decoder makes while the block runs, one a call (it returns masks and scores,
+    not the tokens and image features its two-way transformer made, which the mixer reads). With `region_features`
+    (`ScaSam2Model.region_features`) each state also carries its regions' fine features, pooled inside the masks that
+    call made: an image model's or a video tracker's, the same decoder."""
     kept: list[DecoderState] = []
 
     def keep(_module, _args, output) -> None:
         tokens, image = output
         kept.append(DecoderState(tokens, image.reshape(*tokens.shape[:2], *image.shape[-2:])))
 
-    handle = transformer.register_forward_hook(keep)
+    def pool(_module, _args, kwargs, output) -> None:
+        masks, scores = output[0], output[1]
+        kept[-1].region_features = region_features(kwargs["high_resolution_features"], masks, scores)
+
+    handles = [mask_decoder.transformer.register_forward_hook(keep)]
+    if region_features is not None:
+        handles.append(mask_decoder.register_forward_hook(pool, with_kwargs=True))
     try:
         yield kept
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()

@@ -19,7 +19,7 @@ import contextlib
 import logging
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -424,12 +424,14 @@ class MemoryTracker(Tracker):
     With a region model that captions SAM 2's decoder state (SCA on SAM 2: `RegionModel.state_segmenter`) whose
     SAM 2 has the video model's shapes, the video model segments with that SAM 2's weights (image encoder, prompt
     encoder, mask decoder; its memory modules stay the checkpoint's), and keeps each object's decoder state of the
-    frame, conditioned on its memory: the region model captions the track from it (`states_now`)."""
+    frame, conditioned on its memory: the region model captions the track from it (`states_now`). A state also carries
+    what the region model reads beside it (`RegionModel.state_region_features`: SCA on SAM 2's fine levels pooled
+    inside the object's mask of the frame), made from the same decoder call."""
 
     remembers = True
 
     def __init__(self, model, options: VideoOptions | None = None, region_model: RegionModel | None = None, *,
-                 keeps_states: bool | None = None):
+                 keeps_states: bool | None = None, region_features: Callable | None = None):
         from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoInferenceSession
 
         from ..models.segmenters import FAMILIES, frame_of
@@ -447,6 +449,9 @@ class MemoryTracker(Tracker):
         self.states: dict[int, DecoderState] = {}
         self.keeps_states = (keeps_states if keeps_states is not None
                              else region_model is not None and self._segments_with(region_model.state_segmenter))
+        # what the region model's states also carry (SCA on SAM 2 reading the fine levels), made as the tracker segments
+        self.region_features = (region_model.state_region_features if region_model is not None and self.keeps_states
+                                else region_features)
 
     def _segments_with(self, segmenter: torch.nn.Module | None) -> bool:
         """Take the region model's SAM 2 weights, if it has a SAM 2 of this video model's shapes."""
@@ -467,7 +472,7 @@ class MemoryTracker(Tracker):
 
     def for_video(self, options: VideoOptions) -> MemoryTracker:
         # the region model's weights are in the video model already: no second copy, no second warning
-        return MemoryTracker(self.model, options, keeps_states=self.keeps_states)
+        return MemoryTracker(self.model, options, keeps_states=self.keeps_states, region_features=self.region_features)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, dtype: torch.dtype = torch.float32, device="cpu",
@@ -506,7 +511,7 @@ class MemoryTracker(Tracker):
         session.obj_with_new_inputs = list(started)  # the video model empties it as it takes them
         if session.get_obj_num() == 0:
             return {}
-        with (kept_decoder_states(self.model.mask_decoder.transformer) if self.keeps_states
+        with (kept_decoder_states(self.model.mask_decoder, self.region_features) if self.keeps_states
               else contextlib.nullcontext([])) as kept:
             output = self.model(inference_session=session, frame_idx=frame.index, frame=framed.pixel_values)
         # the video model runs its decoder once per object, in its order (SAM 2's streaming forward)
