@@ -51,18 +51,19 @@ default-model: $(STAMP)
 	$(BIN)/sca bench quality --out $(SHAPES_RUN)/quality
 	$(BIN)/sca bench video --out $(SHAPES_RUN)/video
 
-# SCA on SAM 2 for the shapes world (the candidate v3; benchmarked, not installed), on a tiny SAM 2
-# (model=sca-sam2-shapes): stage 1 with SAM 2's high-resolution skip shut (train=shapes-sam2-model), two caption cycles
-# on the classic world (its caption loss leaves its plateau in the second, as the shipped model's does), one on the rich
-# world, a shorter sharpening stage; 22,000 steps, about 3.5 hours on an idle 2-core machine (a step costs 3.4 times the
-# shipped model's). Each stage is a file target, so a run that stops goes on where it stopped (a stage started resumes
-# from its last checkpoint).
+# SCA on SAM 2 for the shapes world (v3, shipped beside the default as sca-sam2-shapes), on a tiny SAM 2
+# (model=sca-sam2-shapes, which hands the LM each region's stride-4/8 features pooled in its mask as one more caption
+# query): stage 1 with SAM 2's high-resolution skip shut (train=shapes-sam2-model), two caption cycles on the classic
+# world, one on the rich world, a shorter sharpening stage; then installed and benchmarked. 22,000 steps: about 2 hours
+# on an idle 2-core Xeon with AMX, 3.5 on an AVX2-only EPYC (a step costs 3.4 times the shipped model's). Each stage is
+# a file target, so a run that stops goes on where it stopped (a stage started resumes from its last checkpoint).
 SAM2_RUN ?= build/shapes-sam2-model
 SAM2_TRAIN = $(BIN)/sca train train.resume=latest
 SAM2_AFTER = model=pretrained model.path=$(SAM2_RUN)/stage-$(1)/final
 shapes-sam2-model: $(SAM2_RUN)/stage-5/final/config.json
-	$(BIN)/sca bench quality --model $(SAM2_RUN)/stage-5/final --out $(SAM2_RUN)/quality
-	$(BIN)/sca bench video --model $(SAM2_RUN)/stage-5/final --out $(SAM2_RUN)/video
+	$(BIN)/python -m sca.assets.build model $(SAM2_RUN)/stage-5/final --name sca-sam2-shapes
+	$(BIN)/sca bench quality --model sca-sam2-shapes --out $(SAM2_RUN)/quality
+	$(BIN)/sca bench video --model sca-sam2-shapes --out $(SAM2_RUN)/video
 $(SAM2_RUN)/stage-1/final/config.json: | $(STAMP)
 	$(SAM2_TRAIN) model=sca-sam2-shapes train=shapes-sam2-model data=shapes-classic output_dir=$(SAM2_RUN)/stage-1
 $(SAM2_RUN)/stage-2/final/config.json: $(SAM2_RUN)/stage-1/final/config.json

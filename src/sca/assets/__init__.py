@@ -16,9 +16,10 @@ DEFAULT_MODEL = ASSETS / "default-model"
 DEFAULT_MODEL_ENV = "SCA_MODEL"
 SHIPPED_MODELS = MappingProxyType({
     "sca-shapes": DEFAULT_MODEL,
+    "sca-sam2-shapes": ASSETS / "sca-sam2-shapes",
 })
 """The shapes models the package carries, by the name of the model config they were trained from (SCA on a tiny SAM,
-the default; `python -m sca.assets.build model RUN/final --name NAME` installs one). Every place that takes a model
+the default; SCA on a tiny SAM 2; `python -m sca.assets.build model RUN/final --name NAME` installs one). Every place that takes a model
 folder or hub id takes these names."""
 
 
