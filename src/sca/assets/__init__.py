@@ -19,8 +19,8 @@ SHIPPED_MODELS = MappingProxyType({
     "sca-sam2-shapes": ASSETS / "sca-sam2-shapes",
 })
 """The shapes models the package carries, by the name of the model config they were trained from (SCA on a tiny SAM,
-the default; SCA on a tiny SAM 2; `python -m sca.assets.build model RUN/final --name NAME` installs one). Every place that takes a model
-folder or hub id takes these names."""
+the default; SCA on a tiny SAM 2; `python -m sca.assets.build model RUN/final --name NAME` installs one). Every place
+that takes a model folder or hub id takes these names."""
 
 
 def default_model_path() -> Path:
