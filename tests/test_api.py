@@ -219,6 +219,25 @@ def test_shipped_models_load_by_name(tmp_path, monkeypatch):
         ModelSource.parse("gone")
 
 
+def test_a_shipped_model_is_installed_with_its_own_anything_filters(tiny_model_dir, tmp_path, monkeypatch):
+    """`python -m sca.assets.build model RUN/final --name NAME`: the weights and tokenizer copied, and the config given
+    the prompt kinds the shapes recipes train and the anything filters chosen for that model (each model's scores are
+    calibrated its own way); the shipped models carry theirs."""
+    import sca.assets.build as build
+    from sca.assets import SHIPPED_MODELS
+
+    for name, folder in SHIPPED_MODELS.items():
+        config = json.loads((folder / "config.json").read_text())
+        assert config["anything_filters"] == build.ANYTHING_FILTERS[name] and config["prompt_kinds"] == ["boxes", "points"]
+    monkeypatch.setattr(build, "SHIPPED_MODELS", {name: tmp_path / name for name in build.ANYTHING_FILTERS})
+    for name in build.ANYTHING_FILTERS:
+        build.install_model(tiny_model_dir, name)
+        config = json.loads((tmp_path / name / "config.json").read_text())
+        assert config["anything_filters"] == build.ANYTHING_FILTERS[name]
+        assert (tmp_path / name / "model.safetensors").read_bytes() == (tiny_model_dir / "model.safetensors").read_bytes()
+        assert RegionCaptioner.from_pretrained(tmp_path / name).model.anything_filters == build.ANYTHING_FILTERS[name]
+
+
 def test_loading_a_model_logs_no_tensor_parallel_plan(caplog):
     """transformers checks a tensor-parallel plan when the loading logger's level is set, as loading sets it to read
     the table of weights that did not load: it listed every weight of SAM and the mixer as "not sharded"."""
