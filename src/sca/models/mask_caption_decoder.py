@@ -59,6 +59,14 @@ class Segmentation(DecoderState):
     iou_scores: torch.Tensor
     pred_masks: torch.Tensor
 
+    @staticmethod
+    def concat(parts: list[Segmentation]) -> Segmentation:
+        """Regions segmented apart, side by side: `(B, sum R, ...)`."""
+        state = DecoderState.concat(parts)
+        return Segmentation(state.output_tokens, state.image_features,
+                            torch.cat([p.iou_scores for p in parts], dim=1),
+                            torch.cat([p.pred_masks for p in parts], dim=1), region_features=state.region_features)
+
 
 class ScaMaskCaptionDecoder(SamMaskDecoder):
     """SAM's mask decoder plus the feature mixer (`additional_transformer`) and its learned caption queries.

@@ -120,7 +120,7 @@ class ScaRegionModel(RegionModel):
         if self.state_segmenter is None:
             return super().describe_states(states)
         options, model = self.generation, self.model
-        if model.region_features is not None and any(state.region_features is None for state in states):
+        if self.state_region_features is not None and any(state.region_features is None for state in states):
             raise ValueError("this model's mixer also reads each region's fine features, and a state came without "
                              "them: keep states with kept_decoder_states(decoder, model.region_features)")
         by_length: dict[int, list[int]] = {}

@@ -196,10 +196,7 @@ class ScaSam2Model(ScaCaptioning, ScaSam2PreTrainedModel):
         if prompts.masks is not None and prompts.num_regions > 1:
             parts = [self.segment(image_embeddings, prompts.take(slice(r, r + 1)), multimask_output)
                      for r in range(prompts.num_regions)]
-            joined = {name: torch.cat([getattr(p, name) for p in parts], dim=1)
-                      for name in ("iou_scores", "pred_masks", "output_tokens", "image_features")}
-            regions = [p.region_features for p in parts]
-            return Segmentation(**joined, region_features=None if None in regions else torch.cat(regions, dim=1))
+            return Segmentation.concat(parts)
         inputs = {name: value for name, value in prompts.as_sam_inputs().items() if name != "valid"}
         if inputs["input_masks"] is not None:
             inputs["input_masks"] = inputs["input_masks"][:, 0, None]  # (B, 1, 4h, 4w)
