@@ -251,6 +251,18 @@ def test_track_caption_is_the_most_frequent_keyframe_caption_in_view():
     assert cut.caption == "a small red circle"  # with no keyframe in view, all count
 
 
+def test_track_caption_counts_each_keyframe_by_the_area_it_shows():
+    leaving = Track(0)
+    for index, (rows, caption) in enumerate([(6, "a large red square"), (2, "a small red square"),
+                                             (1, "a small red square")]):
+        mask = np.zeros((8, 8), bool)
+        mask[:rows, 2:6] = True  # cut by the top edge, less of it each frame
+        leaving.record(index, mask, 1.0)
+        leaving.add_keyframe(index, caption)
+    assert [keyframe["area"] for keyframe in leaving.keyframes] == [24, 8, 4]
+    assert leaving.caption == "a large red square"  # 24 pixels' worth against 12, though outvoted two to one
+
+
 # ---------------------------------------------------------------------- SAM 2's memory tracker
 
 

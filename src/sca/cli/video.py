@@ -26,7 +26,7 @@ def add(commands) -> None:
         "video", help="segment, track and caption objects through a video",
         description="Objects start from --box/--point/--mask/--region prompts on --frame N (one object each) or from "
         "--anything; "
-        "each is tracked frame to frame and captioned on keyframes; its track's caption is the most frequent one.")
+        "each is tracked frame to frame and captioned on keyframes; its track's caption is the one its keyframes gave most.")
     video.add_argument("video", type=Path, help="video file (anything FFmpeg reads: .mp4, .mkv, .webm, .mov, .avi)")
     add_prompt_options(video, "object on the prompt frame")
     video.add_argument("--frame", type=int, default=0, help="the frame the prompts are on (default 0)")

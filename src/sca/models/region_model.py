@@ -150,7 +150,7 @@ class RegionModel(ABC):
     def describe_views(self, views: Sequence[tuple[Image.Image, np.ndarray]]) -> str | None:
         """One caption for one object seen in several pictures (`(picture, (H, W) mask)` each: its keyframes in a
         video), by families whose captioner takes several images at once (chat VLMs); None for the others, whose
-        video tracks take their most frequent keyframe caption."""
+        video tracks take the caption their keyframes gave most."""
         return None
 
     @property

@@ -4,8 +4,9 @@
 (`trackers.py`: it follows them). Objects start from prompts on a chosen frame, or from anything mode on the first
 frame (and every K frames, for objects that enter later). Each object is captioned on keyframes: its first frame,
 every `keyframe_every` frames, and whenever its mask has changed (IoU with its mask at its last keyframe below
-`change_threshold`). Its track's caption is the one most of its keyframes got; with a captioner that takes several
-images at once (a chat VLM), it is that captioner's one answer for a few of the object's keyframe views.
+`change_threshold`). Its track's caption is the one its keyframes gave most (by area, in view); with a captioner
+that takes several images at once (a chat VLM), it is that captioner's one answer for a few of the object's keyframe
+views.
 """
 
 from __future__ import annotations
@@ -45,14 +46,17 @@ class Track:
 
     @property
     def caption(self) -> str:
-        """The captioner's summary of its views if it gave one, else the caption most keyframes gave (of equally
-        frequent ones, the first given), counting only the keyframes where the object is wholly in view when there
-        are any: a shape cut by the frame's edge is described by what shows of it."""
+        """The captioner's summary of its views if it gave one, else the caption its keyframes gave most, each keyframe
+        counting by its mask's area (of equal totals, the first given), and only the keyframes where the object is
+        wholly in view when there are any: a shape cut by the frame's edge is described by what shows of it, and of
+        such views the larger show more."""
         if self.summary is not None:
             return self.summary
         whole = [keyframe for keyframe in self.keyframes if keyframe["in_view"]]
-        counts = Counter(keyframe["caption"] for keyframe in whole or self.keyframes)
-        return max(counts, key=counts.get) if counts else ""
+        votes = Counter()
+        for keyframe in whole or self.keyframes:
+            votes[keyframe["caption"]] += keyframe["area"]
+        return max(votes, key=votes.get) if votes else ""
 
     @property
     def current_caption(self) -> str:
@@ -66,7 +70,7 @@ class Track:
         if self.keyframes:
             self.keyframes[-1]["frames"][1] = max(i for i in self.frames if i < index)
         self.keyframes.append({"frame": index, "caption": caption, "frames": [index, index],
-                               "in_view": _in_view(self.last_mask)})
+                               "in_view": _in_view(self.last_mask), "area": int(self.last_mask.sum())})
         self.keyframe_mask = self.last_mask
         if picture is not None and max_views:
             self.views.append(_view(picture, self.last_mask))
