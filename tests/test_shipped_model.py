@@ -130,11 +130,14 @@ def test_anything_finds_and_captions_the_sample_shapes(captioner):
 
 
 def test_video_quality_floor_on_held_out_moving_shapes(captioner):
-    from sca.bench.video import evaluate_video, held_out_world
+    from sca.bench.video import evaluate_ceiling, evaluate_video, held_out_world
 
     report = evaluate_video(captioner.model, held_out_world(frames=16), videos=8, show_progress=False)
     for name, floor in VIDEO_FLOORS.items():
         assert getattr(report, name) >= floor, (name, getattr(report, name))
+    # following the objects costs next to nothing against being told where each one is in every frame
+    ceiling = evaluate_ceiling(captioner.model, held_out_world(frames=16), videos=8, show_progress=False)
+    assert ceiling.frames == report.frames and report.track_mIoU >= ceiling.mIoU - 0.02, (report, ceiling)
 
 
 def test_the_sample_clip_ships_and_the_shipped_model_follows_its_shapes(tmp_path, capsys):

@@ -615,9 +615,10 @@ def test_sca_bench_video_writes_its_table(tiny_model_dir, tmp_path, capsys):
     assert main(["bench", "video", "--model", str(tiny_model_dir), "--videos", "2", "--frames", "4", "--image-size", "64",
                  "--memory-frames", "8", "--out", str(tmp_path)]) == 0
     table = (tmp_path / "video.md").read_text()
-    assert "track mIoU" in table and "peak memory, 4 → 8 frames" in table
+    assert "track mIoU" in table and "peak memory, 4 → 8 frames" in table and "ceiling: mIoU" in table
     report = json.loads((tmp_path / "video.json").read_text())
     assert 0 <= report["track_mIoU"] <= 1 and report["frames"] == 8
+    assert 0 <= report["ceiling"]["mIoU"] <= 1 and report["ceiling"]["frames"] == 8
 
 
 @pytest.mark.parametrize("extra, message", [(["--speed", "3,1"], "--speed"), (["--videos", "0"], "--videos")])

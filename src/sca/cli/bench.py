@@ -132,7 +132,14 @@ def cmd_bench_quality(args) -> int:
 
 
 def cmd_bench_video(args) -> int:
-    from ..bench.video import evaluate_anything, evaluate_video, held_out_world, peak_memory, video_table
+    from ..bench.video import (
+        evaluate_anything,
+        evaluate_ceiling,
+        evaluate_video,
+        held_out_world,
+        peak_memory,
+        video_table,
+    )
     from ..files import write_json_atomically, write_text_atomically
     from ..video.trackers import load_tracker
 
@@ -150,6 +157,7 @@ def cmd_bench_video(args) -> int:
     world = held_out_world(args.frames, args.image_size, speed=tuple(speed), max_objects=args.max_objects,
                            crowded=args.crowded)
     report = evaluate_video(model, world, args.videos, options, tracker=tracker)
+    ceiling = evaluate_ceiling(model, world, args.videos)
     anything = None
     if args.anything_every:
         searching = VideoOptions(keyframe_every=args.keyframe_every, anything_every=args.anything_every).check()
@@ -160,14 +168,14 @@ def cmd_bench_video(args) -> int:
         long_world = held_out_world(args.memory_frames, args.image_size, speed=tuple(speed), max_objects=args.max_objects)
         memory = (world.frames, short_mb, args.memory_frames, peak_memory(model, long_world, tracker=tracker))
     table = video_table(report, args.tracker, memory, anything, "crowded moving-shapes" if args.crowded
-                        else "moving-shapes")
+                        else "moving-shapes", ceiling)
     print(table)
     if args.out:
         found = None if anything is None else {**anything.__dict__, "recall": anything.recall,
                                                "precision": anything.precision}
         write_text_atomically(args.out / "video.md", table)
-        write_json_atomically(args.out / "video.json", {**report.__dict__, "memory": memory, "anything": found},
-                              indent=2)
+        write_json_atomically(args.out / "video.json", {**report.__dict__, "memory": memory, "anything": found,
+                                                        "ceiling": ceiling.__dict__}, indent=2)
         print(f"wrote {args.out / 'video.md'} and video.json", file=sys.stderr)
     if not report.goals_met() or (anything is not None and not anything.goals_met()):
         print("sca bench video: below the goals", file=sys.stderr)
