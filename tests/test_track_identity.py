@@ -262,3 +262,18 @@ def test_a_caption_names_its_kind_by_its_last_word():
     assert kind_of("a large green circle") == kind_of("A small green Circle.") == "circle"
     assert kind_of("the red triangle") != kind_of("a red star")
     assert kind_of("") == kind_of(" 3 ") == ""
+
+
+
+def test_an_object_whose_step_takes_it_out_of_the_frame_is_looked_for_where_it_was(model):
+    """A fast square leaving by the right edge, its last sliver narrower than its step: the step takes all of it out
+    of the frame (an empty expected mask had no box to prompt with: a crash), so it is looked for where it was last."""
+    from sca.video.trackers import ReprompterTracker, VideoFrame
+
+    pictures, truth = _video([("square", "blue", 10, lambda t: (200 + 12 * t, 80), lambda t: 0.0)], frames=4)
+    tracker = ReprompterTracker(model)
+    for index in range(3):
+        tracker._remember(index, {0: (truth[index][0], 1.0)}, np.asarray(pictures[index]))
+    assert truth[2][0].any() and not tracker._moved(0, truth[2][0], 1).any()
+    assert tracker.step(VideoFrame(3, pictures[3], model), {}) == {}  # gone, and not seen
+    assert tracker.lost[0][1] == 1

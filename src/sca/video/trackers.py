@@ -349,8 +349,10 @@ class ReprompterTracker(Tracker):
         return _shifted(mask, round(dx * frames), round(dy * frames))
 
     def _followed_now(self) -> dict[int, np.ndarray]:
-        """Where the followed objects would be now, had they kept their step."""
-        return {object_id: self._moved(object_id, mask, 1) for object_id, mask in self.previous.items()}
+        """Where the followed objects would be now, had they kept their step; where last, for one that step takes out
+        of the frame (a step is a guess: the segmenter and the rules say whether it is still there)."""
+        moved = {object_id: self._moved(object_id, mask, 1) for object_id, mask in self.previous.items()}
+        return {object_id: mask if mask.any() else self.previous[object_id] for object_id, mask in moved.items()}
 
     def _lost_now(self) -> dict[int, np.ndarray]:
         """Where the objects lost lately would be now, had they kept their step."""
