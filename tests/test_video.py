@@ -251,7 +251,7 @@ def test_track_caption_is_the_most_frequent_keyframe_caption_in_view():
     assert cut.caption == "a small red circle"  # with no keyframe in view, all count
 
 
-def test_track_caption_counts_each_keyframe_by_the_area_it_shows():
+def test_with_no_keyframe_in_view_the_track_caption_counts_each_by_the_area_it_shows():
     leaving = Track(0)
     for index, (rows, caption) in enumerate([(6, "a large red square"), (2, "a small red square"),
                                              (1, "a small red square")]):

@@ -4,9 +4,9 @@
 (`trackers.py`: it follows them). Objects start from prompts on a chosen frame, or from anything mode on the first
 frame (and every K frames, for objects that enter later). Each object is captioned on keyframes: its first frame,
 every `keyframe_every` frames, and whenever its mask has changed (IoU with its mask at its last keyframe below
-`change_threshold`). Its track's caption is the one its keyframes gave most (by area, in view); with a captioner
-that takes several images at once (a chat VLM), it is that captioner's one answer for a few of the object's keyframe
-views.
+`change_threshold`). Its track's caption is the one its keyframes in view gave most (by area when none is); with a
+captioner that takes several images at once (a chat VLM), it is that captioner's one answer for a few of the
+object's keyframe views.
 """
 
 from __future__ import annotations
@@ -46,16 +46,17 @@ class Track:
 
     @property
     def caption(self) -> str:
-        """The captioner's summary of its views if it gave one, else the caption its keyframes gave most, each keyframe
-        counting by its mask's area (of equal totals, the first given), and only the keyframes where the object is
-        wholly in view when there are any: a shape cut by the frame's edge is described by what shows of it, and of
-        such views the larger show more."""
+        """The captioner's summary of its views if it gave one, else the caption its keyframes gave most (of equal
+        votes, the first given): one vote each of those where the object is wholly in view, when there are any; else
+        each by the area its mask shows. A shape cut by the frame's edge is described by what shows of it, and the
+        larger its part in view the more it shows; wholly in view, every keyframe shows all of it, and a larger mask
+        there is one that took in a neighbour."""
         if self.summary is not None:
             return self.summary
         whole = [keyframe for keyframe in self.keyframes if keyframe["in_view"]]
         votes = Counter()
         for keyframe in whole or self.keyframes:
-            votes[keyframe["caption"]] += keyframe["area"]
+            votes[keyframe["caption"]] += 1 if whole else keyframe["area"]
         return max(votes, key=votes.get) if votes else ""
 
     @property
