@@ -57,6 +57,32 @@ def test_two_way_transformer_matches_transformers(layers, shared_image, regions,
         torch.testing.assert_close(got_grads[name], grad, atol=1e-4, rtol=1e-4, msg=name)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_two_way_transformer_at_inference_is_as_close_as_the_module_in_its_precision(dtype):
+    """At inference (where float32 products go to oneDNN and bf16 residuals are summed in the products' epilogues),
+    per-region image sides: as far from the float32 module as the module itself run in that precision, or nearer."""
+    config = SamMaskDecoderConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, mlp_dim=96)
+    transformer = SamTwoWayTransformer(config).eval()
+    _randomize(transformer, seed=7)
+    generator = torch.Generator().manual_seed(2)
+    regions, height, width = 3, 16, 16
+    points = torch.randn(1, regions, 6, 64, generator=generator)
+    image = torch.randn(regions, 64, height, width, generator=generator)
+    pe = torch.randn(1, 64, height, width, generator=generator)
+    with torch.no_grad():
+        exact_tokens, exact_image = transformer(points, image, pe, attention_similarity=None)
+        low = transformer.to(dtype)
+        module_tokens, module_image = low(points.to(dtype), image.to(dtype), pe.to(dtype), attention_similarity=None)
+        got_tokens, got_image = run_two_way_transformer(
+            low, points.to(dtype), image.flatten(2).transpose(1, 2)[None].contiguous().to(dtype),
+            pe[0].flatten(1).T.contiguous().to(dtype))
+    exact_image = exact_image.reshape(1, regions, height * width, 64)
+    for got, module, exact in ((got_tokens, module_tokens, exact_tokens),
+                               (got_image, module_image.reshape(exact_image.shape), exact_image)):
+        error, module_error = (got.float() - exact).abs().mean(), (module.float() - exact).abs().mean()
+        assert error <= 1.5 * module_error + 1e-6, (error, module_error)
+
+
 def _gradients(module: torch.nn.Module, tokens: torch.Tensor, image: torch.Tensor) -> dict[str, torch.Tensor]:
     module.zero_grad(set_to_none=True)
     (tokens.square().mean() + image.sin().mean()).backward()

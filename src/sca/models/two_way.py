@@ -22,7 +22,7 @@ import torch
 from torch.nn import functional as F
 from transformers.models.sam.modeling_sam import SamAttention, SamTwoWayAttentionBlock, SamTwoWayTransformer
 
-from .cpu_products import region_matmul
+from .cpu_products import region_addmm, region_matmul
 
 
 def run_two_way_transformer(
@@ -108,7 +108,9 @@ def _image_to_token(
     writes = torch.einsum("brthd,chd->brhtc", v, attention.out_proj.weight.unflatten(1, (heads, -1)))
     # Each head's weights sum to 1 over the tokens, so spreading b_o over the heads adds it once.
     writes = writes.flatten(2, 3) + attention.out_proj.bias / heads
-    return (weights.transpose(-1, -2) @ writes).add_(image if image.dim() == 4 else image[:, None])
+    if image.dim() == 4:  # the residual summed in the product's epilogue
+        return region_addmm(image, weights.transpose(-1, -2), writes)
+    return (weights.transpose(-1, -2) @ writes).add_(image[:, None])
 
 
 def _token_image_logits(
@@ -126,6 +128,9 @@ def _token_image_logits(
         return torch.einsum("brthd,bihd->brhti", token_side, projected)
     reads = torch.einsum("brthd,hdc->brhtc", token_side, image_projection.weight.unflatten(0, (heads, -1)))
     read_bias = torch.einsum("brthd,hd->brht", token_side, image_projection.bias.unflatten(0, (heads, -1)))
+    if image_with_pe.dim() == 4:
+        logits = region_addmm(read_bias.flatten(2, 3)[..., None], reads.flatten(2, 3), image_with_pe.transpose(-1, -2))
+        return logits.unflatten(2, (heads, num_tokens))
     logits = _regions_matmul(reads.flatten(2, 3), image_with_pe.transpose(-1, -2)).unflatten(2, (heads, num_tokens))
     return logits.add_(read_bias[..., None])
 
