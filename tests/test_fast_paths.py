@@ -1,6 +1,8 @@
 """The reassociated two-way transformer, the blocked image-encoder attention and region grouping compute what
 transformers' SAM modules compute."""
 
+import copy
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -138,6 +140,29 @@ def test_blocked_vision_attention_matches_transformers(monkeypatch, block_bytes)
         torch.testing.assert_close(
             blocked(pixels).last_hidden_state, reference(pixels).last_hidden_state, atol=1e-5, rtol=1e-5
         )
+
+
+@pytest.mark.parametrize("block_bytes", [None, 2048])
+def test_blocked_vision_attention_in_bf16_is_as_close_as_the_module_in_bf16(monkeypatch, block_bytes):
+    """In bf16 the relative positions ride in the logits' product (`FOLDED_REL_POS_DTYPES`): as far from the float32
+    encoder as transformers' own encoder run in bf16, or nearer."""
+    if block_bytes is not None:
+        monkeypatch.setattr(vision_attention, "LOGITS_BLOCK_BYTES", block_bytes)
+    assert torch.bfloat16 in vision_attention.FOLDED_REL_POS_DTYPES
+    config = SamVisionConfig(
+        hidden_size=64, output_channels=16, num_hidden_layers=2, num_attention_heads=2, image_size=96,
+        patch_size=8, mlp_dim=96, window_size=5, global_attn_indexes=[1], use_rel_pos=True,
+    )  # a 12×12 grid: windows of 5 need padding
+    config._attn_implementation = "eager"
+    reference = SamVisionEncoder(config).eval()
+    _randomize(reference, seed=4)
+    pixels = torch.randn(1, 3, 96, 96, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        exact = reference(pixels).last_hidden_state
+        low = copy.deepcopy(reference).to(torch.bfloat16)
+        module = low(pixels.bfloat16()).last_hidden_state.float()
+        got = blocked_view(low)(pixels.bfloat16()).last_hidden_state.float()
+    assert (got - exact).abs().mean() <= 1.5 * (module - exact).abs().mean()
 
 
 @pytest.mark.parametrize("original_size", [(1024, 1024), (700, 1024), (1024, 333), (97, 50)])
