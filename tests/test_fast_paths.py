@@ -118,17 +118,23 @@ def test_upscaled_masks_match_the_decoders_convolutions(regions):
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
+def _vision_encoder(hidden_size: int, image_size: int, window_size: int, seed: int) -> SamVisionEncoder:
+    """transformers' eager SAM encoder, 8-px patches, two layers (a windowed one, then a global one), random weights."""
+    config = SamVisionConfig(
+        hidden_size=hidden_size, output_channels=16, num_hidden_layers=2, num_attention_heads=2, image_size=image_size,
+        patch_size=8, mlp_dim=hidden_size * 3 // 2, window_size=window_size, global_attn_indexes=[1], use_rel_pos=True,
+    )
+    config._attn_implementation = "eager"
+    encoder = SamVisionEncoder(config).eval()
+    _randomize(encoder, seed)
+    return encoder
+
+
 @pytest.mark.parametrize("block_bytes", [None, 3 * 36 * 4, 5 * 9 * 4 * 2])
 def test_blocked_vision_attention_matches_transformers(monkeypatch, block_bytes):
     if block_bytes is not None:  # several query blocks (a partial last one) and several heads per step
         monkeypatch.setattr(vision_attention, "LOGITS_BLOCK_BYTES", block_bytes)
-    config = SamVisionConfig(
-        hidden_size=32, output_channels=16, num_hidden_layers=2, num_attention_heads=2, image_size=48,
-        patch_size=8, mlp_dim=64, window_size=4, global_attn_indexes=[1], use_rel_pos=True,
-    )  # a 6×6 grid: windows of 4 need padding
-    config._attn_implementation = "eager"
-    reference = SamVisionEncoder(config).eval()
-    _randomize(reference, seed=2)
+    reference = _vision_encoder(hidden_size=32, image_size=48, window_size=4, seed=2)  # 6×6: windows of 4 pad
     blocked = blocked_view(reference)
     assert all(isinstance(layer.attn, BlockedSamVisionAttention) for layer in blocked.layers)
     assert not any(isinstance(layer.attn, BlockedSamVisionAttention) for layer in reference.layers)  # left as it was
@@ -149,13 +155,7 @@ def test_blocked_vision_attention_in_bf16_is_as_close_as_the_module_in_bf16(monk
     if block_bytes is not None:
         monkeypatch.setattr(vision_attention, "LOGITS_BLOCK_BYTES", block_bytes)
     assert torch.bfloat16 in vision_attention.FOLDED_REL_POS_DTYPES
-    config = SamVisionConfig(
-        hidden_size=64, output_channels=16, num_hidden_layers=2, num_attention_heads=2, image_size=96,
-        patch_size=8, mlp_dim=96, window_size=5, global_attn_indexes=[1], use_rel_pos=True,
-    )  # a 12×12 grid: windows of 5 need padding
-    config._attn_implementation = "eager"
-    reference = SamVisionEncoder(config).eval()
-    _randomize(reference, seed=4)
+    reference = _vision_encoder(hidden_size=64, image_size=96, window_size=5, seed=4)  # 12×12: windows of 5 pad
     pixels = torch.randn(1, 3, 96, 96, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
         exact = reference(pixels).last_hidden_state
