@@ -264,7 +264,6 @@ def test_a_caption_names_its_kind_by_its_last_word():
     assert kind_of("") == kind_of(" 3 ") == ""
 
 
-
 def test_an_object_whose_step_takes_it_out_of_the_frame_is_looked_for_where_it_was(model):
     """A fast square leaving by the right edge, its last sliver narrower than its step: the step takes all of it out
     of the frame (an empty expected mask had no box to prompt with: a crash), so it is looked for where it was last."""
