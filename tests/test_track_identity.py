@@ -276,3 +276,29 @@ def test_an_object_whose_step_takes_it_out_of_the_frame_is_looked_for_where_it_w
     assert truth[2][0].any() and not tracker._moved(0, truth[2][0], 1).any()
     assert tracker.step(VideoFrame(3, pictures[3], model), {}) == {}  # gone, and not seen
     assert tracker.lost[0][1] == 1
+
+
+@pytest.mark.parametrize("prompt", ["box", "point"])
+def test_an_object_prompted_on_a_sliver_is_followed_once_it_comes_in(model, prompt):
+    """A square coming in at the left edge, one pixel of it in view where it is prompted: the segmenter finds nothing
+    there, so the track starts on a later frame, around the prompt, on that square (not on its neighbour)."""
+    objects = [("square", "blue", 14, lambda t: (-9.4 + 3 * t, 80), lambda t: 0.0),
+               ("circle", "red", 14, lambda t: (60, 40), lambda t: 0.0)]
+    pictures, truth = _video(objects, frames=12)
+    sliver = truth[0][0]
+    assert 0 < sliver.sum() <= 20 and not sliver[:, 2:].any()
+    video = VideoCaptioner(model, VideoOptions(keyframe_every=4))
+    if prompt == "box":
+        prompts = {"boxes": [mask_box(sliver), mask_box(truth[0][1])]}
+    else:
+        prompts = {"points": [core_point(sliver), core_point(truth[0][1])]}
+    for _ in video.run(enumerate(pictures), **prompts):
+        pass
+    square = video.tracks[0]
+    assert 0 not in square.frames and square.frames, "the sliver's track starts once the square is in"
+    assert min(square.frames) <= 4
+    for index, record in square.frames.items():
+        mask = decode_rle(record["mask"])
+        assert (mask & truth[index][0]).sum() / mask.sum() > 0.8, index
+    assert "blue" in square.caption, square.caption  # its kind, as it comes in, is the model's to tell
+    assert len(video.tracks[1].frames) == 12

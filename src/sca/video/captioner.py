@@ -168,7 +168,7 @@ class VideoCaptioner:
             else:
                 new = []
             by_id, resumed = {}, {}
-            for mask, caption in new:
+            for mask, caption, prompt_box in new:
                 known = tracker.recognise(current, mask, caption) if self.tracks else None
                 if known is not None and known not in resumed:
                     resumed[known] = mask  # a lost object come back: its track goes on
@@ -176,6 +176,8 @@ class VideoCaptioner:
                 track = Track(len(self.tracks))
                 self.tracks.append(track)
                 by_id[track.object_id] = (track, mask, caption)
+                if not mask.any() and prompt_box is not None:
+                    tracker.expect(current, track.object_id, prompt_box)
             seen = tracker.step(current, {**resumed, **{object_id: mask for object_id, (_, mask, _) in by_id.items()}})
             for track in self.tracks:
                 if track.ended:
@@ -203,9 +205,9 @@ class VideoCaptioner:
             track.views = []
 
     def _prompted(self, frame: VideoFrame, tracker: Tracker, regions, boxes, points, point_labels, masks
-                  ) -> list[tuple[np.ndarray, str | None]]:
-        """The prompted objects' best masks and their captions, on their first frame (None where the tracker's state
-        will caption them: then the region model only segments)."""
+                  ) -> list[tuple[np.ndarray, str | None, list[float] | None]]:
+        """The prompted objects' best masks, their captions, on their first frame (None where the tracker's state
+        will caption them: then the region model only segments), and their prompts' boxes (`prompt_box`)."""
         encoded = frame.encoded
         if regions is None:
             regions, records = Prompts.from_pixels(encoded.framed[0], self.model.frame, boxes, points, point_labels,
@@ -213,18 +215,20 @@ class VideoCaptioner:
         else:
             regions, records = list(regions), None
         if tracker.keeps_states:
-            return [(region.best_mask, None) for region in self.engine.segment(encoded, regions, records)]
-        return [(region.best_mask, region.caption) for region in self.engine.caption(encoded, regions, records)]
+            results = self.engine.segment(encoded, regions, records)
+            return [(region.best_mask, None, prompt_box(region.prompt)) for region in results]
+        results = self.engine.caption(encoded, regions, records)
+        return [(region.best_mask, region.caption, prompt_box(region.prompt)) for region in results]
 
     def _found(self, frame: VideoFrame, generator: AnythingGenerator, followed: list[np.ndarray],
-               cancelled: Callable[[], bool] | None = None) -> list[tuple[np.ndarray, str]]:
-        """Anything mode's masks that are not an object already followed, with their captions."""
+               cancelled: Callable[[], bool] | None = None) -> list[tuple[np.ndarray, str, None]]:
+        """Anything mode's masks that are not an object already followed, with their captions (as `_prompted`'s)."""
         found = []
         for region in generator.generate(frame.encoded, cancelled=cancelled):
             mask = full_size_mask(generator.model, region, frame.encoded).cpu().numpy()
-            others = followed + [m for m, _ in found]
+            others = followed + [m for m, _, _ in found]
             if mask.any() and all(float(mask_iou(mask, other)) < self.options.new_object_overlap for other in others):
-                found.append((mask, region.caption))
+                found.append((mask, region.caption, None))
         return found
 
     @torch.no_grad()
@@ -262,6 +266,20 @@ class VideoCaptioner:
     @property
     def _summarises(self) -> bool:
         return type(self.model).describe_views is not RegionModel.describe_views
+
+
+def prompt_box(prompt: dict) -> list[float] | None:
+    """Where a prompt points, xyxy: its box, else the box of its foreground points (None for a mask alone: a mask
+    prompt is where the object is)."""
+    if prompt.get("box") is not None:
+        return list(prompt["box"])
+    points = prompt.get("points") or []
+    labels = prompt.get("point_labels") or [1] * len(points)
+    foreground = [point for point, label in zip(points, labels) if label == 1]
+    if not foreground:
+        return None
+    xs, ys = zip(*foreground)
+    return [min(xs), min(ys), max(xs), max(ys)]
 
 
 VIEW_CONTEXT = 0.5

@@ -7,7 +7,8 @@ A tracker takes one frame at a time (`step`), so a video streams through it. Two
   and prompted with that mask's box, grown by a margin, and a point on its core; where that box reaches another
   object, that object's core is a negative point. Of the candidate masks, cleaned of specks, the one most like the
   expected mask is kept if it passes the track's rules (`TrackRules`), judged against where the other objects are
-  expected. An object no candidate continues is lost, and looked for where its step takes it for a few frames.
+  expected. An object no candidate continues is lost, and looked for where its step takes it for a few frames; one
+  prompted where the segmenter found nothing (a sliver at the frame's edge) is looked for around its prompt.
 - `MemoryTracker`: SAM 2's (SAM 2.1's, EdgeTAM's, SAM 3 tracker's) video model and its memory of past frames,
   streaming: only the last few frames' memories are kept, so memory does not grow with the video's length. An
   object that is hidden for a while is found again.
@@ -19,7 +20,7 @@ import contextlib
 import logging
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -112,6 +113,15 @@ class TrackRules:
             return False
         gained = candidate & ~last
         return not any(self._takes(candidate, gained, other, pixels) for other in others)
+
+    def starts(self, candidate: np.ndarray, score: float, place: np.ndarray, others: Iterable[Neighbour] = (),
+               pixels: np.ndarray | None = None) -> bool:
+        """Whether `candidate` is the first sight of an awaited object: one prompted where the segmenter found nothing
+        (a sliver at the frame's edge, say), looked for since at `place` (`(H, W)` bool, around its prompt). There is
+        no last mask to judge it by: it must reach that place with enough score and take over no neighbour."""
+        if not candidate.any() or score < self.min_score or not (candidate & place).any():
+            return False
+        return not any(self._takes(candidate, candidate, other, pixels) for other in others)
 
     def _takes(self, candidate: np.ndarray, gained: np.ndarray, other: Neighbour, pixels: np.ndarray | None) -> bool:
         """Whether the candidate takes over the neighbour: gains much of its place, or holds much of it looking like
@@ -216,6 +226,12 @@ class Tracker(ABC):
         """What the object's track is captioned as, so far: a lost object resumes only on a mask of its kind."""
         return None  # a tracker that does not look for lost objects itself has no use for it
 
+    def expect(self, frame: VideoFrame, object_id: int, box: Sequence[float]) -> None:
+        """An object prompted on this frame of which the segmenter found nothing (a sliver coming in at the frame's
+        edge, say): look for it around its prompt's `box` (xyxy pixels) on the next frames. A tracker that cannot
+        leaves it unseen (its track then stays empty)."""
+        return None
+
     def states_now(self) -> dict[int, DecoderState]:
         """The decoder state each object seen in the last frame was segmented from, by object id, where the region
         model captions such states (`RegionModel.describe_states`): its keyframes are captioned from them."""
@@ -244,9 +260,23 @@ class ReprompterTracker(Tracker):
         self.path: dict[int, list[tuple[int, float, float]]] = {}  # its last sightings: frame, centre x, y
         self.kind: dict[int, str] = {}  # what each object is (`kind_of` its track's caption; "": not known)
         self.lost: dict[int, tuple[np.ndarray, int]] = {}  # last mask, frames since seen
+        self.awaited: dict[int, tuple[np.ndarray, int]] = {}  # prompted, never seen: where looked for, frames waited
 
     def for_video(self, options: VideoOptions) -> ReprompterTracker:
         return ReprompterTracker(self.model, options)
+
+    def expect(self, frame: VideoFrame, object_id: int, box: Sequence[float]) -> None:
+        """Looked for within the box grown by `options.grow` of its longer side each way (a sliver's box is as thin as
+        the sliver, and the object comes in across it), for `options.lost_memory` frames."""
+        height, width = frame.pixels.shape[:2]
+        x1, y1, x2, y2 = (float(v) for v in box)
+        margin = max(x2 - x1, y2 - y1) * self.options.grow
+        left, top = max(0, int(np.floor(x1 - margin))), max(0, int(np.floor(y1 - margin)))
+        right = min(width, max(left + 1, int(np.ceil(x2 + margin))))
+        bottom = min(height, max(top + 1, int(np.ceil(y2 + margin))))
+        place = np.zeros((height, width), bool)
+        place[top:bottom, left:right] = True
+        self.awaited[object_id] = (place, 0)
 
     def prompts(self, object_id: int, masks: dict[int, np.ndarray], size: tuple[int, int]) -> list[RegionPrompt]:
         """The object's prompts for the next frame: its grown box, its core, and the cores of neighbours in reach; and
@@ -277,16 +307,18 @@ class ReprompterTracker(Tracker):
         expected = {**{object_id: mask for object_id, mask in self._lost_now().items() if mask.any()},
                     **self._followed_now()}
         expected = {object_id: mask for object_id, mask in expected.items() if object_id not in new}
-        if expected:
+        awaited = {object_id: place for object_id, (place, _) in self.awaited.items() if object_id not in new}
+        if expected or awaited:
             encoded = frame.encoded
             framed = encoded.framed[0]
             everyone = {**expected, **{object_id: mask for object_id, (mask, _) in found.items()}}
             ids, regions = [], []
-            for object_id in expected:
-                prompts = self.prompts(object_id, everyone, framed.original_size)
+            for object_id in [*expected, *awaited]:
+                around = {**everyone, object_id: awaited[object_id]} if object_id in awaited else everyone
+                prompts = self.prompts(object_id, around, framed.original_size)
                 ids += [object_id] * len(prompts)
                 regions += prompts
-            candidates: dict[int, list] = {object_id: [] for object_id in expected}
+            candidates: dict[int, list] = {object_id: [] for object_id in [*expected, *awaited]}
             for group in group_prompts(framed, self.model.frame, regions):
                 scores, low_res = self.model.segment(encoded, group.prompts)
                 masks = self.model.frame.masks_to_original(low_res[0], framed).cpu().numpy()
@@ -298,7 +330,10 @@ class ReprompterTracker(Tracker):
             resumed = {}
             for object_id, found_here in candidates.items():
                 others = [neighbour for other, neighbour in neighbours.items() if other != object_id]
-                kept = self._continue(found_here, expected[object_id], others, pixels, self.colour[object_id])
+                if object_id in awaited:
+                    kept = self._first_sight(found_here, awaited[object_id], others, pixels)
+                else:
+                    kept = self._continue(found_here, expected[object_id], others, pixels, self.colour[object_id])
                 if kept is not None and object_id in self.lost and self.kind.get(object_id):
                     resumed[object_id] = kept
                 elif kept is not None:
@@ -331,6 +366,8 @@ class ReprompterTracker(Tracker):
                 self.lost[object_id] = (mask, 0)
         self.lost = {object_id: (mask, age + 1) for object_id, (mask, age) in self.lost.items()
                      if age + 1 <= self.options.lost_memory and object_id not in found}
+        self.awaited = {object_id: (place, age + 1) for object_id, (place, age) in self.awaited.items()
+                        if age + 1 <= self.options.lost_memory and object_id not in found}
         for object_id, (mask, _) in found.items():
             self.colour[object_id] = remembered_colours(self.colour.get(object_id), colours(pixels, mask))
             y, x = np.argwhere(mask).mean(0)
@@ -372,8 +409,18 @@ class ReprompterTracker(Tracker):
                 best, best_likeness = (candidate, score), likeness
         return best
 
+    def _first_sight(self, candidates: list[tuple[np.ndarray, float]], place: np.ndarray, others: list[Neighbour],
+                     pixels: np.ndarray):
+        """The awaited object's candidate `(mask, score)` of highest score among those that start it, or None."""
+        best = None
+        for candidate, score in candidates:
+            candidate = without_specks(candidate)
+            if self.rules.starts(candidate, score, place, others, pixels) and (best is None or score > best[1]):
+                best = (candidate, score)
+        return best
+
     def forget(self, object_id: int) -> None:
-        for memory in (self.previous, self.lost, self.colour, self.path, self.kind):
+        for memory in (self.previous, self.lost, self.awaited, self.colour, self.path, self.kind):
             memory.pop(object_id, None)
 
     def recognise(self, frame: VideoFrame, mask: np.ndarray, caption: str | None = None) -> int | None:
