@@ -13,7 +13,7 @@ from sca.geometry import mask_box
 from sca.masks import decode_rle
 from sca.options import VideoOptions
 from sca.video.captioner import VideoCaptioner
-from sca.video.trackers import Neighbour, TrackRules, colour_change, colours, core_point, kind_of, without_specks
+from sca.video.trackers import Neighbour, TrackRules, colour_change, colours, core_point, kind_of, prompt_place, without_specks
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (235, 200, 30),
            "purple": (140, 50, 170), "orange": (240, 130, 20)}
@@ -118,6 +118,23 @@ def test_the_rules_refuse_a_jump_and_keep_a_step():
     grown = np.zeros_like(last)
     grown[5:60, 5:60] = True
     assert not rules.accepts(grown | last, 0.99, last)  # swallowed a neighbour: the area jumped
+
+
+def test_the_rules_let_an_object_grow_across_the_frame_edge_only():
+    rules = TrackRules()
+    last, grown = np.zeros((60, 60), bool), np.zeros((60, 60), bool)
+    last[20:30, 0:3], grown[20:30, 0:10] = True, True  # coming in at the left edge: 3.3 times the area
+    assert rules.accepts(grown, 0.9, last) and rules.accepts(last, 0.9, grown)  # and going out
+    inside_last, inside_grown = np.roll(last, 5, axis=1), np.roll(grown, 5, axis=1)
+    assert not rules.accepts(inside_grown, 0.9, inside_last)  # the same growth in the frame is not the object
+
+
+def test_a_prompt_place_is_its_box_grown_and_at_least_a_mask_pixel():
+    place = prompt_place([0, 60, 1, 69], (100, 80), grow=0.25)
+    assert mask_box(place) == [0.0, 57.0, 4.0, 72.0]  # a sliver's box grown by a quarter of its longer side
+    point = prompt_place([40.5, 50.5, 40.5, 50.5], (100, 80), grow=0.25, at_least=2.5)
+    assert mask_box(point) == [38.0, 48.0, 43.0, 53.0] and point[50, 40]
+    assert prompt_place([79.5, 99.5, 79.5, 99.5], (100, 80), grow=0.25)[99, 79]  # on the border, still a pixel
 
 
 def test_the_rules_refuse_a_candidate_that_is_partly_another_colour():
@@ -279,9 +296,12 @@ def test_an_object_whose_step_takes_it_out_of_the_frame_is_looked_for_where_it_w
 
 
 @pytest.mark.parametrize("prompt", ["box", "point"])
-def test_an_object_prompted_on_a_sliver_is_followed_once_it_comes_in(model, prompt):
+@pytest.mark.parametrize("name", ["sca-shapes", "sca-sam2-shapes"])
+def test_an_object_prompted_on_a_sliver_is_followed_once_it_comes_in(name, prompt):
     """A square coming in at the left edge, one pixel of it in view where it is prompted: the segmenter finds nothing
-    there, so the track starts on a later frame, around the prompt, on that square (not on its neighbour)."""
+    there (or a mask elsewhere), so the track starts on a later frame, around the prompt, on that square (not on its
+    neighbour), and goes on as the square comes in (its area grows faster than a track's may, but across the edge)."""
+    model = RegionCaptioner.from_pretrained(name).model
     objects = [("square", "blue", 14, lambda t: (-9.4 + 3 * t, 80), lambda t: 0.0),
                ("circle", "red", 14, lambda t: (60, 40), lambda t: 0.0)]
     pictures, truth = _video(objects, frames=12)
@@ -296,7 +316,7 @@ def test_an_object_prompted_on_a_sliver_is_followed_once_it_comes_in(model, prom
         pass
     square = video.tracks[0]
     assert 0 not in square.frames and square.frames, "the sliver's track starts once the square is in"
-    assert min(square.frames) <= 4
+    assert min(square.frames) <= 4 and sorted(square.frames) == list(range(min(square.frames), 12))
     for index, record in square.frames.items():
         mask = decode_rle(record["mask"])
         assert (mask & truth[index][0]).sum() / mask.sum() > 0.8, index

@@ -71,6 +71,11 @@ def mask_box(mask: np.ndarray | torch.Tensor) -> list[float] | None:
     return masks_to_boxes(mask[None])[0].tolist()
 
 
+def touches_edge(mask: np.ndarray) -> bool:
+    """Whether an `(H, W)` mask reaches the image's border: an object cut by the frame's edge."""
+    return bool(mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any())
+
+
 def remove_small_regions(mask: np.ndarray, min_area: int) -> np.ndarray:
     """SAM's post-processing of a `(H, W)` boolean mask: islands, then holes, of fewer than `min_area` pixels
     removed (4-connected components, as SAM's `remove_small_regions` with OpenCV).

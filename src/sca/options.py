@@ -155,7 +155,8 @@ class VideoOptions:
     A track keeps its object or ends; it never moves onto another. A candidate mask for a followed object, once its
     specks are removed (islands under a tenth of its largest), is kept only with a predicted IoU (or object score) of
     at least min_track_score, an IoU with the object's last mask of at least min_track_overlap, and an area within
-    max_area_change times the last one's either way, gaining over its last mask no more than max_neighbour_share of
+    max_area_change times the last one's either way (unless both reach the frame's edge: an object coming in or going
+    out), gaining over its last mask no more than max_neighbour_share of
     another object's (two objects that touch can be segmented as one), and with no more than max_colour_change of its
     colours (its pixels' histogram) missing from the object's (a slow average of its sights: the one cue of identity
     every family gives); else the object is not seen in that frame. A lost object is looked for where its last step takes it

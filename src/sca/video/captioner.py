@@ -22,12 +22,12 @@ from PIL import Image
 from ..anything import AnythingGenerator, Cancelled, full_size_mask
 from ..engine import RegionEngine
 from ..errors import InputError
-from ..geometry import mask_box, mask_iou
+from ..geometry import mask_box, mask_iou, touches_edge
 from ..masks import encode_rle
 from ..models.prompts import Prompts, RegionPrompt
 from ..models.region_model import RegionModel
 from ..options import AnythingOptions, GenerationOptions, VideoOptions
-from .trackers import REPROMPT, Tracker, VideoFrame, describe_masks, load_tracker
+from .trackers import REPROMPT, Tracker, VideoFrame, describe_masks, load_tracker, prompt_place
 
 
 @dataclass
@@ -71,7 +71,7 @@ class Track:
         if self.keyframes:
             self.keyframes[-1]["frames"][1] = max(i for i in self.frames if i < index)
         self.keyframes.append({"frame": index, "caption": caption, "frames": [index, index],
-                               "in_view": _in_view(self.last_mask), "area": int(self.last_mask.sum())})
+                               "in_view": not touches_edge(self.last_mask), "area": int(self.last_mask.sum())})
         self.keyframe_mask = self.last_mask
         if picture is not None and max_views:
             self.views.append(_view(picture, self.last_mask))
@@ -175,9 +175,13 @@ class VideoCaptioner:
                     continue
                 track = Track(len(self.tracks))
                 self.tracks.append(track)
+                if prompt_box is not None:
+                    place = prompt_place(prompt_box, mask.shape, self.options.grow,
+                                         at_least=max(mask.shape) / self.model.frame.mask_size)
+                    if not (mask & place).any():  # nothing found where it was prompted: expected there from now on
+                        mask = np.zeros_like(mask)
+                        tracker.expect(track.object_id, place)
                 by_id[track.object_id] = (track, mask, caption)
-                if not mask.any() and prompt_box is not None:
-                    tracker.expect(current, track.object_id, prompt_box)
             seen = tracker.step(current, {**resumed, **{object_id: mask for object_id, (_, mask, _) in by_id.items()}})
             for track in self.tracks:
                 if track.ended:
@@ -293,8 +297,3 @@ def _view(picture: Image.Image, mask: np.ndarray) -> tuple[Image.Image, np.ndarr
     left, top = int(max(0, x1 - grow_x)), int(max(0, y1 - grow_y))
     right, bottom = int(min(picture.width, x2 + grow_x + 1)), int(min(picture.height, y2 + grow_y + 1))
     return picture.crop((left, top, right, bottom)), mask[top:bottom, left:right].copy()
-
-
-def _in_view(mask: np.ndarray) -> bool:
-    """Whether the object is wholly in the frame: its mask touches none of the frame's edges."""
-    return not (mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any())

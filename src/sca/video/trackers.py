@@ -29,7 +29,7 @@ import torch
 from PIL import Image
 
 from ..errors import InputError
-from ..geometry import mask_box, mask_iou, remove_small_regions
+from ..geometry import mask_box, mask_iou, remove_small_regions, touches_edge
 from ..models.mask_caption_decoder import DecoderState
 from ..models.prompts import Prompts, RegionPrompt, group_prompts
 from ..models.region_model import EncodedImages, RegionModel
@@ -107,7 +107,9 @@ class TrackRules:
         area, last_area = int(candidate.sum()), int(last.sum())
         if area == 0 or score < self.min_score or colour_change > self.max_colour_change:
             return False
-        if not 1 / self.max_area_change <= area / max(last_area, 1) <= self.max_area_change:
+        # an object coming in or going out across the frame's edge grows or shrinks faster than it can turn
+        crossing = touches_edge(candidate) and touches_edge(last)
+        if not crossing and not 1 / self.max_area_change <= area / max(last_area, 1) <= self.max_area_change:
             return False
         if float(mask_iou(candidate, last)) < self.min_overlap:
             return False
@@ -195,6 +197,22 @@ def describe_masks(model: RegionModel, encoded: EncodedImages, masks: list[np.nd
     return model.describe(encoded, prompts, logits.to(model.device))[0]
 
 
+def prompt_place(box: Sequence[float], size: tuple[int, int], grow: float, at_least: float = 0.0) -> np.ndarray:
+    """`(H, W)` bool: where an object prompted within `box` (xyxy pixels; a point's box is the point) lies, the box
+    grown by `grow` of its longer side each way, and by `at_least` pixels (the segmenter's mask pixel: it places a
+    mask no finer): a sliver's box is as thin as the sliver, and the object comes in across it. A first mask that does
+    not reach it is not the prompted object."""
+    height, width = size
+    x1, y1, x2, y2 = (float(v) for v in box)
+    margin = max(max(x2 - x1, y2 - y1) * grow, at_least)
+    left, top = min(width - 1, max(0, int(np.floor(x1 - margin)))), min(height - 1, max(0, int(np.floor(y1 - margin))))
+    right = min(width, max(left + 1, int(np.ceil(x2 + margin))))
+    bottom = min(height, max(top + 1, int(np.ceil(y2 + margin))))
+    place = np.zeros((height, width), bool)
+    place[top:bottom, left:right] = True
+    return place
+
+
 def core_point(mask: np.ndarray) -> list[float]:
     """The mask's pixel farthest from its border (x, y): a point surely on the object, wherever its box reaches."""
     from scipy import ndimage
@@ -226,10 +244,10 @@ class Tracker(ABC):
         """What the object's track is captioned as, so far: a lost object resumes only on a mask of its kind."""
         return None  # a tracker that does not look for lost objects itself has no use for it
 
-    def expect(self, frame: VideoFrame, object_id: int, box: Sequence[float]) -> None:
-        """An object prompted on this frame of which the segmenter found nothing (a sliver coming in at the frame's
-        edge, say): look for it around its prompt's `box` (xyxy pixels) on the next frames. A tracker that cannot
-        leaves it unseen (its track then stays empty)."""
+    def expect(self, object_id: int, place: np.ndarray) -> None:
+        """An object prompted on this frame of which the segmenter found nothing there (a sliver coming in at the
+        frame's edge, say): look for it at `place` (`(H, W)` bool, `prompt_place`) on the next frames. A tracker that
+        cannot leaves it unseen (its track then stays empty)."""
         return None
 
     def states_now(self) -> dict[int, DecoderState]:
@@ -265,17 +283,8 @@ class ReprompterTracker(Tracker):
     def for_video(self, options: VideoOptions) -> ReprompterTracker:
         return ReprompterTracker(self.model, options)
 
-    def expect(self, frame: VideoFrame, object_id: int, box: Sequence[float]) -> None:
-        """Looked for within the box grown by `options.grow` of its longer side each way (a sliver's box is as thin as
-        the sliver, and the object comes in across it), for `options.lost_memory` frames."""
-        height, width = frame.pixels.shape[:2]
-        x1, y1, x2, y2 = (float(v) for v in box)
-        margin = max(x2 - x1, y2 - y1) * self.options.grow
-        left, top = max(0, int(np.floor(x1 - margin))), max(0, int(np.floor(y1 - margin)))
-        right = min(width, max(left + 1, int(np.ceil(x2 + margin))))
-        bottom = min(height, max(top + 1, int(np.ceil(y2 + margin))))
-        place = np.zeros((height, width), bool)
-        place[top:bottom, left:right] = True
+    def expect(self, object_id: int, place: np.ndarray) -> None:
+        """Prompted at its place each frame, for `options.lost_memory` frames."""
         self.awaited[object_id] = (place, 0)
 
     def prompts(self, object_id: int, masks: dict[int, np.ndarray], size: tuple[int, int]) -> list[RegionPrompt]:
