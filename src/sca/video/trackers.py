@@ -8,7 +8,8 @@ A tracker takes one frame at a time (`step`), so a video streams through it. Two
   object, that object's core is a negative point. Of the candidate masks, cleaned of specks, the one most like the
   expected mask is kept if it passes the track's rules (`TrackRules`), judged against where the other objects are
   expected. An object no candidate continues is lost, and looked for where its step takes it for a few frames; one
-  prompted where the segmenter found nothing (a sliver at the frame's edge) is looked for around its prompt.
+  prompted where the segmenter found nothing (a sliver at the frame's edge) is looked for around its prompt. An
+  object crossing the frame's edge may grow or shrink faster than the area rule allows elsewhere.
 - `MemoryTracker`: SAM 2's (SAM 2.1's, EdgeTAM's, SAM 3 tracker's) video model and its memory of past frames,
   streaming: only the last few frames' memories are kept, so memory does not grow with the video's length. An
   object that is hidden for a while is found again.
@@ -245,9 +246,9 @@ class Tracker(ABC):
         return None  # a tracker that does not look for lost objects itself has no use for it
 
     def expect(self, object_id: int, place: np.ndarray) -> None:
-        """An object prompted on this frame of which the segmenter found nothing there (a sliver coming in at the
-        frame's edge, say): look for it at `place` (`(H, W)` bool, `prompt_place`) on the next frames. A tracker that
-        cannot leaves it unseen (its track then stays empty)."""
+        """An object prompted on this frame of which the segmenter found nothing at its prompt (a sliver coming in at
+        the frame's edge, say: no mask, or one that does not reach `place`): look for it at `place` (`(H, W)` bool,
+        `prompt_place`) on the next frames. A tracker that cannot leaves it unseen (its track then stays empty)."""
         return None
 
     def states_now(self) -> dict[int, DecoderState]:
