@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
 from sca.api import RegionCaptioner
@@ -135,6 +137,19 @@ def test_a_prompt_place_is_its_box_grown_and_at_least_a_mask_pixel():
     point = prompt_place([40.5, 50.5, 40.5, 50.5], (100, 80), grow=0.25, at_least=2.5)
     assert mask_box(point) == [38.0, 48.0, 43.0, 53.0] and point[50, 40]
     assert prompt_place([79.5, 99.5, 79.5, 99.5], (100, 80), grow=0.25)[99, 79]  # on the border, still a pixel
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 60), st.integers(1, 60), st.data(), st.floats(0, 1), st.floats(0, 8))
+def test_a_prompt_place_covers_its_box_whatever_the_box(height, width, data, grow, at_least):
+    x1 = data.draw(st.floats(0, width))
+    y1 = data.draw(st.floats(0, height))
+    x2, y2 = data.draw(st.floats(x1, width)), data.draw(st.floats(y1, height))
+    place = prompt_place([x1, y1, x2, y2], (height, width), grow, at_least)
+    assert place.shape == (height, width) and place.any()
+    rows, cols = np.flatnonzero(place.any(1)), np.flatnonzero(place.any(0))
+    assert rows[0] <= min(int(y1), height - 1) and rows[-1] >= min(int(np.ceil(y2)), height) - 1
+    assert cols[0] <= min(int(x1), width - 1) and cols[-1] >= min(int(np.ceil(x2)), width) - 1
 
 
 def test_the_rules_refuse_a_candidate_that_is_partly_another_colour():
