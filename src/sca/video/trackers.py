@@ -322,13 +322,14 @@ class ReprompterTracker(Tracker):
             encoded = frame.encoded
             framed = encoded.framed[0]
             everyone = {**expected, **{object_id: mask for object_id, (mask, _) in found.items()}}
+            searched = [*expected, *awaited]
             ids, regions = [], []
-            for object_id in [*expected, *awaited]:
+            for object_id in searched:
                 around = {**everyone, object_id: awaited[object_id]} if object_id in awaited else everyone
                 prompts = self.prompts(object_id, around, framed.original_size)
                 ids += [object_id] * len(prompts)
                 regions += prompts
-            candidates: dict[int, list] = {object_id: [] for object_id in [*expected, *awaited]}
+            candidates: dict[int, list] = {object_id: [] for object_id in searched}
             for group in group_prompts(framed, self.model.frame, regions):
                 scores, low_res = self.model.segment(encoded, group.prompts)
                 masks = self.model.frame.masks_to_original(low_res[0], framed).cpu().numpy()
